@@ -1,0 +1,32 @@
+//! The delivery-receipt rules, with no I/O: what a receipt is, how provider reports are mapped to
+//! canonical statuses, how reports merge into a receipt's current state, and how receipts roll up
+//! into a message's delivery summary.
+//!
+//! Layout:
+//! - [`ids`]: validated sids (`AC…`, `CH…`, `DY…`, …) and channel message ids, and the deterministic
+//!   derivation of receipt sids and Twilio-shaped channel message sids;
+//! - [`status`]: canonical statuses, their phases, and the provider status tables;
+//! - [`receipt`]: registrations, status reports and the order-independent merge;
+//! - [`summary`]: per-message counters and their `none`/`some`/`all` rendering.
+//!
+//! The central invariant (DESIGN §3): a receipt's current state is a pure function of the *set* of
+//! reports seen for it, whatever their order, duplicates or replays. The merge keeps the greatest
+//! report under a total order, which makes it commutative, associative and idempotent.
+
+pub mod ids;
+pub mod receipt;
+pub mod status;
+pub mod summary;
+mod time;
+
+pub use ids::{
+    AccountSid, ChannelMessageId, ChannelMessageSid, ChatServiceSid, ConversationSid, IdError,
+    MessageSid, ParticipantSid, ReceiptSid, WebhookSid,
+};
+pub use receipt::{
+    Channel, Receipt, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
+    RegistrationConflict, ReportOutcome, StatusReport,
+};
+pub use status::{DeliveryStatus, Phase, StatusSource, UnknownStatus, map_provider_status};
+pub use summary::{Amount, DeliverySummary, StatusCounts};
+pub use time::Timestamp;

@@ -1,0 +1,49 @@
+/// A point in time as milliseconds since the Unix epoch (UTC).
+///
+/// Millisecond precision is what providers report at best; keeping an integer makes ordering and
+/// equality exact, which the merge relies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The epoch itself, used where a provider gave no time.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    pub const fn from_unix_millis(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+
+    pub const fn unix_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Seconds and the nanoseconds within that second, as protobuf's `Timestamp` wants them.
+    pub const fn to_seconds_nanos(self) -> (i64, i32) {
+        let secs = self.0.div_euclid(1000);
+        let nanos = (self.0.rem_euclid(1000) * 1_000_000) as i32;
+        (secs, nanos)
+    }
+
+    /// The inverse of [`Timestamp::to_seconds_nanos`]; sub-millisecond precision is truncated.
+    pub const fn from_seconds_nanos(secs: i64, nanos: i32) -> Self {
+        Timestamp(
+            secs.saturating_mul(1000)
+                .saturating_add(nanos as i64 / 1_000_000),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_nanos_round_trip_including_before_epoch() {
+        for millis in [0, 1, 999, 1000, 1_732_000_000_123, -1, -1001] {
+            let t = Timestamp::from_unix_millis(millis);
+            let (s, n) = t.to_seconds_nanos();
+            assert!((0..1_000_000_000).contains(&n));
+            assert_eq!(Timestamp::from_seconds_nanos(s, n), t);
+        }
+    }
+}
