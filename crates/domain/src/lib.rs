@@ -13,18 +13,20 @@
 //! reports seen for it, whatever their order, duplicates or replays. The merge keeps the greatest
 //! report under a total order, which makes it commutative, associative and idempotent.
 
+mod event;
 pub mod ids;
 pub mod receipt;
 pub mod status;
 pub mod summary;
 mod time;
 
+pub use event::{DeliveryEvent, DeliveryEventKind};
 pub use ids::{
     AccountSid, ChannelMessageId, ChannelMessageSid, ChatServiceSid, ConversationSid, IdError,
     MessageSid, ParticipantSid, ReceiptSid, WebhookSid,
 };
 pub use receipt::{
-    Channel, Receipt, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
+    Channel, ChannelError, Receipt, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
     RegistrationConflict, ReportOutcome, StatusReport,
 };
 pub use status::{DeliveryStatus, Phase, StatusSource, UnknownStatus, map_provider_status};

@@ -262,10 +262,12 @@ impl ReceiptState {
     }
 
     pub fn apply_report(&mut self, report: StatusReport) -> ReportOutcome {
-        if let Some(best) = &self.best {
-            if report.rank() <= best.rank() {
-                return ReportOutcome::Unchanged;
-            }
+        if self
+            .best
+            .as_ref()
+            .is_some_and(|best| report.rank() <= best.rank())
+        {
+            return ReportOutcome::Unchanged;
         }
         let previous_status = self.current_status();
         self.best = Some(report);
