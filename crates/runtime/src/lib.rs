@@ -1,0 +1,17 @@
+//! Plumbing every receipts service shares, so that each `main.rs` stays a few dozen lines: load the
+//! configuration, initialise telemetry, install the signal handler, serve metrics, call `run`.
+//!
+//! - [`config`]: layered configuration (compiled defaults < TOML file < `RECEIPTS_*` environment), the
+//!   [`Validate`](config::Validate) hook run after loading, the [`Secret`](config::Secret) type that never
+//!   prints, and the [`KafkaConfig`](config::KafkaConfig) / [`TelemetryConfig`](config::TelemetryConfig)
+//!   sections services embed.
+//! - [`telemetry`]: the `tracing` subscriber (text or JSON on stderr).
+//! - [`shutdown`]: SIGINT/SIGTERM cancel a [`CancellationToken`](tokio_util::sync::CancellationToken) the
+//!   caller owns; nothing here is global.
+//! - [`metrics`]: a shared `prometheus-client` registry and the HTTP endpoint (`/metrics`, `/healthz`) that
+//!   serves it on a listener the caller binds.
+
+pub mod config;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,89 @@
+//! Prometheus metrics: a registry shared by handle rather than held in a static, and the HTTP endpoint
+//! that serves it (`GET /metrics` in OpenMetrics text, `GET /healthz` for liveness probes).
+//!
+//! Services register their families at start-up through a clone of the same [`Metrics`], so one scrape
+//! covers everything running in the process, including all services at once under `receipts dev`.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::{Metric, Registry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Content type of an OpenMetrics text exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Shared handle to one metrics registry; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wraps a registry built beforehand, for instance one made with [`Registry::with_prefix`].
+    pub fn from_registry(registry: Registry) -> Self {
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+        }
+    }
+
+    /// Registers `metric` under `name`. The caller keeps its own clone of the metric (they are handles
+    /// around shared atomics) to update it.
+    pub fn register(&self, name: impl Into<String>, help: impl Into<String>, metric: impl Metric) {
+        self.registry_mut().register(name, help, metric);
+    }
+
+    /// The registry itself, for what [`Metrics::register`] does not cover: units, sub-registries with a
+    /// prefix or labels, collectors. Do not hold the guard across an `.await`.
+    pub fn registry_mut(&self) -> MutexGuard<'_, Registry> {
+        // The registry is only appended to; one left by a panicking registration is still consistent.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every registered metric in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry_mut())
+            .expect("encoding into a String fails only if a metric's own encoder does");
+        text
+    }
+}
+
+/// Routes `GET /metrics` and `GET /healthz`. Services with an HTTP API of their own can `merge` it.
+pub fn router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(metrics)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        metrics.render(),
+    )
+}

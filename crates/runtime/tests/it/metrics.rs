@@ -1,0 +1,96 @@
+use std::net::SocketAddr;
+
+use prometheus_client::metrics::counter::Counter;
+use receipts_runtime::metrics::{self, Metrics, OPENMETRICS_CONTENT_TYPE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A response read off the wire: status code, lowercased header block, body.
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// Minimal HTTP/1.1 GET over a fresh connection the server closes after answering.
+async fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let (status_line, headers) = head.split_once("\r\n").unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    Response {
+        status,
+        headers: headers.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_registered_counters() {
+    let metrics = Metrics::new();
+    let applied = Counter::<u64>::default();
+    metrics.register(
+        "events_applied",
+        "Events applied to the state",
+        applied.clone(),
+    );
+    applied.inc_by(3);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(metrics::serve(
+        listener,
+        metrics::router(metrics.clone()),
+        shutdown.clone(),
+    ));
+
+    let response = get(addr, "/metrics").await;
+    assert_eq!(response.status, 200);
+    let content_type = format!("content-type: {OPENMETRICS_CONTENT_TYPE}");
+    assert!(
+        response.headers.contains(&content_type),
+        "{}",
+        response.headers
+    );
+    assert!(
+        response.body.contains("events_applied_total 3\n"),
+        "{}",
+        response.body
+    );
+    assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
+
+    // Registered after the server started: the next scrape sees it.
+    let late = Counter::<u64>::default();
+    metrics.register(
+        "webhook_attempts",
+        "Webhook delivery attempts",
+        late.clone(),
+    );
+    late.inc();
+    assert!(
+        get(addr, "/metrics")
+            .await
+            .body
+            .contains("webhook_attempts_total 1\n")
+    );
+
+    let health = get(addr, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+    assert_eq!(get(addr, "/nowhere").await.status, 404);
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn render_is_openmetrics_text() {
+    let metrics = Metrics::new();
+    assert_eq!(metrics.render(), "# EOF\n");
+}
