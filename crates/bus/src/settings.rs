@@ -1,0 +1,91 @@
+//! Client settings. Producers are idempotent with `acks=all`, so an acknowledged record is
+//! stored exactly once; consumers never auto-commit, because services store their own offsets
+//! with their state (DESIGN §4) and commit to the group only for lag monitoring.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+
+use crate::BusError;
+
+/// Where the broker is and any extra librdkafka properties (`security.protocol`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Passed to librdkafka as they are; they override the defaults set here.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The common settings every client gets.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            .set("log_level", "4");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The settings of an idempotent, `acks=all` producer.
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = self.client_config(client_id);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, BusError> {
+        Ok(self.producer_config(client_id).create()?)
+    }
+
+    /// The settings of a group consumer that never commits on its own and reads from the
+    /// beginning of a partition it has no position for.
+    pub fn consumer_config(&self, client_id: &str, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config(client_id);
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub fn consumer(&self, client_id: &str, group_id: &str) -> Result<StreamConsumer, BusError> {
+        Ok(self.consumer_config(client_id, group_id).create()?)
+    }
+}

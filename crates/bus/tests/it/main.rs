@@ -1,0 +1,3 @@
+//! The Kafka adapter against a real broker.
+
+mod roundtrip;
