@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The project's test command: a real Kafka broker, the domain-purity check, then every test.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/test.sh [CARGO-TEST-ARGS...]
+
+Runs the project's tests:
+  1. uses the Kafka broker in KAFKA_BOOTSTRAP_SERVERS if set; otherwise starts one with
+     scripts/kafka.sh (Java 17 + Maven), exports KAFKA_BOOTSTRAP_SERVERS, and stops it on exit
+     if this run started it;
+  2. checks that receipts-domain has no normal dependency on tokio, sled, rdkafka, tonic, hyper, axum
+     or reqwest;
+  3. cargo test --workspace --all-targets, then cargo test --workspace --doc.
+
+Arguments go to both cargo test runs, e.g.
+  scripts/test.sh -p receipts-bus            only one package (replaces --workspace)
+  scripts/test.sh -- --nocapture             arguments for the test binaries
+  scripts/test.sh -p receipts-bus --test it  given target selections replace --all-targets and --doc
+                                             (then cargo test runs once)
+
+Ends with a line 'tests: N passed, N failed, N skipped' summed over all runs; exits non-zero if any
+step failed. See scripts/kafka.sh --help for the broker's settings (port 39092 by default).
+EOF
+}
+
+case ${1:-} in
+  -h | --help | help)
+    usage
+    exit 0
+    ;;
+esac
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# Crates that would make the domain impure: runtimes, storage, Kafka, network stacks.
+readonly FORBIDDEN_IN_DOMAIN=(tokio sled rdkafka tonic hyper axum reqwest)
+
+if [[ -t 1 ]]; then
+  # Output goes through tee below, which would turn colour off.
+  export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-always}
+else
+  export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+fi
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+results=$(mktemp)
+started_kafka=0
+stop_kafka() {
+  if ((started_kafka)); then
+    started_kafka=0
+    scripts/kafka.sh stop || true
+  fi
+}
+cleanup() {
+  stop_kafka
+  rm -f "$results"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. Kafka ---------------------------------------------------------------------------------------
+if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+  log "using the Kafka broker at $KAFKA_BOOTSTRAP_SERVERS"
+else
+  scripts/kafka.sh fetch
+  # A broker that already runs (an earlier run, a developer's) is reused and left running.
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    started_kafka=1
+  fi
+  KAFKA_BOOTSTRAP_SERVERS=$(scripts/kafka.sh start)
+  export KAFKA_BOOTSTRAP_SERVERS
+  log "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
+fi
+
+failed_steps=()
+
+# --- 2. Domain purity -------------------------------------------------------------------------------
+check_domain_purity() {
+  local tree name
+  local -a offenders=()
+  if ! tree=$(cargo tree -p receipts-domain -e normal --target all --prefix none); then
+    log "error: cargo tree -p receipts-domain failed"
+    return 1
+  fi
+  for name in "${FORBIDDEN_IN_DOMAIN[@]}"; do
+    if awk '{ print $1 }' <<<"$tree" | grep -qxF "$name"; then
+      offenders+=("$name")
+    fi
+  done
+  if ((${#offenders[@]} > 0)); then
+    log "error: receipts-domain must stay pure (no async runtime, storage, Kafka or network crates)," \
+      "but its normal dependencies include: ${offenders[*]}"
+    for name in "${offenders[@]}"; do
+      log "how receipts-domain reaches $name:"
+      cargo tree -p receipts-domain -e normal --target all -i "$name" >&2 || true
+    done
+    return 1
+  fi
+  log "receipts-domain is pure: none of ${FORBIDDEN_IN_DOMAIN[*]}"
+}
+
+check_domain_purity || failed_steps+=("domain purity")
+
+# --- 3. Tests ---------------------------------------------------------------------------------------
+# Which selections did the caller make (before any `--`, after which arguments go to the test binaries)?
+select_packages=(--workspace)
+targets_given=0
+has_no_fail_fast=0
+for arg in "$@"; do
+  [[ $arg == -- ]] && break
+  case $arg in
+    -p | -p?* | --package | --package=* | --workspace | --all) select_packages=() ;;
+    --lib | --bins | --bin | --bin=* | --examples | --example | --example=* | --tests | --test | --test=* | \
+      --benches | --bench | --bench=* | --all-targets | --doc)
+      targets_given=1
+      ;;
+    --no-fail-fast) has_no_fail_fast=1 ;;
+  esac
+done
+common=("${select_packages[@]}")
+((has_no_fail_fast)) || common+=(--no-fail-fast)
+
+run_cargo_test() {
+  log "cargo test $*"
+  # Test binaries print their 'test result:' lines on stdout; keep a copy to count them.
+  cargo test "$@" | tee -a "$results"
+}
+
+if ((targets_given)); then
+  run_cargo_test "${common[@]}" "$@" || failed_steps+=("cargo test")
+else
+  run_cargo_test "${common[@]}" --all-targets "$@" || failed_steps+=("cargo test --all-targets")
+  run_cargo_test "${common[@]}" --doc "$@" || failed_steps+=("cargo test --doc")
+fi
+
+# --- Summary ----------------------------------------------------------------------------------------
+stop_kafka # before the summary, so that it is the last line
+# libtest: "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
+read -r passed failed ignored < <(
+  sed -n 's/.*test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored;.*/\1 \2 \3/p' \
+    "$results" | awk '{ p += $1; f += $2; i += $3 } END { print p + 0, f + 0, i + 0 }'
+)
+echo
+if ((${#failed_steps[@]} > 0)); then
+  log "FAILED: $(printf '%s; ' "${failed_steps[@]}")"
+fi
+echo "tests: $passed passed, $failed failed, $ignored skipped"
+((${#failed_steps[@]} == 0))
