@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         root.join("receipts/v1/events.proto"),
         root.join("receipts/v1/query.proto"),
+        root.join("receipts/v1/state.proto"),
     ];
     let includes = [root.clone(), protoc_bin_vendored::include_path()?];
 

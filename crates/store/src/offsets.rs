@@ -1,0 +1,39 @@
+//! Stored Kafka positions. Keys are `o/{topic}/{partition}`, values the next offset to read as
+//! big-endian i64, in the same tree as the state they belong to.
+
+use crate::StoreError;
+
+/// The next record to read from one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+pub(crate) fn key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("o/{topic}/{partition}").into_bytes()
+}
+
+pub(crate) fn read(
+    tree: &sled::Tree,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, StoreError> {
+    let key = key(topic, partition);
+    let Some(value) = tree.get(&key)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        reason: format!("offset has {} bytes, expected 8", value.len()),
+    })?;
+    Ok(Some(i64::from_be_bytes(bytes)))
+}
+
+pub(crate) fn write(batch: &mut sled::Batch, offset: &PartitionOffset) {
+    batch.insert(
+        key(&offset.topic, offset.partition),
+        &offset.next_offset.to_be_bytes(),
+    );
+}
