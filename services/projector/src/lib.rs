@@ -54,6 +54,8 @@ pub struct ProjectorConfig {
     /// Parked reports older than this are reported (logged and counted), never dropped.
     pub parked_ttl_secs: u64,
     pub parked_check_secs: u64,
+    /// Create missing topics at start with this many partitions (0: expect them to exist).
+    pub create_topics_partitions: i32,
     /// Address of the metrics endpoint; empty disables it.
     pub metrics_listen: String,
     pub telemetry: TelemetryConfig,
@@ -87,6 +89,7 @@ impl Default for ProjectorConfig {
             batch: BatchConfig::default(),
             parked_ttl_secs: 24 * 3600,
             parked_check_secs: 60,
+            create_topics_partitions: 4,
             metrics_listen: "127.0.0.1:9464".into(),
             telemetry: TelemetryConfig::default(),
         }
@@ -152,6 +155,10 @@ pub async fn run(
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    if config.create_topics_partitions > 0 {
+        let specs = config.topics.specs(config.create_topics_partitions);
+        receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
+    }
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn ProjectorStore> =
         Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&data_dir)).await??);
@@ -397,4 +404,32 @@ async fn check_parked(
             );
         }
     }
+}
+
+/// Writes one line per parked report (parked since, channel message id, status, provider time)
+/// of the projector database in `data_dir`.
+pub fn print_parked(
+    data_dir: &std::path::Path,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let store = SledProjectorStore::open(data_dir)
+        .with_context(|| format!("opening projector database {}", data_dir.display()))?;
+    let parked = store.parked()?;
+    writeln!(out, "{} parked report(s)", parked.len())?;
+    for entry in parked {
+        let (status, at) = entry
+            .report
+            .map(|r| (r.status.as_str(), r.provider_time.unix_millis()))
+            .unwrap_or(("-", 0));
+        writeln!(
+            out,
+            "parked_since_ms={} channel_message_id={} status={} provider_time_ms={}",
+            entry.parked_since.unix_millis(),
+            entry.channel_message_id,
+            status,
+            at
+        )?;
+    }
+    Ok(())
 }

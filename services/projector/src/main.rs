@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use receipts_projector::ProjectorConfig;
 use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,17 @@ struct Args {
     /// TOML configuration file.
     #[arg(long, env = "RECEIPTS_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the projector (the default).
+    Run,
+    /// List the status reports still waiting for their registration, oldest first
+    /// (stop the projector first: sled allows one process per data dir).
+    Parked,
 }
 
 #[tokio::main]
@@ -25,6 +36,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: ProjectorConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
+    if let Some(Command::Parked) = args.command {
+        return receipts_projector::print_parked(&config.data_dir, &mut std::io::stdout());
+    }
     telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
