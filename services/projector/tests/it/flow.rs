@@ -198,3 +198,58 @@ async fn restart_resumes_from_stored_offsets() {
     shutdown.cancel();
     running.await.unwrap();
 }
+
+/// A report whose registration never comes stays parked: it is counted, reported once it is
+/// older than the TTL, and listed by `receipts-projector parked`; nothing is published for it.
+#[tokio::test]
+async fn parked_reports_past_their_ttl_are_reported_and_listed() {
+    let harness = Harness::new(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.parked_ttl_secs = 0;
+    config.parked_check_secs = 1;
+    let metrics = receipts_runtime::metrics::Metrics::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        async move { receipts_projector::run(config, &metrics, shutdown).await }
+    });
+    let updates = harness.reader(&harness.topics.receipt_updates);
+
+    harness
+        .produce(
+            &[
+                report("wamid.orphan", DeliveryStatus::Delivered, 5_000),
+                report("wamid.orphan", DeliveryStatus::Sent, 4_000),
+            ],
+            Encoding::Protobuf,
+        )
+        .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !metrics.render().contains("projector_parked_expired 1") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the expired report:\n{}",
+            metrics.render()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metrics.render().contains("projector_parked 1"),
+        "{}",
+        metrics.render()
+    );
+    assert_no_more(&updates, Duration::from_secs(1)).await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    let mut listing = Vec::new();
+    receipts_projector::print_parked(dir.path(), &mut listing).unwrap();
+    let listing = String::from_utf8(listing).unwrap();
+    assert!(listing.starts_with("1 parked report(s)"), "{listing}");
+    assert!(
+        listing.contains("channel_message_id=wamid.orphan status=delivered provider_time_ms=5000"),
+        "{listing}"
+    );
+}
