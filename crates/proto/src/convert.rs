@@ -330,30 +330,22 @@ impl TryFrom<&v1::Receipt> for Receipt {
     type Error = ConversionError;
 
     fn try_from(r: &v1::Receipt) -> Result<Self, Self::Error> {
-        let registration = Registration {
-            account: id("account_sid", &r.account_sid, AccountSid::parse)?,
-            chat_service: optional_id(
-                "chat_service_sid",
-                &r.chat_service_sid,
-                ChatServiceSid::parse,
-            )?,
-            conversation: id(
-                "conversation_sid",
-                &r.conversation_sid,
-                ConversationSid::parse,
-            )?,
-            message: id("message_sid", &r.message_sid, MessageSid::parse)?,
+        // A receipt repeats its registration's fields, so it is validated the same way.
+        let registered = v1::ReceiptRegistered {
+            account_sid: r.account_sid.clone(),
+            chat_service_sid: r.chat_service_sid.clone(),
+            conversation_sid: r.conversation_sid.clone(),
+            message_sid: r.message_sid.clone(),
             message_index: r.message_index,
-            participant: id("participant_sid", &r.participant_sid, ParticipantSid::parse)?,
-            channel: channel_from_wire("channel", r.channel)?,
-            channel_message_id: id(
-                "channel_message_id",
-                &r.channel_message_id,
-                ChannelMessageId::parse,
-            )?,
+            participant_sid: r.participant_sid.clone(),
+            channel: r.channel,
+            channel_message_id: r.channel_message_id.clone(),
             expected_receipts: r.expected_receipts,
-            registered_at: required_time("date_created", r.date_created.as_ref())?,
         };
+        let registration = registration_from_wire(
+            &registered,
+            required_time("date_created", r.date_created.as_ref())?,
+        )?;
         // A receipt carries a report exactly when a provider time is present.
         let report = match r.provider_timestamp.as_ref() {
             None => None,
