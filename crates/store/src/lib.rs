@@ -6,14 +6,18 @@
 //! and the service replays exactly the records whose effects were not stored.
 //!
 //! Layout: [`offsets`] is the shared key scheme for stored offsets; [`projector`] holds the
-//! projector's keyspace behind the [`ProjectorStore`] trait, so the store can be measured and
-//! replaced.
+//! projector's keyspace behind the [`ProjectorStore`] trait, and [`query`] the query service's read
+//! model behind the [`QueryStore`] trait, so each store can be measured and replaced.
 
 pub mod offsets;
 pub mod projector;
+pub mod query;
 
 pub use offsets::PartitionOffset;
 pub use projector::{ParkedEntry, ProjectorBatch, ProjectorStore, SledProjectorStore};
+pub use query::{
+    ApplyStats, MessageView, Page, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
+};
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
