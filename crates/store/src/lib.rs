@@ -19,9 +19,36 @@ pub use query::{
     ApplyStats, MessageView, Page, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
 };
 
+/// How long opening waits for a previous owner of the database to let go of it: a process that
+/// is restarting, or a store that was just dropped (sled's flusher holds the lock a little longer).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled database in `dir`, waiting up to [`LOCK_WAIT`] while another owner holds it.
+pub(crate) fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(StoreError::InUse {
+                    dir: dir.to_owned(),
+                });
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("database {} is in use by another process", dir.display())]
+    InUse { dir: std::path::PathBuf },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("stored value under {key:?} is corrupt: {reason}")]

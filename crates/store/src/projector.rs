@@ -70,7 +70,7 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
 
 impl SledProjectorStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = crate::open_db(dir)?;
         Ok(Self::from_db(db)?)
     }
 

@@ -214,7 +214,7 @@ pub struct SledQueryStore {
 
 impl SledQueryStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = crate::open_db(dir)?;
         Ok(Self::from_db(db)?)
     }
 

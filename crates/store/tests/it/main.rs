@@ -152,21 +152,9 @@ pub(crate) fn open() -> (tempfile::TempDir, SledQueryStore) {
     (dir, store)
 }
 
-/// The store in `dir`, opened again. sled releases its file lock from a background thread once the
-/// previous instance is dropped, so the first attempts may still find it held.
+/// The store in `dir`, opened again (opening waits while a dropped instance lets go of the lock).
 pub(crate) fn reopen(dir: &std::path::Path) -> SledQueryStore {
-    let mut attempts = 0;
-    loop {
-        match SledQueryStore::open(dir) {
-            Ok(store) => return store,
-            Err(e) if attempts < 50 => {
-                attempts += 1;
-                eprintln!("reopening the store: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("the store does not reopen: {e}"),
-        }
-    }
+    SledQueryStore::open(dir).expect("the store reopens")
 }
 
 pub(crate) fn offset(next_offset: i64) -> PartitionOffset {
