@@ -40,7 +40,7 @@ use crate::StoreError;
 use crate::offsets::{self, PartitionOffset};
 
 /// What applying one batch of receipt changes did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyStats {
     /// Snapshots newer than the stored receipt, now applied.
     pub applied: u64,
@@ -48,6 +48,8 @@ pub struct ApplyStats {
     pub duplicates: u64,
     /// Snapshots older than the stored version.
     pub stale: u64,
+    /// Positions in the batch of the applied snapshots, in order: what watchers are told about.
+    pub applied_positions: Vec<usize>,
 }
 
 /// One conversation message with its delivery counters.
@@ -278,10 +280,12 @@ impl QueryStore for SledQueryStore {
         offsets: &[PartitionOffset],
     ) -> Result<ApplyStats, StoreError> {
         let mut overlay = Overlay::new(self);
-        for change in batch {
-            overlay.apply(&change.receipt)?;
+        for (position, change) in batch.iter().enumerate() {
+            if overlay.apply(&change.receipt)? {
+                overlay.stats.applied_positions.push(position);
+            }
         }
-        let stats = overlay.stats;
+        let stats = std::mem::take(&mut overlay.stats);
         let mut write = overlay.into_write();
         for offset in offsets {
             offsets::write(&mut write, offset);
@@ -637,7 +641,8 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn apply(&mut self, receipt: &Receipt) -> Result<(), StoreError> {
+    /// Applies one snapshot if it is newer than the stored one; says whether it was.
+    fn apply(&mut self, receipt: &Receipt) -> Result<bool, StoreError> {
         let registration = &receipt.registration;
         let (account, conversation, message) = (
             &registration.account,
@@ -653,11 +658,11 @@ impl<'a> Overlay<'a> {
         let previous = match &stored.value {
             Some(current) if current.version == receipt.version => {
                 self.stats.duplicates += 1;
-                return Ok(());
+                return Ok(false);
             }
             Some(current) if current.version > receipt.version => {
                 self.stats.stale += 1;
-                return Ok(());
+                return Ok(false);
             }
             // The counters hold the stored status, not the snapshot's `previous_status`: the two
             // differ only if a version never reached us, and then only the stored one keeps the
@@ -719,7 +724,7 @@ impl<'a> Overlay<'a> {
             _ => {}
         }
         rollup.last_updated = rollup.last_updated.max(receipt.date_updated());
-        Ok(())
+        Ok(true)
     }
 
     /// The batch's writes, for one atomic apply.

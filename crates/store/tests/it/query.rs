@@ -53,6 +53,10 @@ fn the_five_recipient_example_reads_sent_all_delivered_some_read_some() {
     let (_dir, store) = open();
     let stats = store.apply(&projector.changes, &[offset(1)]).unwrap();
     assert_eq!(stats.applied, projector.changes.len() as u64);
+    assert_eq!(
+        stats.applied_positions,
+        (0..projector.changes.len()).collect::<Vec<_>>()
+    );
 
     let view = store
         .message(&account(), &conversation(), &message_sid(0))
@@ -132,6 +136,7 @@ fn duplicate_and_stale_versions_change_nothing() {
             applied: 0,
             duplicates: 5,
             stale: projector.changes.len() as u64 - 5,
+            applied_positions: vec![],
         }
     );
     let stats = store.apply(&projector.changes[..1], &[offset(3)]).unwrap();
