@@ -1,0 +1,73 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the parsers: nothing
+//! panics, samples named `ok-<n>-…` parse into `n` events, samples named `err-…` are refused.
+//! Inputs the fuzzer adds under other names only have to return.
+
+use std::path::PathBuf;
+
+use receipts_domain::Timestamp;
+use receipts_ingest::smpp::parse_smpp_receipt;
+use receipts_ingest::twilio::parse_twilio_form;
+use receipts_ingest::whatsapp::parse_whatsapp;
+
+fn samples(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut samples: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    samples.sort();
+    assert!(
+        samples.iter().any(|(name, _)| name.starts_with("ok-")),
+        "{target} has valid samples"
+    );
+    samples
+}
+
+/// Checks one sample's outcome against its name.
+fn expect(target: &str, name: &str, outcome: Result<usize, String>) {
+    if let Some(rest) = name.strip_prefix("ok-") {
+        let count: usize = rest.split('-').next().unwrap().parse().unwrap();
+        assert_eq!(outcome, Ok(count), "{target}/{name}");
+    } else if name.starts_with("err-") {
+        assert!(outcome.is_err(), "{target}/{name} parsed: {outcome:?}");
+    }
+}
+
+#[test]
+fn twilio_corpus() {
+    for (name, body) in samples("parse_twilio_form") {
+        let outcome = parse_twilio_form(&body, Timestamp::EPOCH)
+            .map(|_| 1)
+            .map_err(|e| e.to_string());
+        expect("parse_twilio_form", &name, outcome);
+    }
+}
+
+#[test]
+fn whatsapp_corpus() {
+    for (name, body) in samples("parse_whatsapp") {
+        let outcome = parse_whatsapp(&body)
+            .map(|events| events.len())
+            .map_err(|e| e.to_string());
+        expect("parse_whatsapp", &name, outcome);
+    }
+}
+
+#[test]
+fn smpp_corpus() {
+    for (name, body) in samples("parse_smpp_receipt") {
+        let outcome = match std::str::from_utf8(&body) {
+            Ok(text) => parse_smpp_receipt("corpus", text)
+                .map(|_| 1)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        expect("parse_smpp_receipt", &name, outcome);
+    }
+}
