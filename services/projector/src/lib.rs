@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -321,19 +322,36 @@ impl Projector {
             ));
         }
 
+        // Every record is enqueued, in order, before any acknowledgement is awaited, so a batch
+        // travels together instead of one record per round trip. A full queue is waited out.
+        let failed = |topic: &str, source| ProjectorError::Publish {
+            topic: topic.to_owned(),
+            source,
+        };
         let mut acks = Vec::with_capacity(pending.len());
         for (topic, key, payload, headers) in &pending {
-            let record = FutureRecord::to(topic)
+            let mut record = FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
                 .headers(headers.clone());
-            acks.push((*topic, self.producer.send(record, Duration::from_secs(0))));
+            let ack = loop {
+                match self.producer.send_result(record) {
+                    Ok(ack) => break ack,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((source, _)) => return Err(failed(topic, source)),
+                }
+            };
+            acks.push((*topic, ack));
         }
         for (topic, ack) in acks {
-            ack.await.map_err(|(source, _)| ProjectorError::Publish {
-                topic: topic.to_owned(),
-                source,
-            })?;
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => return Err(failed(topic, source)),
+                Err(_) => return Err(failed(topic, KafkaError::Canceled)),
+            }
         }
         self.metrics
             .updates_published
