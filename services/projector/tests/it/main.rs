@@ -1,4 +1,6 @@
 //! The projector against a real broker: unique topics, a temp sled dir per instance.
 
+mod crash;
 mod flow;
+mod rebalance;
 mod support;

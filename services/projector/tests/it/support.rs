@@ -1,8 +1,13 @@
 //! Builders for input events and a harness that runs projectors in-process.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -11,12 +16,14 @@ use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, MessageSid, ParticipantSid, ReceiptChange, Registration, StatusReport,
-    StatusSource, Timestamp,
+    DeliveryStatus, MessageSid, ParticipantSid, ReceiptChange, ReceiptSid, ReceiptState,
+    RegisterOutcome, Registration, ReportOutcome, StatusReport, StatusSource, Timestamp,
 };
 use receipts_projector::{BatchConfig, ProjectorConfig};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
+use receipts_store::ProjectorStore;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -195,5 +202,331 @@ pub(crate) fn report(
             provider_time: Timestamp::from_unix_millis(at_millis),
             source: StatusSource::WhatsappCloud,
         }),
+    }
+}
+
+/// A seeded random workload of `messages` channel messages over `conversations` conversations,
+/// in the order it is produced. Each message gets a registration (2 % never do, so their reports
+/// stay parked; 3 % are registered again with one more expected receipt) and 2–6 status reports
+/// with random statuses, error codes and provider times; each message's events come in random
+/// order (reports before the registration included), ~5 % of events are sent twice, and the
+/// messages are interleaved at random.
+pub(crate) fn workload(seed: u64, messages: u64, conversations: u64) -> Vec<DeliveryEvent> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut per_message: Vec<Vec<DeliveryEvent>> = Vec::with_capacity(messages as usize);
+    for m in 0..messages {
+        let id = format!("wamid.{seed:x}.{m}");
+        let mut events = Vec::new();
+        if rng.random_bool(0.98) {
+            let mut event = registration(
+                &id,
+                rng.random_range(0..conversations),
+                m,
+                m,
+                rng.random_range(1..=3),
+            );
+            if let DeliveryEventKind::Registered(r) = &mut event.kind {
+                r.channel = *Channel::ALL.choose(&mut rng).unwrap();
+                r.registered_at = Timestamp::from_unix_millis(rng.random_range(500..=1_500));
+                if rng.random_bool(0.03) {
+                    let mut again = r.clone();
+                    again.expected_receipts += 1;
+                    events.push(DeliveryEvent {
+                        event_id: format!("rereg-{id}"),
+                        kind: DeliveryEventKind::Registered(again),
+                    });
+                }
+            }
+            events.push(event);
+        }
+        for n in 0..rng.random_range(2..=6) {
+            let status = *DeliveryStatus::ALL.choose(&mut rng).unwrap();
+            let mut event = report(&id, status, rng.random_range(1_000..=20_000));
+            event.event_id = format!("rep-{id}-{n}");
+            if let DeliveryEventKind::Reported(r) = &mut event.kind {
+                r.source = *StatusSource::ALL.choose(&mut rng).unwrap();
+                if r.error_code.is_some() {
+                    r.error_code = Some(*[30003, 30005, 63016].choose(&mut rng).unwrap());
+                }
+            }
+            events.push(event);
+        }
+        let resent: Vec<DeliveryEvent> = events
+            .iter()
+            .filter(|_| rng.random_bool(0.05))
+            .cloned()
+            .collect();
+        events.extend(resent);
+        events.shuffle(&mut rng);
+        per_message.push(events);
+    }
+    // A uniformly random interleaving that keeps each message's (already random) order.
+    let mut slots: Vec<usize> = per_message
+        .iter()
+        .enumerate()
+        .flat_map(|(m, events)| std::iter::repeat_n(m, events.len()))
+        .collect();
+    slots.shuffle(&mut rng);
+    slots
+        .into_iter()
+        .map(|m| per_message[m].pop().unwrap())
+        .collect()
+}
+
+/// What the projector must end up with: each channel message's events folded, in log order,
+/// through a fresh `ReceiptState`, and every change that fold made.
+///
+/// A channel message's events share a key, so a partition, and the idempotent producer keeps
+/// their order: log order per message is production order. The versions are therefore exact.
+pub(crate) struct Model {
+    states: HashMap<ChannelMessageId, ReceiptState>,
+    /// Per receipt, its changes by version (version 1 first).
+    changes: HashMap<ReceiptSid, Vec<ReceiptChange>>,
+}
+
+impl Model {
+    pub(crate) fn of(events: &[DeliveryEvent]) -> Self {
+        let mut states: HashMap<ChannelMessageId, ReceiptState> = HashMap::new();
+        let mut changes: HashMap<ReceiptSid, Vec<ReceiptChange>> = HashMap::new();
+        for event in events {
+            let state = states
+                .entry(event.channel_message_id().clone())
+                .or_default();
+            let change = match event.kind.clone() {
+                DeliveryEventKind::Registered(r) => match state.register(r) {
+                    Ok(RegisterOutcome::Changed(change)) => Some(change),
+                    Ok(RegisterOutcome::Unchanged) => None,
+                    Err(conflict) => panic!("the workload conflicts with itself: {conflict}"),
+                },
+                DeliveryEventKind::Reported(r) => match state.apply_report(r) {
+                    ReportOutcome::Changed(change) => Some(change),
+                    ReportOutcome::Parked | ReportOutcome::Unchanged => None,
+                },
+            };
+            if let Some(change) = change {
+                changes
+                    .entry(change.receipt.sid.clone())
+                    .or_default()
+                    .push(change);
+            }
+        }
+        Model { states, changes }
+    }
+
+    /// How many distinct (receipt, version) updates the projector must publish.
+    pub(crate) fn change_count(&self) -> usize {
+        self.changes.values().map(Vec::len).sum()
+    }
+
+    /// Every change was published, keyed by conversation, equal to the model's change of that
+    /// version; nothing else was; and a change published twice was published byte-identical.
+    pub(crate) fn assert_published(&self, updates: &[PublishedUpdate]) {
+        let mut first: HashMap<(&ReceiptSid, u64), &PublishedUpdate> = HashMap::new();
+        for update in updates {
+            let receipt = &update.change.receipt;
+            let version = receipt.version;
+            assert_eq!(
+                update.key,
+                receipt.registration.conversation.as_str(),
+                "{} version {version} is keyed by its conversation",
+                receipt.sid
+            );
+            let expected = usize::try_from(version)
+                .ok()
+                .and_then(|v| self.changes.get(&receipt.sid)?.get(v.checked_sub(1)?))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} version {version} was published, but the model never made it",
+                        receipt.sid
+                    )
+                });
+            assert_eq!(
+                &update.change, expected,
+                "{} version {version} differs from the model",
+                receipt.sid
+            );
+            if let Some(earlier) = first.insert((&receipt.sid, version), update) {
+                assert_eq!(
+                    earlier.payload, update.payload,
+                    "{} version {version} was published twice with different bytes",
+                    receipt.sid
+                );
+            }
+        }
+        let missing: Vec<String> = self
+            .changes
+            .iter()
+            .flat_map(|(sid, changes)| (1..=changes.len() as u64).map(move |v| (sid, v)))
+            .filter(|key| !first.contains_key(key))
+            .map(|(sid, v)| format!("{sid} v{v}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} changes were never published, e.g. {:?}",
+            missing.len(),
+            self.change_count(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+
+    /// `store` holds the model's state (registration, best report and version) for every channel
+    /// message, and exactly the never-registered ones are parked, with their best report.
+    pub(crate) fn assert_stored(&self, store: &dyn ProjectorStore) {
+        let mut differ = Vec::new();
+        for (id, expected) in &self.states {
+            let stored = store.state(id).unwrap();
+            if stored.as_ref() != Some(expected) {
+                differ.push(format!("{id}: stored {stored:?}, model {expected:?}"));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} of {} channel messages differ from the model, e.g. {}",
+            differ.len(),
+            self.states.len(),
+            differ[..differ.len().min(3)].join("; ")
+        );
+        let parked: BTreeMap<ChannelMessageId, Option<StatusReport>> = store
+            .parked()
+            .unwrap()
+            .into_iter()
+            .map(|entry| (entry.channel_message_id, entry.report))
+            .collect();
+        let expected: BTreeMap<ChannelMessageId, Option<StatusReport>> = self
+            .states
+            .iter()
+            .filter_map(|(id, state)| {
+                let report = state.parked_report()?;
+                Some((id.clone(), Some(report.clone())))
+            })
+            .collect();
+        assert!(!expected.is_empty(), "the workload parks some reports");
+        let differ: Vec<&ChannelMessageId> = parked
+            .keys()
+            .chain(expected.keys())
+            .filter(|id| parked.get(*id) != expected.get(*id))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{} reports are parked, the model parks {}; they differ for {} channel messages, e.g. {:?}",
+            parked.len(),
+            expected.len(),
+            differ.len(),
+            &differ[..differ.len().min(5)]
+        );
+    }
+}
+
+/// One record read from `receipt-updates`: its key, its bytes and what they decode to.
+#[derive(Debug)]
+pub(crate) struct PublishedUpdate {
+    pub(crate) key: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) change: ReceiptChange,
+}
+
+/// How much of `receipt-updates` an [`UpdateLog`] has read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) records: usize,
+    /// Distinct (receipt, version) pairs.
+    pub(crate) distinct: usize,
+}
+
+/// Reads `receipt-updates` from the beginning in the background and keeps every record.
+pub(crate) struct UpdateLog {
+    updates: Arc<Mutex<Vec<PublishedUpdate>>>,
+    progress: watch::Receiver<Progress>,
+    task: JoinHandle<()>,
+}
+
+impl UpdateLog {
+    pub(crate) fn follow(reader: StreamConsumer) -> Self {
+        let updates = Arc::new(Mutex::new(Vec::new()));
+        let (report, progress) = watch::channel(Progress::default());
+        let kept = updates.clone();
+        let task = tokio::spawn(async move {
+            let mut distinct = HashSet::new();
+            loop {
+                let message = match reader.recv().await {
+                    Ok(message) => message,
+                    Err(error) => {
+                        eprintln!("reading receipt-updates: {error}");
+                        continue;
+                    }
+                };
+                let payload = message.payload().unwrap_or_default().to_vec();
+                let wire: v1::ReceiptUpdated = codec::decode(&payload, Encoding::Protobuf)
+                    .expect("receipt updates are protobuf");
+                let change = ReceiptChange::try_from(&wire).expect("receipt updates are valid");
+                distinct.insert((change.receipt.sid.clone(), change.receipt.version));
+                let key = String::from_utf8(message.key().unwrap_or_default().to_vec())
+                    .expect("keys are conversation sids");
+                let mut kept = kept.lock().unwrap();
+                kept.push(PublishedUpdate {
+                    key,
+                    payload,
+                    change,
+                });
+                report.send_replace(Progress {
+                    records: kept.len(),
+                    distinct: distinct.len(),
+                });
+            }
+        });
+        UpdateLog {
+            updates,
+            progress,
+            task,
+        }
+    }
+
+    pub(crate) fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Waits until more than `records` records were read; `Err` with the progress made if none
+    /// arrives `within`.
+    pub(crate) async fn more_than(&self, records: usize, within: Duration) -> Result<(), Progress> {
+        let mut progress = self.progress.clone();
+        tokio::time::timeout(within, progress.wait_for(|p| p.records > records))
+            .await
+            .map(|_| ())
+            .map_err(|_| self.progress())
+    }
+
+    /// Waits until at least `distinct` (receipt, version) pairs were read and then nothing more
+    /// arrives for `quiet`; `Err` with the progress made if that does not happen `within`.
+    pub(crate) async fn settle(
+        &self,
+        distinct: usize,
+        quiet: Duration,
+        within: Duration,
+    ) -> Result<Progress, Progress> {
+        let mut progress = self.progress.clone();
+        let settled = async {
+            loop {
+                progress
+                    .wait_for(|p| p.distinct >= distinct)
+                    .await
+                    .expect("the reader runs");
+                if tokio::time::timeout(quiet, progress.changed())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        match tokio::time::timeout(within, settled).await {
+            Ok(()) => Ok(self.progress()),
+            Err(_) => Err(self.progress()),
+        }
+    }
+
+    /// Stops reading and returns every record read, in the order read.
+    pub(crate) fn stop(self) -> Vec<PublishedUpdate> {
+        self.task.abort();
+        std::mem::take(&mut *self.updates.lock().unwrap())
     }
 }
