@@ -1,13 +1,120 @@
 //! The ingest gateway (DESIGN §2 "Ingest"): provider status reports arrive over HTTP and leave as
-//! canonical `delivery-events` on Kafka.
+//! canonical `delivery-events` on Kafka, keyed by channel message id, each a `StatusReported` (or,
+//! from the canonical batch, a `ReceiptRegistered`) that keeps the provider's raw status and time.
 //!
 //! Layout: one pure parser per format, each a function from the request body to validated events
 //! ([`twilio::parse_twilio_form`], [`whatsapp::parse_whatsapp`], [`smpp::parse_smpp_receipt`],
 //! [`canonical::parse_event_batch`]); [`report`] holds what they share (the field error, the
-//! deterministic event id, provider time formats).
+//! deterministic event id, provider time formats); [`http`] authenticates, parses and answers;
+//! `publish` produces and waits for Kafka's acknowledgements; [`config`] is the configuration.
+//!
+//! # Nothing acknowledged that is not stored, nothing half-written
+//!
+//! A request is answered 2xx only after Kafka acknowledged every one of its events (idempotent
+//! producer, `acks=all`, bounded by `produce_timeout_ms`). Every event of a request is parsed and
+//! validated before the first is produced, so a request with one bad report writes nothing and
+//! gets a 400. Once producing has begun, some events of a multi-event request may be acknowledged
+//! and another not (Kafka went away half-way): the answer is then 503 with `Retry-After`, never
+//! 2xx. That is safe because the acknowledged part is not a *different* state, only an earlier
+//! one: the provider's retry sends the same body, which yields identical events with identical
+//! event ids (derived from the provider's id, raw status, provider time and error code), and the
+//! projector's merge keeps the greatest report of a set, so a copy of an event it has seen
+//! changes nothing and emits nothing.
+//!
+//! # Provider times
+//!
+//! WhatsApp statuses carry `timestamp` (unix seconds) and SMPP receipts a `done date`; both are
+//! the provider time. Twilio callbacks carry no reliable time: the carrier's `RawDlrDoneDate` is
+//! used when present, the receipt time otherwise (see [`twilio`]).
 
 pub mod canonical;
+pub mod config;
+pub mod http;
+mod metrics;
+mod publish;
 pub mod report;
 pub mod smpp;
 pub mod twilio;
 pub mod whatsapp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use receipts_bus::TopicSpec;
+use receipts_runtime::metrics::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use crate::config::{IngestConfig, WhatsappConfig};
+pub use crate::publish::{PublishError, PublishFailure};
+
+use crate::http::Gateway;
+use crate::metrics::IngestMetrics;
+use crate::publish::Publisher;
+
+/// Why the gateway stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka setup: {0}")]
+    Bus(#[from] receipts_bus::BusError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled; requests in flight finish
+/// (and wait for their acknowledgements) before it returns.
+pub async fn run(
+    config: IngestConfig,
+    listener: TcpListener,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    if config.create_topics_partitions > 0 {
+        let spec = TopicSpec::new(
+            &config.topics.delivery_events,
+            config.create_topics_partitions,
+        );
+        receipts_bus::topics::ensure_topics(&config.kafka, &[spec]).await?;
+    }
+    let metrics = IngestMetrics::register(metrics);
+    let mut producer_config = config
+        .kafka
+        .producer_config(&format!("receipts-ingest-{}", std::process::id()));
+    // The bound of a request's wait for acknowledgements; after it the answer is 503.
+    producer_config.set("message.timeout.ms", config.produce_timeout_ms.to_string());
+    let topic = config.topics.delivery_events.clone();
+    let timeout = Duration::from_millis(config.produce_timeout_ms);
+    let latency = metrics.produce_seconds.clone();
+    let publisher = tokio::task::spawn_blocking(move || {
+        Publisher::new(producer_config, topic, timeout, latency)
+    })
+    .await??;
+    let gateway = Arc::new(Gateway {
+        public_base_url: config.public_base_url.clone(),
+        accounts: config.accounts.clone(),
+        whatsapp_verify_token: config.whatsapp.verify_token.clone(),
+        whatsapp_app_secret: config.whatsapp.app_secret.clone(),
+        smpp_connections: config.smpp_connections.clone(),
+        body_limit: config.body_limit_bytes,
+        retry_after_secs: config.retry_after_secs,
+        publisher,
+        metrics,
+    });
+    info!(
+        listen = %listener.local_addr()?,
+        topic = %config.topics.delivery_events,
+        public_base_url = %config.public_base_url,
+        "ingest gateway started"
+    );
+    let served = axum::serve(listener, http::router(gateway.clone()))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    gateway.publisher.flush().await;
+    info!("ingest gateway stopped");
+    Ok(served?)
+}

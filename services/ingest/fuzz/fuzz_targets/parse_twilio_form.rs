@@ -9,5 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_twilio_form(data, Timestamp::EPOCH);
     let pairs = form_pairs(data);
     let signature = String::from_utf8_lossy(data);
-    let _ = verify_twilio_signature("token", "https://example.com/v1/twilio/status", &pairs, &signature);
+    let _ = verify_twilio_signature(
+        "token",
+        "https://example.com/v1/twilio/status",
+        &pairs,
+        &signature,
+    );
 });

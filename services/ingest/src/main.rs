@@ -1,0 +1,50 @@
+//! `receipts-ingest`: the HTTP gateway on its own. See the library for what it does.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use receipts_ingest::IngestConfig;
+use receipts_runtime::{config, metrics, shutdown, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Receives Twilio, WhatsApp Cloud, SMPP and canonical status reports over HTTP and stores them
+/// as delivery events on Kafka.
+///
+/// Configuration: compiled defaults, then the file given with --config, then RECEIPTS_* environment
+/// variables (nested keys joined by `__`, e.g. RECEIPTS_KAFKA__BOOTSTRAP_SERVERS).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "RECEIPTS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config: IngestConfig =
+        config::load(args.config.as_deref()).context("loading configuration")?;
+    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let shutdown = CancellationToken::new();
+    shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
+    let registry = metrics::Metrics::new();
+    if !config.metrics_listen.is_empty() {
+        let listener = TcpListener::bind(&config.metrics_listen)
+            .await
+            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics::router(registry.clone()),
+            shutdown.clone(),
+        ));
+    }
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    receipts_ingest::run(config, listener, &registry, shutdown)
+        .await
+        .context("ingest gateway failed")
+}
