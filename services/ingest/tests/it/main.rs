@@ -1,3 +1,10 @@
-//! The ingest gateway's tests: the fuzz corpus through the parsers.
+//! The ingest gateway against a real broker (unique topics, port 0), and the fuzz corpus through
+//! the parsers.
 
+mod canonical;
 mod corpus;
+mod limits;
+mod smpp;
+mod support;
+mod twilio;
+mod whatsapp;

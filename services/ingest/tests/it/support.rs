@@ -1,0 +1,319 @@
+//! A gateway running in-process on port 0 against the test broker, a bare HTTP/1.1 client, and
+//! a reader of what it produced.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use receipts_bus::record::{content_type, decode_delivery_event};
+use receipts_bus::topics::ensure_topics;
+use receipts_bus::{KafkaSettings, TopicNames, TopicSpec};
+use receipts_domain::{DeliveryEvent, DeliveryEventKind, StatusReport};
+use receipts_ingest::{IngestConfig, WhatsappConfig};
+use receipts_runtime::config::Secret;
+use receipts_runtime::metrics::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) const ACCOUNT: &str = "AC00000000000000000000000000000001";
+pub(crate) const AUTH_TOKEN: &str = "account-one-auth-token";
+pub(crate) const OTHER_ACCOUNT: &str = "AC00000000000000000000000000000002";
+pub(crate) const OTHER_TOKEN: &str = "account-two-auth-token";
+pub(crate) const PUBLIC_BASE_URL: &str = "https://hooks.example.com/receipts";
+pub(crate) const VERIFY_TOKEN: &str = "meta-verify-token";
+pub(crate) const APP_SECRET: &str = "meta-app-secret";
+pub(crate) const SMPP_CONNECTION: &str = "smsc-eu";
+pub(crate) const SMPP_TOKEN: &str = "smsc-eu-token";
+pub(crate) const BODY_LIMIT: usize = 16 * 1024;
+
+pub(crate) struct Harness {
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) topics: TopicNames,
+    pub(crate) addr: SocketAddr,
+    pub(crate) metrics: Metrics,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<()>>,
+}
+
+pub(crate) fn config(kafka: KafkaSettings, topics: TopicNames) -> IngestConfig {
+    IngestConfig {
+        kafka,
+        topics,
+        public_base_url: PUBLIC_BASE_URL.into(),
+        accounts: [
+            (ACCOUNT.to_owned(), Secret::new(AUTH_TOKEN)),
+            (OTHER_ACCOUNT.to_owned(), Secret::new(OTHER_TOKEN)),
+        ]
+        .into(),
+        whatsapp: WhatsappConfig {
+            verify_token: Secret::new(VERIFY_TOKEN),
+            app_secret: Secret::new(APP_SECRET),
+        },
+        smpp_connections: [(SMPP_CONNECTION.to_owned(), Secret::new(SMPP_TOKEN))].into(),
+        body_limit_bytes: BODY_LIMIT,
+        produce_timeout_ms: 15_000,
+        retry_after_secs: 7,
+        metrics_listen: String::new(),
+        ..IngestConfig::default()
+    }
+}
+
+impl Harness {
+    /// A gateway on fresh topics of the test broker.
+    pub(crate) async fn start() -> Self {
+        let kafka = receipts_testkit::kafka();
+        let topics = receipts_testkit::unique_topics();
+        ensure_topics(&kafka, &[TopicSpec::new(&topics.delivery_events, 2)])
+            .await
+            .unwrap();
+        Self::start_with(config(kafka, topics)).await
+    }
+
+    pub(crate) async fn start_with(config: IngestConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
+        let running = tokio::spawn({
+            let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+            async move {
+                receipts_ingest::run(config, listener, &metrics, shutdown)
+                    .await
+                    .expect("gateway runs");
+            }
+        });
+        Harness {
+            kafka,
+            topics,
+            addr,
+            metrics,
+            shutdown,
+            running: Some(running),
+        }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap();
+        }
+    }
+
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        request(self.addr, "POST", path, headers, body).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> HttpResponse {
+        request(self.addr, "GET", path, &[], b"").await
+    }
+
+    /// A consumer of `delivery-events` from the beginning.
+    pub(crate) fn reader(&self) -> StreamConsumer {
+        let consumer = self
+            .kafka
+            .consumer("ingest-test-reader", &receipts_testkit::unique("reader"))
+            .unwrap();
+        consumer.subscribe(&[&self.topics.delivery_events]).unwrap();
+        consumer
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One record of `delivery-events`, decoded.
+#[derive(Debug)]
+pub(crate) struct Produced {
+    pub(crate) key: String,
+    pub(crate) content_type: String,
+    pub(crate) event: DeliveryEvent,
+}
+
+impl Produced {
+    pub(crate) fn report(&self) -> &StatusReport {
+        match &self.event.kind {
+            DeliveryEventKind::Reported(report) => report,
+            DeliveryEventKind::Registered(r) => panic!("expected a report, got {r:?}"),
+        }
+    }
+}
+
+/// Reads `count` records, failing if they do not arrive within a minute.
+pub(crate) async fn read_events(reader: &StreamConsumer, count: usize) -> Vec<Produced> {
+    let mut produced = Vec::with_capacity(count);
+    while produced.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", produced.len()))
+            .unwrap();
+        produced.push(Produced {
+            key: String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
+            content_type: String::from_utf8_lossy(content_type(&message).unwrap_or_default())
+                .into_owned(),
+            event: decode_delivery_event(&message).unwrap(),
+        });
+    }
+    produced
+}
+
+/// Nothing more arrives within `quiet`.
+pub(crate) async fn assert_no_more(reader: &StreamConsumer, quiet: Duration) {
+    if let Ok(message) = tokio::time::timeout(quiet, reader.recv()).await {
+        let message = message.unwrap();
+        panic!(
+            "unexpected record with key {:?}",
+            message.key().map(String::from_utf8_lossy)
+        );
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
+        })
+    }
+
+    /// The `error.field` of an error answer.
+    pub(crate) fn error_field(&self) -> String {
+        self.json()["error"]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub(crate) fn event_ids(&self) -> Vec<String> {
+        self.json()["event_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`), the response read to the
+/// end.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) and close before reading a large body.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
+            .await
+            .expect("response within a minute")
+        {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) if !raw.is_empty() => break,
+            Err(e) => panic!("reading response: {e}"),
+        }
+    }
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..line_end])
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+pub(crate) fn basic(account: &str, token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account}:{token}"))
+    )
+}
