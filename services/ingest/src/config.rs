@@ -184,6 +184,47 @@ mod tests {
     }
 
     #[test]
+    fn a_file_and_the_environment_fill_every_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ingest.toml");
+        std::fs::write(
+            &path,
+            r#"
+public_base_url = "https://hooks.example.com/receipts"
+body_limit_bytes = 2048
+
+[accounts]
+AC00000000000000000000000000000001 = "token-one"
+
+[whatsapp]
+verify_token = "verify"
+app_secret = "app"
+
+[smpp_connections]
+smsc-eu = "smpp-token"
+"#,
+        )
+        .unwrap();
+        let config: IngestConfig = receipts_runtime::config::Loader::new()
+            .file(&path)
+            .env_from([
+                ("RECEIPTS_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092"),
+                ("RECEIPTS_PRODUCE_TIMEOUT_MS", "2500"),
+            ])
+            .load()
+            .unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "kafka:9092");
+        assert_eq!(config.produce_timeout_ms, 2500);
+        assert_eq!(config.body_limit_bytes, 2048);
+        assert_eq!(
+            config.accounts["AC00000000000000000000000000000001"].expose(),
+            "token-one"
+        );
+        assert_eq!(config.whatsapp.app_secret.expose(), "app");
+        assert_eq!(config.smpp_connections["smsc-eu"].expose(), "smpp-token");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let mut config = IngestConfig::default();
         config.accounts.insert(

@@ -4,6 +4,7 @@
 mod canonical;
 mod corpus;
 mod limits;
+mod properties;
 mod smpp;
 mod support;
 mod twilio;
