@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 
 use crate::canonical::{BatchError, parse_event_batch};
 use crate::metrics::IngestMetrics;
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{MAX_EVENT_BYTES, PublishError, Publisher, Record};
 use crate::report::FieldError;
 use crate::smpp::parse_smpp_receipt;
 use crate::twilio::{form_pairs, form_value, parse_twilio_pairs, verify_twilio_signature};
@@ -185,8 +185,24 @@ impl Gateway {
         format: Format,
         events: Vec<DeliveryEvent>,
     ) -> Result<Response, Rejection> {
-        if !events.is_empty() {
-            self.publisher.publish(&events).await?;
+        // Everything that can refuse a request happens before the first event is produced.
+        let records: Vec<Record> = events.iter().map(Record::encode).collect();
+        if let Some((i, record)) = records
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() > MAX_EVENT_BYTES)
+        {
+            return Err(FieldError::invalid(
+                "body",
+                format!(
+                    "event {i} encodes to {} bytes, more than the {MAX_EVENT_BYTES} bytes of one event",
+                    record.len()
+                ),
+            )
+            .into());
+        }
+        if !records.is_empty() {
+            self.publisher.publish(&records).await?;
         }
         self.metrics.accepted(format, events.len());
         debug!(

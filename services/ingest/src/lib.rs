@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use crate::config::{IngestConfig, WhatsappConfig};
-pub use crate::publish::{PublishError, PublishFailure};
+pub use crate::publish::{MAX_EVENT_BYTES, PublishError, PublishFailure};
 
 use crate::http::Gateway;
 use crate::metrics::IngestMetrics;

@@ -38,6 +38,31 @@ pub enum PublishFailure {
     Canceled,
 }
 
+/// The largest encoded event accepted. Real events are a few hundred bytes; the bound keeps
+/// every record far below the broker's and librdkafka's `message.max.bytes`, so a request is
+/// refused as a whole before producing rather than failing half-way, again on every retry.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// One event ready to produce: its key and its protobuf envelope.
+#[derive(Debug)]
+pub(crate) struct Record {
+    key: String,
+    payload: Vec<u8>,
+}
+
+impl Record {
+    pub(crate) fn encode(event: &DeliveryEvent) -> Self {
+        Record {
+            key: event.channel_message_id().as_str().to_owned(),
+            payload: codec::encode(&v1::Envelope::from(event), Encoding::Protobuf),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.key.len() + self.payload.len()
+    }
+}
+
 /// Extra time given to librdkafka beyond `message.timeout.ms` before the request gives up
 /// waiting itself.
 const ACK_GRACE: Duration = Duration::from_secs(1);
@@ -76,18 +101,16 @@ impl Publisher {
 
     /// Produces every event, keyed by its channel message id, and waits until all are
     /// acknowledged or one has failed for good.
-    pub(crate) async fn publish(&self, events: &[DeliveryEvent]) -> Result<(), PublishError> {
+    pub(crate) async fn publish(&self, records: &[Record]) -> Result<(), PublishError> {
         let started = Instant::now();
         let producer = self.producer();
         let headers = content_type_headers(Encoding::Protobuf);
-        let mut pending = Vec::with_capacity(events.len());
+        let mut pending = Vec::with_capacity(records.len());
         let mut first_failure: Option<PublishFailure> = None;
-        for event in events {
-            let key = event.channel_message_id().as_str();
-            let payload = codec::encode(&v1::Envelope::from(event), Encoding::Protobuf);
+        for record in records {
             let record = FutureRecord::to(&self.topic)
-                .key(key)
-                .payload(&payload)
+                .key(&record.key)
+                .payload(&record.payload)
                 .headers(headers.clone());
             match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
@@ -120,7 +143,7 @@ impl Publisher {
                 self.replace_if_fatal(&producer).await;
                 Err(PublishError {
                     acknowledged,
-                    total: events.len(),
+                    total: records.len(),
                     cause,
                 })
             }

@@ -1,11 +1,11 @@
 //! The canonical JSON batch through the real broker.
 
-use std::time::Duration;
-
 use receipts_domain::{DeliveryEventKind, DeliveryStatus, StatusSource};
+use receipts_ingest::MAX_EVENT_BYTES;
 
 use crate::support::{
-    ACCOUNT, AUTH_TOKEN, Harness, OTHER_ACCOUNT, OTHER_TOKEN, assert_no_more, basic, read_events,
+    ACCOUNT, AUTH_TOKEN, Harness, OTHER_ACCOUNT, OTHER_TOKEN, assert_nothing_written, basic,
+    fresh_config, read_events,
 };
 
 const PATH: &str = "/v1/events";
@@ -134,6 +134,81 @@ async fn a_batch_is_refused_whole() {
         response.error_field(),
         "events[1].status_reported.raw_status"
     );
-    assert_no_more(&reader, Duration::from_secs(3)).await;
+    assert_nothing_written(&harness, &reader).await;
+    harness.stop().await;
+}
+
+/// A status report whose raw status is `len` bytes long (with an explicit status, so any text
+/// is allowed).
+fn long_report(event_id: &str, len: usize) -> String {
+    format!(
+        r#"{{"eventId": "{event_id}", "statusReported": {{
+            "channelMessageId": "{SM}", "rawStatus": "{}", "status": "DELIVERY_STATUS_DELIVERED",
+            "providerTimestamp": "2024-03-01T12:00:05Z"}}}}"#,
+        "d".repeat(len)
+    )
+}
+
+/// An event too large to be a record is refused with the request before anything is produced.
+#[tokio::test]
+async fn an_oversized_event_refuses_the_batch() {
+    let mut config = fresh_config().await;
+    config.body_limit_bytes = 4 * MAX_EVENT_BYTES;
+    let harness = Harness::start_with(config).await;
+    let reader = harness.reader();
+    let body = format!(
+        r#"{{"events": [{}, {}]}}"#,
+        report("delivered"),
+        long_report("rep-long", MAX_EVENT_BYTES + 1)
+    );
+    let response = harness
+        .post(
+            PATH,
+            &[("authorization", &basic(ACCOUNT, AUTH_TOKEN))],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.error_field(), "body");
+    assert_nothing_written(&harness, &reader).await;
+    harness.stop().await;
+}
+
+/// When Kafka takes the first events of a request and refuses a later one, the answer is 503,
+/// not 2xx; the retry writes identical copies (same key, id and payload) of what was taken, which
+/// the projector ignores.
+#[tokio::test]
+async fn a_half_acknowledged_batch_is_503_and_its_retry_writes_identical_copies() {
+    let mut config = fresh_config().await;
+    // librdkafka refuses records over 2000 bytes, while the gateway lets events of up to
+    // MAX_EVENT_BYTES through: the second event fails after the first was produced.
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "2000".into());
+    let harness = Harness::start_with(config).await;
+    let reader = harness.reader();
+    let body = format!(
+        r#"{{"events": [{}, {}]}}"#,
+        report("delivered"),
+        long_report("rep-long", 4000)
+    );
+    let mut copies = Vec::new();
+    for _attempt in 0..2 {
+        let response = harness
+            .post(
+                PATH,
+                &[("authorization", &basic(ACCOUNT, AUTH_TOKEN))],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(response.status, 503, "{:?}", response.json());
+        assert_eq!(response.header("retry-after"), Some("7"));
+        copies.extend(read_events(&reader, 1).await);
+    }
+    assert_eq!(copies[0].key, copies[1].key);
+    assert_eq!(copies[0].event, copies[1].event);
+    assert_eq!(copies[0].event.event_id, "rep-delivered");
+    assert_nothing_written(&harness, &reader).await;
     harness.stop().await;
 }

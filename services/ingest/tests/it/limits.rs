@@ -4,13 +4,16 @@ use std::time::{Duration, Instant};
 
 use receipts_bus::KafkaSettings;
 
-use crate::support::{BODY_LIMIT, Harness, SMPP_CONNECTION, SMPP_TOKEN, config};
+use crate::support::{
+    BODY_LIMIT, Harness, SMPP_CONNECTION, SMPP_TOKEN, assert_nothing_written, config,
+};
 
 const RECEIPT: &str = "id:42 sub:001 dlvrd:001 submit date:2403011230 done date:2403011234 stat:DELIVRD err:000 text:x";
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
     let harness = Harness::start().await;
+    let reader = harness.reader();
     let bearer = format!("Bearer {SMPP_TOKEN}");
     let mut text = RECEIPT.to_owned();
     text.push_str(&"x".repeat(BODY_LIMIT));
@@ -23,6 +26,7 @@ async fn bodies_over_the_limit_are_413() {
         .await;
     assert_eq!(response.status, 413);
     assert_eq!(response.error_field(), "body");
+    assert_nothing_written(&harness, &reader).await;
     harness.stop().await;
 }
 

@@ -1,10 +1,8 @@
 //! SMPP delivery receipts through the real broker.
 
-use std::time::Duration;
-
 use receipts_domain::{DeliveryStatus, StatusSource};
 
-use crate::support::{Harness, SMPP_CONNECTION, SMPP_TOKEN, assert_no_more, read_events};
+use crate::support::{Harness, SMPP_CONNECTION, SMPP_TOKEN, assert_nothing_written, read_events};
 
 const RECEIPT: &str = "id:0123456789 sub:001 dlvrd:000 submit date:2403011230 done date:2403011234 stat:UNDELIV err:005 text:Hello";
 
@@ -94,6 +92,6 @@ async fn wrong_tokens_connections_and_fields_write_nothing() {
         )
         .await;
     assert_eq!(response.status, 400);
-    assert_no_more(&reader, Duration::from_secs(3)).await;
+    assert_nothing_written(&harness, &reader).await;
     harness.stop().await;
 }

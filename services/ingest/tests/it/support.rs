@@ -61,15 +61,21 @@ pub(crate) fn config(kafka: KafkaSettings, topics: TopicNames) -> IngestConfig {
     }
 }
 
+/// The test configuration on fresh topics of the test broker. `delivery-events` has one
+/// partition, so the order of its records is the order they were written in.
+pub(crate) async fn fresh_config() -> IngestConfig {
+    let kafka = receipts_testkit::kafka();
+    let topics = receipts_testkit::unique_topics();
+    ensure_topics(&kafka, &[TopicSpec::new(&topics.delivery_events, 1)])
+        .await
+        .unwrap();
+    config(kafka, topics)
+}
+
 impl Harness {
     /// A gateway on fresh topics of the test broker.
     pub(crate) async fn start() -> Self {
-        let kafka = receipts_testkit::kafka();
-        let topics = receipts_testkit::unique_topics();
-        ensure_topics(&kafka, &[TopicSpec::new(&topics.delivery_events, 2)])
-            .await
-            .unwrap();
-        Self::start_with(config(kafka, topics)).await
+        Self::start_with(fresh_config().await).await
     }
 
     pub(crate) async fn start_with(config: IngestConfig) -> Self {
@@ -168,15 +174,26 @@ pub(crate) async fn read_events(reader: &StreamConsumer, count: usize) -> Vec<Pr
     produced
 }
 
-/// Nothing more arrives within `quiet`.
-pub(crate) async fn assert_no_more(reader: &StreamConsumer, quiet: Duration) {
-    if let Ok(message) = tokio::time::timeout(quiet, reader.recv()).await {
-        let message = message.unwrap();
-        panic!(
-            "unexpected record with key {:?}",
-            message.key().map(String::from_utf8_lossy)
-        );
-    }
+/// Nothing was written since the last record read: a report posted now is the next record.
+/// (With one partition, anything written before it would be read first.)
+pub(crate) async fn assert_nothing_written(harness: &Harness, reader: &StreamConsumer) {
+    let id = receipts_testkit::unique("sentinel");
+    let receipt = format!("id:{id} done date:2403011234 stat:DELIVRD err:000");
+    let response = harness
+        .post(
+            &format!("/v1/smpp/{SMPP_CONNECTION}/receipts"),
+            &[("authorization", &format!("Bearer {SMPP_TOKEN}"))],
+            receipt.as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    let next = read_events(reader, 1).await;
+    assert_eq!(
+        next[0].key,
+        format!("smpp:{SMPP_CONNECTION}:{id}"),
+        "a record was written before the sentinel: {:?}",
+        next[0].event
+    );
 }
 
 #[derive(Debug)]

@@ -1,12 +1,10 @@
 //! Twilio Messaging status callbacks through the real broker.
 
-use std::time::Duration;
-
 use receipts_domain::{DeliveryStatus, StatusSource};
 use receipts_ingest::twilio::{form_pairs, twilio_signature};
 
 use crate::support::{
-    ACCOUNT, AUTH_TOKEN, Harness, OTHER_TOKEN, PUBLIC_BASE_URL, assert_no_more, read_events,
+    ACCOUNT, AUTH_TOKEN, Harness, OTHER_TOKEN, PUBLIC_BASE_URL, assert_nothing_written, read_events,
 };
 
 const PATH: &str = "/v1/twilio/status";
@@ -156,7 +154,7 @@ async fn bad_signatures_and_bad_fields_write_nothing() {
         );
     }
 
-    assert_no_more(&reader, Duration::from_secs(3)).await;
+    assert_nothing_written(&harness, &reader).await;
     let metrics = harness.metrics.render();
     assert!(
         metrics.contains(
