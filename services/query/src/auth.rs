@@ -1,0 +1,99 @@
+//! Who is calling: HTTP Basic `AccountSid:AuthToken` credentials, as Twilio uses them, carried in
+//! the `authorization` metadata of every gRPC call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use receipts_domain::AccountSid;
+use receipts_runtime::config::Secret;
+use sha2::{Digest, Sha256};
+
+/// The accounts this instance serves and their auth tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// SHA-256 of each token: comparing digests keeps the comparison independent of where the
+    /// tokens first differ.
+    tokens: Arc<BTreeMap<AccountSid, [u8; 32]>>,
+}
+
+impl Accounts {
+    pub fn new<'a>(accounts: impl IntoIterator<Item = (AccountSid, &'a Secret)>) -> Self {
+        let tokens = accounts
+            .into_iter()
+            .map(|(sid, token)| (sid, digest(token.expose())))
+            .collect();
+        Accounts {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// The account an `authorization` header value authenticates, if any.
+    pub fn authenticate(&self, authorization: &str) -> Option<AccountSid> {
+        let (scheme, encoded) = authorization.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (sid, token) = decoded.split_once(':')?;
+        let sid = AccountSid::parse(sid).ok()?;
+        let expected = self.tokens.get(&sid)?;
+        let given = digest(token);
+        let differences = expected
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (differences == 0).then_some(sid)
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The `authorization` value for `account:token`, for clients and tests.
+pub fn basic_authorization(account: &str, token: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{account}:{token}"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "AC00000000000000000000000000000001";
+
+    #[test]
+    fn only_the_right_token_authenticates() {
+        let token = Secret::new("s3cret");
+        let accounts = Accounts::new([(AccountSid::parse(AC).unwrap(), &token)]);
+        assert_eq!(
+            accounts
+                .authenticate(&basic_authorization(AC, "s3cret"))
+                .unwrap()
+                .as_str(),
+            AC
+        );
+        assert_eq!(
+            accounts.authenticate(&basic_authorization(AC, "s3cret ")),
+            None
+        );
+        assert_eq!(
+            accounts.authenticate(&basic_authorization(AC, "wrong")),
+            None
+        );
+        let other = "AC00000000000000000000000000000002";
+        assert_eq!(
+            accounts.authenticate(&basic_authorization(other, "s3cret")),
+            None
+        );
+        assert_eq!(accounts.authenticate("Bearer abc"), None);
+        assert_eq!(accounts.authenticate("Basic !!!"), None);
+        assert_eq!(accounts.authenticate(""), None);
+    }
+}

@@ -1,0 +1,391 @@
+//! The `receipts.v1.DeliveryQuery` gRPC service over the read model.
+//!
+//! Every call is authenticated by the interceptor, which puts the caller's [`AccountSid`] into the
+//! request extensions; every read is keyed by that account, so another account's sids are simply
+//! not found. Bad input is `InvalidArgument` naming the field, unknown sids `NotFound` naming the
+//! sid; only a failing store is `Internal`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use receipts_domain::{
+    AccountSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
+};
+use receipts_proto::v1;
+use receipts_proto::v1::delivery_query_server::DeliveryQuery;
+use receipts_store::{QueryStore, SortOrder, StoreError};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::error;
+
+use crate::auth::Accounts;
+use crate::page_token::PageTokens;
+
+const RECEIPTS_PAGE_MAX: u32 = 50;
+const MESSAGES_PAGE_MAX: u32 = 100;
+const DEFAULT_PAGE: u32 = 50;
+
+/// Authenticates every call; see the module docs.
+pub fn authenticate(
+    accounts: Accounts,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing authorization: use Basic AccountSid:AuthToken")
+        })?;
+        let account = header
+            .to_str()
+            .ok()
+            .and_then(|value| accounts.authenticate(value))
+            .ok_or_else(|| Status::unauthenticated("invalid credentials"))?;
+        request.extensions_mut().insert(account);
+        Ok(request)
+    }
+}
+
+/// The service state shared by all calls.
+#[derive(Clone)]
+pub struct QueryService {
+    store: Arc<dyn QueryStore>,
+    tokens: PageTokens,
+    updates: broadcast::Sender<Arc<ReceiptChange>>,
+    watch_buffer: usize,
+    /// Ends open watch streams, so a graceful shutdown is not held up by them.
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService").finish_non_exhaustive()
+    }
+}
+
+impl QueryService {
+    pub fn new(
+        store: Arc<dyn QueryStore>,
+        tokens: PageTokens,
+        updates: broadcast::Sender<Arc<ReceiptChange>>,
+        watch_buffer: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        QueryService {
+            store,
+            tokens,
+            updates,
+            watch_buffer,
+            shutdown,
+        }
+    }
+
+    /// Runs a read on the blocking pool: sled scans must not stall the executor.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || read(&*store))
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))
+    }
+}
+
+fn internal(error: &dyn std::fmt::Display) -> Status {
+    error!(%error, "query failed");
+    Status::internal("the read model could not be read")
+}
+
+fn caller<T>(request: &Request<T>) -> Result<AccountSid, Status> {
+    request
+        .extensions()
+        .get::<AccountSid>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::unauthenticated("missing authorization: use Basic AccountSid:AuthToken")
+        })
+}
+
+fn parse<T>(
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, IdError>,
+) -> Result<T, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn page_size(requested: u32, max: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE.min(max) as usize),
+        n if n <= max => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!(
+            "page_size must be between 1 and {max}, got {n}"
+        ))),
+    }
+}
+
+fn not_found(what: impl std::fmt::Display) -> Status {
+    Status::not_found(format!("{what} not found"))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DeliveryQuery for QueryService {
+    async fn get_message_delivery(
+        &self,
+        request: Request<v1::GetMessageDeliveryRequest>,
+    ) -> Result<Response<v1::MessageDelivery>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
+        let (c, m) = (conversation.clone(), message.clone());
+        let view = self
+            .read(move |store| store.message(&account, &c, &m))
+            .await?;
+        let view = view.ok_or_else(|| {
+            not_found(format!("message {message} in conversation {conversation}"))
+        })?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn list_receipts(
+        &self,
+        request: Request<v1::ListReceiptsRequest>,
+    ) -> Result<Response<v1::ListReceiptsResponse>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
+        let size = page_size(r.page_size, RECEIPTS_PAGE_MAX)?;
+        let scope = format!("receipts/{account}/{conversation}/{message}");
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let cursor = self
+                .tokens
+                .open(&scope, &r.page_token)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Some(
+                ReceiptSid::parse(&cursor)
+                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
+            )
+        };
+        let (c, m) = (conversation.clone(), message.clone());
+        let (exists, page) = self
+            .read(move |store| {
+                let exists = store.message(&account, &c, &m)?.is_some();
+                let page = store.receipts_page(&account, &c, &m, size, after.as_ref())?;
+                Ok((exists, page))
+            })
+            .await?;
+        if !exists {
+            return Err(not_found(format!(
+                "message {message} in conversation {conversation}"
+            )));
+        }
+        Ok(Response::new(v1::ListReceiptsResponse {
+            receipts: page.items.iter().map(Into::into).collect(),
+            next_page_token: page
+                .next
+                .map(|sid| self.tokens.issue(&scope, sid.as_str()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<v1::GetReceiptRequest>,
+    ) -> Result<Response<v1::Receipt>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
+        let receipt = parse("receipt_sid", &r.receipt_sid, ReceiptSid::parse)?;
+        let sid = receipt.clone();
+        let found = self
+            .read(move |store| store.receipt(&account, &conversation, &message, &sid))
+            .await?;
+        let found = found.ok_or_else(|| not_found(format!("receipt {receipt}")))?;
+        Ok(Response::new((&found).into()))
+    }
+
+    async fn list_conversation_messages(
+        &self,
+        request: Request<v1::ListConversationMessagesRequest>,
+    ) -> Result<Response<v1::ListConversationMessagesResponse>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let size = page_size(r.page_size, MESSAGES_PAGE_MAX)?;
+        let order = match v1::Order::try_from(r.order) {
+            Ok(v1::Order::Unspecified | v1::Order::Asc) => SortOrder::Ascending,
+            Ok(v1::Order::Desc) => SortOrder::Descending,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "order: unknown value {}",
+                    r.order
+                )));
+            }
+        };
+        let scope = format!("messages/{account}/{conversation}/{order:?}");
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let cursor = self
+                .tokens
+                .open(&scope, &r.page_token)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Some(
+                cursor
+                    .parse::<u64>()
+                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
+            )
+        };
+        let c = conversation.clone();
+        let (exists, page) = self
+            .read(move |store| {
+                let exists = store.rollup(&account, &c)?.is_some();
+                Ok((
+                    exists,
+                    store.messages_page(&account, &c, order, size, after)?,
+                ))
+            })
+            .await?;
+        if !exists {
+            return Err(not_found(format!("conversation {conversation}")));
+        }
+        Ok(Response::new(v1::ListConversationMessagesResponse {
+            messages: page.items.iter().map(Into::into).collect(),
+            next_page_token: page
+                .next
+                .map(|index| self.tokens.issue(&scope, &index.to_string()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_conversation_rollup(
+        &self,
+        request: Request<v1::GetConversationRollupRequest>,
+    ) -> Result<Response<v1::ConversationRollup>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let c = conversation.clone();
+        let rollup = self.read(move |store| store.rollup(&account, &c)).await?;
+        let rollup = rollup.ok_or_else(|| not_found(format!("conversation {conversation}")))?;
+        Ok(Response::new((&rollup).into()))
+    }
+
+    async fn get_receipt_timeline(
+        &self,
+        request: Request<v1::GetReceiptTimelineRequest>,
+    ) -> Result<Response<v1::ReceiptTimeline>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
+        let receipt = parse("receipt_sid", &r.receipt_sid, ReceiptSid::parse)?;
+        let sid = receipt.clone();
+        let entries = self
+            .read(move |store| store.timeline(&account, &conversation, &message, &sid))
+            .await?;
+        let entries = entries.ok_or_else(|| not_found(format!("receipt {receipt}")))?;
+        Ok(Response::new(v1::ReceiptTimeline {
+            receipt_sid: receipt.to_string(),
+            entries: entries.iter().map(Into::into).collect(),
+        }))
+    }
+
+    type WatchUpdatesStream = WatchStream;
+
+    async fn watch_updates(
+        &self,
+        request: Request<v1::WatchUpdatesRequest>,
+    ) -> Result<Response<Self::WatchUpdatesStream>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = if r.conversation_sid.is_empty() {
+            None
+        } else {
+            Some(parse(
+                "conversation_sid",
+                &r.conversation_sid,
+                ConversationSid::parse,
+            )?)
+        };
+        let mut updates = self.updates.subscribe();
+        let (sender, receiver) = mpsc::channel(self.watch_buffer.max(1));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    received = updates.recv() => received,
+                    _ = shutdown.cancelled() => {
+                        let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
+                        return;
+                    }
+                };
+                let change = match received {
+                    Ok(change) => change,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Buffering for a slow client without bound would let one client take the
+                        // server's memory: it is told, and can reconnect and re-read the state.
+                        let status = Status::resource_exhausted(format!(
+                            "the client fell {missed} updates behind; reconnect and re-read the state"
+                        ));
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let registration = &change.receipt.registration;
+                if registration.account != account
+                    || conversation
+                        .as_ref()
+                        .is_some_and(|c| *c != registration.conversation)
+                {
+                    continue;
+                }
+                if sender
+                    .send(Ok(v1::ReceiptUpdated::from(&*change)))
+                    .await
+                    .is_err()
+                {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}

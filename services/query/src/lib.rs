@@ -1,0 +1,200 @@
+//! Stage 2 of receipts (DESIGN §2): consumes `receipt-updates` into a read model in sled and
+//! serves it over the tonic gRPC API `receipts.v1.DeliveryQuery`, with gRPC health and
+//! reflection.
+//!
+//! Every instance holds the whole read model (a read replica): it reads every partition of
+//! `receipt-updates` itself, starting each at the offset stored with its state, so a restart
+//! resumes exactly where the stored state ends. A snapshot is applied only when its version is
+//! newer than the stored one, so the projector's re-deliveries change nothing.
+//!
+//! Layout: [`consume`] is the read-model loop; [`grpc`] the service; [`auth`] the Basic
+//! credentials; [`page_token`] the signed page tokens.
+
+pub mod auth;
+pub mod consume;
+pub mod grpc;
+pub mod page_token;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use receipts_bus::{KafkaSettings, TopicNames};
+use receipts_domain::AccountSid;
+use receipts_proto::v1::delivery_query_server::DeliveryQueryServer;
+use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
+use receipts_runtime::metrics::Metrics;
+use receipts_store::{QueryStore, SledQueryStore, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::Accounts;
+use crate::grpc::QueryService;
+use crate::page_token::PageTokens;
+
+/// Everything the query service needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueryConfig {
+    pub kafka: KafkaSettings,
+    pub topics: TopicNames,
+    /// The sled database of this instance.
+    pub data_dir: PathBuf,
+    /// Where gRPC is served.
+    pub grpc_listen: String,
+    /// Account sid → auth token. Calls authenticate with HTTP Basic `AccountSid:AuthToken`.
+    pub accounts: BTreeMap<String, Secret>,
+    /// Signs page tokens. Instances behind one load balancer need the same key; when empty, a
+    /// random key is drawn at start and tokens do not survive a restart.
+    pub page_token_key: Secret,
+    /// Updates a watching client may fall behind before its stream is ended.
+    pub watch_buffer: usize,
+    /// Records per read-model batch.
+    pub batch_max_records: usize,
+    /// Address of the metrics endpoint; empty disables it.
+    pub metrics_listen: String,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            kafka: KafkaSettings::default(),
+            topics: TopicNames::default(),
+            data_dir: PathBuf::from("data/query"),
+            grpc_listen: "127.0.0.1:50051".into(),
+            accounts: BTreeMap::new(),
+            page_token_key: Secret::default(),
+            watch_buffer: 1024,
+            batch_max_records: 5_000,
+            metrics_listen: "127.0.0.1:9465".into(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl QueryConfig {
+    fn accounts(&self) -> Result<Accounts, ConfigError> {
+        let mut parsed = Vec::with_capacity(self.accounts.len());
+        for (sid, token) in &self.accounts {
+            let sid = AccountSid::parse(sid)
+                .map_err(|e| ConfigError::invalid(format!("accounts.{sid}"), e.to_string()))?;
+            if token.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("accounts.{sid}"),
+                    "auth token must not be empty",
+                ));
+            }
+            parsed.push((sid, token));
+        }
+        Ok(Accounts::new(parsed))
+    }
+}
+
+impl Validate for QueryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.bootstrap_servers",
+                "must not be empty",
+            ));
+        }
+        if self.batch_max_records == 0 {
+            return Err(ConfigError::invalid(
+                "batch_max_records",
+                "must be at least 1",
+            ));
+        }
+        if self.watch_buffer == 0 {
+            return Err(ConfigError::invalid("watch_buffer", "must be at least 1"));
+        }
+        self.accounts()?;
+        self.telemetry.validate().map_err(|e| e.within("telemetry"))
+    }
+}
+
+/// Why the query service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka setup: {0}")]
+    Bus(#[from] receipts_bus::BusError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs the read model and the gRPC server on `grpc_listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: QueryConfig,
+    grpc_listener: TcpListener,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), QueryError> {
+    let accounts = config.accounts()?;
+    if config.accounts.is_empty() {
+        warn!("no accounts are configured: every call will be refused");
+    }
+    let tokens = if config.page_token_key.is_empty() {
+        let key: [u8; 32] = rand::random();
+        PageTokens::new(&key)
+    } else {
+        PageTokens::new(config.page_token_key.expose().as_bytes())
+    };
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn QueryStore> =
+        Arc::new(tokio::task::spawn_blocking(move || SledQueryStore::open(&data_dir)).await??);
+    let (updates, _) = broadcast::channel(config.watch_buffer);
+
+    let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
+    let service = QueryService::new(
+        store.clone(),
+        tokens,
+        updates,
+        config.watch_buffer,
+        shutdown.clone(),
+    );
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DeliveryQueryServer<QueryService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(receipts_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let address = grpc_listener.local_addr().ok();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DeliveryQueryServer::with_interceptor(
+            service,
+            grpc::authenticate(accounts),
+        ))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    info!(grpc = ?address, data_dir = %config.data_dir.display(), "query service started");
+
+    // The read model stops first (finishing and storing its batch); the server answers until the
+    // shutdown, then drains its calls.
+    let (read_result, serve_result) = tokio::join!(reader.run(shutdown.clone()), server);
+    let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
+    info!("query service stopped");
+    read_result?;
+    serve_result?;
+    flushed?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `receipts-query`: the read model and its gRPC API on their own. See the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use receipts_query::QueryConfig;
+use receipts_runtime::{config, metrics, shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Keeps the read model of receipt updates and serves it over gRPC (receipts.v1.DeliveryQuery,
+/// with health and reflection).
+///
+/// Configuration: compiled defaults, then the file given with --config, then RECEIPTS_* environment
+/// variables (nested keys joined by `__`, e.g. RECEIPTS_GRPC_LISTEN). Accounts and their auth
+/// tokens go in the file's [accounts] table.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "RECEIPTS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config: QueryConfig =
+        config::load(args.config.as_deref()).context("loading configuration")?;
+    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let shutdown = CancellationToken::new();
+    shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
+    let registry = metrics::Metrics::new();
+    if !config.metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics_listen)
+            .await
+            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics::router(registry.clone()),
+            shutdown.clone(),
+        ));
+    }
+    let grpc = tokio::net::TcpListener::bind(&config.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
+    receipts_query::run(config, grpc, &registry, shutdown)
+        .await
+        .context("query service failed")
+}

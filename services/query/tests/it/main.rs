@@ -1,0 +1,8 @@
+//! The query service against a real broker: receipt updates on a unique topic, a temp sled dir,
+//! gRPC on a port of its own.
+
+mod auth;
+mod discovery;
+mod reads;
+mod support;
+mod watch;
