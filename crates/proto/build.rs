@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("receipts/v1/events.proto"),
         root.join("receipts/v1/query.proto"),
         root.join("receipts/v1/state.proto"),
+        root.join("receipts/v1/webhooks.proto"),
     ];
     let includes = [root.clone(), protoc_bin_vendored::include_path()?];
 

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod webhooks;
 
 /// Generated from `proto/receipts/v1/*.proto`.
 #[allow(clippy::all, unreachable_pub, missing_debug_implementations)]
