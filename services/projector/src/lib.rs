@@ -25,6 +25,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use receipts_bus::errors::{Backoff, is_fatal};
 use receipts_bus::record::{ERROR_HEADER, ORIGIN_HEADER, content_type_headers};
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::Timestamp;
@@ -237,17 +238,32 @@ impl Projector {
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
         let max_wait = Duration::from_millis(self.config.batch.max_wait_ms);
+        let mut backoff = Backoff::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message?.detach(),
+                message = self.consumer.recv() => message,
             };
+            let first = match first {
+                Ok(message) => message.detach(),
+                Err(error) if !is_fatal(&error) => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in_ms = delay.as_millis() as u64, "consuming delivery events failed");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            backoff.reset();
             let started = Instant::now();
             let mut records = vec![first];
             let deadline = tokio::time::Instant::now() + max_wait;
             while records.len() < self.config.batch.max_records {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(message) => records.push(message?.detach()),
+                    Ok(Ok(message)) => records.push(message.detach()),
+                    // The batch ends here; the error shows again on the next receive.
+                    Ok(Err(error)) if !is_fatal(&error) => break,
+                    Ok(Err(error)) => return Err(error.into()),
                     Err(_) => break,
                 }
             }

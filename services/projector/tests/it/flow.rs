@@ -253,3 +253,49 @@ async fn parked_reports_past_their_ttl_are_reported_and_listed() {
         "{listing}"
     );
 }
+
+/// A projector started before its topic exists waits for it instead of stopping, and applies
+/// what arrives once the topic is there.
+#[tokio::test]
+async fn a_missing_topic_is_waited_for() {
+    let mut harness = Harness::new(1).await;
+    // Point the projector at topics nobody has created yet.
+    harness.topics = receipts_testkit::unique_topics();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.create_topics_partitions = 0;
+    let metrics = receipts_runtime::metrics::Metrics::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { receipts_projector::run(config, &metrics, shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !running.is_finished(),
+        "the projector must not stop over a missing topic"
+    );
+
+    receipts_bus::topics::ensure_topics(&harness.kafka, &harness.topics.specs(1))
+        .await
+        .unwrap();
+    let updates = harness.reader(&harness.topics.receipt_updates);
+    harness
+        .produce(
+            &[registration("wamid.late", 1, 1, 1, 1)],
+            Encoding::Protobuf,
+        )
+        .await;
+    let applied = read_updates(&updates, 1).await;
+    assert_eq!(
+        applied[0]
+            .1
+            .receipt
+            .registration
+            .channel_message_id
+            .as_str(),
+        "wamid.late"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
