@@ -19,7 +19,10 @@
 //! one: the provider's retry sends the same body, which yields identical events with identical
 //! event ids (derived from the provider's id, raw status, provider time and error code), and the
 //! projector's merge keeps the greatest report of a set, so a copy of an event it has seen
-//! changes nothing and emits nothing.
+//! changes nothing and emits nothing. Multi-event requests come from WhatsApp, whose statuses
+//! carry their own time, and from the canonical batch, whose events carry their own ids and
+//! times, so their retries are exact copies. A Twilio callback holds one event; when it has no
+//! `RawDlrDoneDate` its retry keeps the event id but not the stand-in time (see [`twilio`]).
 //!
 //! # Provider times
 //!

@@ -4,9 +4,11 @@
 //! Provider time: the callback has no reliable timestamp. When the carrier's delivery receipt
 //! date is passed through (`RawDlrDoneDate`, `YYMMDDhhmm`, read as UTC) it is the provider time;
 //! otherwise the time the callback was received stands in, and the event id is derived without
-//! it, so a resent callback still gets the same id. A `RawDlrDoneDate` that cannot be read is
-//! treated as absent: Twilio does not retry a 4xx, and rejecting the report for an optional hint
-//! would lose the status itself.
+//! it, so a resent callback still gets the same id. Its stand-in time is later, though, so the
+//! projector may take the copy for a newer report of the same status: the receipt's status,
+//! error code and the message's summary stay as they are, only its `date_updated` moves. A
+//! `RawDlrDoneDate` that cannot be read is treated as absent: Twilio does not retry a 4xx, and
+//! rejecting the report for an optional hint would lose the status itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 
