@@ -1,0 +1,204 @@
+//! One attempt of one webhook, over a `reqwest` client that never follows redirects, connects
+//! only to addresses the [`AddressPolicy`] permits, and gives up after the attempt timeout
+//! (5 s by default: Conversations webhooks time out after 5 s).
+
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::redirect;
+
+use crate::outcome::{AttemptOutcome, classify_status};
+use crate::payload::{DeliveryPayload, Method};
+use crate::ssrf::{AddressPolicy, GuardedResolver, Refused};
+use crate::{standard, twilio};
+
+/// The header that tells retries of one delivery apart from new deliveries.
+pub const IDEMPOTENCY_HEADER: &str = "I-Twilio-Idempotency-Token";
+/// The receipt version a request carries, so a receiver can tell an older update that arrives
+/// late (the Twilio payload has no version of its own).
+pub const VERSION_HEADER: &str = "X-Receipts-Receipt-Version";
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+const AGENT: &str = concat!("receipts-dispatcher/", env!("CARGO_PKG_VERSION"));
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the webhook HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
+
+/// Everything one request needs.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub url: String,
+    pub method: Method,
+    pub payload: DeliveryPayload,
+    /// The account's auth token, which keys `X-Twilio-Signature`.
+    pub auth_token: String,
+    /// Stable across every attempt of one delivery; also the Standard Webhooks `webhook-id`.
+    pub idempotency_token: String,
+    /// Standard Webhooks secrets; empty sends no Standard Webhooks headers.
+    pub signing_secrets: Vec<String>,
+    pub receipt_version: u64,
+}
+
+/// How an attempt went.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: AttemptOutcome,
+    pub elapsed: Duration,
+}
+
+/// Sends webhooks; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl WebhookClient {
+    pub fn new(policy: AddressPolicy, timeout: Duration) -> Result<Self, ClientError> {
+        let policy = Arc::new(policy);
+        let http = reqwest::Client::builder()
+            .redirect(redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(WebhookClient { http, policy })
+    }
+
+    /// Makes one attempt. Never fails: every way it can go wrong is an [`AttemptOutcome`].
+    pub async fn send(&self, request: &WebhookRequest) -> Attempt {
+        let started = Instant::now();
+        let outcome = match self.build(request) {
+            Ok(built) => match self.http.execute(built).await {
+                Ok(response) => {
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    classify_status(
+                        response.status().as_u16(),
+                        retry_after.as_deref(),
+                        SystemTime::now(),
+                    )
+                }
+                Err(error) => transport_outcome(&error),
+            },
+            Err(reason) => AttemptOutcome::Reject { reason },
+        };
+        Attempt {
+            outcome,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    fn build(&self, request: &WebhookRequest) -> Result<reqwest::Request, String> {
+        let (url, params, body) = match request.method {
+            Method::Get => (
+                request.payload.url_with_query(&request.url),
+                Vec::new(),
+                String::new(),
+            ),
+            Method::Post => (
+                request.url.clone(),
+                request.payload.pairs(),
+                request.payload.form(),
+            ),
+        };
+        let signature = twilio::signature(&request.auth_token, &url, &params);
+        let parsed = reqwest::Url::parse(&url).map_err(|e| format!("invalid URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "URL scheme {:?} is not http or https",
+                parsed.scheme()
+            ));
+        }
+        // `reqwest` does not resolve IP literals, so the resolver never sees them.
+        let literal = match parsed.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err("URL has no host".to_owned()),
+        };
+        if let Some(ip) = literal {
+            self.policy
+                .check(parsed.host_str().unwrap_or_default(), ip)
+                .map_err(|e| e.to_string())?;
+        }
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut builder = self
+            .http
+            .request(method, parsed)
+            .header(USER_AGENT, AGENT)
+            .header(twilio::SIGNATURE_HEADER, signature)
+            .header(IDEMPOTENCY_HEADER, &request.idempotency_token)
+            .header(VERSION_HEADER, request.receipt_version.to_string());
+        if !request.signing_secrets.is_empty() {
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let value = standard::signature(
+                &request.signing_secrets,
+                &request.idempotency_token,
+                timestamp,
+                body.as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
+            builder = builder
+                .header(standard::ID_HEADER, &request.idempotency_token)
+                .header(standard::TIMESTAMP_HEADER, timestamp.to_string())
+                .header(standard::SIGNATURE_HEADER, value);
+        }
+        if request.method == Method::Post {
+            builder = builder.header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(body);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("building the request: {e}"))
+    }
+}
+
+/// A request that got no response: refused by the address policy (permanent), or a timeout or
+/// connection failure (transient).
+fn transport_outcome(error: &reqwest::Error) -> AttemptOutcome {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return AttemptOutcome::Reject {
+                reason: refused.to_string(),
+            };
+        }
+        source = e.source();
+    }
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    AttemptOutcome::Retry {
+        reason: format!("{kind}: {}", chain(error)),
+        retry_after: None,
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
