@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use receipts_bus::errors::{Backoff, is_fatal};
 use receipts_domain::ReceiptChange;
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
@@ -76,21 +77,38 @@ impl ReadModel {
         })
     }
 
-    /// Assigns every partition at the offset stored with the state (the beginning if none).
-    async fn assign(&self) -> Result<(), QueryError> {
-        let metadata = {
-            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-            tokio::task::spawn_blocking(move || {
-                consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
-            })
-            .await??
+    /// Assigns every partition at the offset stored with the state (the beginning if none),
+    /// waiting while the topic does not exist yet. Returns false if shut down while waiting.
+    async fn assign(&self, shutdown: &CancellationToken) -> Result<bool, QueryError> {
+        let mut backoff = Backoff::default();
+        let partitions = loop {
+            let metadata = {
+                let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+                tokio::task::spawn_blocking(move || {
+                    consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
+                })
+                .await?
+            };
+            let partitions: Vec<i32> = match metadata {
+                Ok(metadata) => metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == self.topic)
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect(),
+                Err(error) if is_fatal(&error) => return Err(error.into()),
+                Err(_) => Vec::new(),
+            };
+            if !partitions.is_empty() {
+                break partitions;
+            }
+            let delay = backoff.next_delay();
+            warn!(topic = %self.topic, retry_in_ms = delay.as_millis() as u64, "waiting for the receipt updates topic");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(delay) => {}
+            }
         };
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
             let offset = match self.store.next_offset(&self.topic, partition)? {
@@ -101,11 +119,13 @@ impl ReadModel {
         }
         info!(topic = %self.topic, partitions = assignment.count(), "reading receipt updates");
         self.consumer.assign(&assignment)?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
-        self.assign().await?;
+        if !self.assign(&shutdown).await? {
+            return Ok(());
+        }
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

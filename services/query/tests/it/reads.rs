@@ -368,3 +368,32 @@ async fn a_restart_resumes_and_answers_identically() {
     assert_eq!(after.receipts, 7);
     running.stop().await;
 }
+
+/// Started before the receipt-updates topic exists, the service waits for it and then reads it.
+#[tokio::test]
+async fn a_missing_topic_is_waited_for() {
+    let mut harness = Harness::new().await;
+    harness.topics = receipts_testkit::unique_topics();
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.start(dir.path()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    receipts_bus::topics::ensure_topics(&harness.kafka, &harness.topics.specs(2))
+        .await
+        .unwrap();
+    harness.publish(&seed_example().changes).await;
+    let client = client(running.address, ACCOUNT, TOKEN).await;
+    eventually("the example after the topic appeared", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_conversation_rollup(v1::GetConversationRollupRequest {
+                    conversation_sid: sid("CH", 1),
+                })
+                .await
+                .ok()
+                .filter(|r| r.get_ref().receipts == 6)
+        }
+    })
+    .await;
+    running.stop().await;
+}
