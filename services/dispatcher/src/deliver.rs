@@ -1,0 +1,480 @@
+//! Attempts: when they are due, who may send them, and what their outcome leads to.
+//!
+//! Pending deliveries wait in a due-time queue. When one is due it moves to its endpoint's own
+//! queue, and each endpoint has its own worker, so a slow or dead endpoint only ever delays
+//! itself:
+//! - at most `endpoint_concurrency` attempts per endpoint are in flight at once;
+//! - a circuit breaker opens after `failure_threshold` transient failures in a row; while open
+//!   the endpoint's deliveries wait (still pending in sled), then a single probe decides whether
+//!   it closes again.
+//!
+//! Order: a delivery whose receipt version is not newer than the newest version already
+//! delivered to the same webhook is dropped as stale (counted, never sent), and every request
+//! carries the version in `X-Receipts-Receipt-Version`. Two versions in flight at the same
+//! moment may still arrive out of order; the receiver can tell by that header or `DateUpdated`.
+//!
+//! Outcomes: delivered → the pending entry is removed and the delivered version raised; a
+//! transient failure → the next attempt is produced to the retry topic with its due time, then
+//! the pending entry is removed; rejected, exhausted or gone → the delivery is produced to the
+//! dead-letter topic with its last error, then removed; 410 Gone also writes the webhook's
+//! configuration back to `webhook-configs` with `disabled_at` set. A failure to produce leaves
+//! the entry pending and tries again a second later. Everything is at least once: a crash after
+//! a request was answered but before its outcome was stored sends it again, with the same
+//! `I-Twilio-Idempotency-Token`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use receipts_bus::TopicNames;
+use receipts_bus::record::{ERROR_HEADER, content_type_headers};
+use receipts_proto::codec::{self, Encoding};
+use receipts_proto::v1;
+use receipts_runtime::config::Secret;
+use receipts_webhook::{
+    AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::configs::SharedDirectory;
+use crate::job::{DUE_AT_HEADER, DeliveryJob};
+use crate::metrics::{DispatcherMetrics, EndpointLabel};
+use crate::store::DispatcherStore;
+use crate::{now_ms, timestamp_now};
+
+/// When an endpoint's circuit opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// Transient failures in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            open_ms: 30_000,
+        }
+    }
+}
+
+const REQUEUE_AFTER: Duration = Duration::from_secs(1);
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    key: String,
+    queue: Mutex<VecDeque<DeliveryJob>>,
+    ready: Notify,
+    permits: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything an attempt needs.
+pub(crate) struct DeliveryContext {
+    pub(crate) client: WebhookClient,
+    pub(crate) store: Arc<DispatcherStore>,
+    pub(crate) directory: SharedDirectory,
+    pub(crate) accounts: HashMap<String, Secret>,
+    pub(crate) schedule: RetrySchedule,
+    pub(crate) producer: FutureProducer,
+    pub(crate) topics: TopicNames,
+    pub(crate) metrics: DispatcherMetrics,
+    pub(crate) endpoint_concurrency: usize,
+    pub(crate) breaker: BreakerConfig,
+}
+
+impl std::fmt::Debug for DeliveryContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryContext")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The due-time queue, the endpoints and their workers.
+#[derive(Debug)]
+pub(crate) struct Deliverer {
+    context: DeliveryContext,
+    due: Mutex<BTreeMap<(i64, Vec<u8>), DeliveryJob>>,
+    wake: Notify,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Deliverer {
+    pub(crate) fn new(context: DeliveryContext, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Deliverer {
+            context,
+            due: Mutex::default(),
+            wake: Notify::new(),
+            endpoints: Mutex::default(),
+            tracker: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    /// Adds stored pending deliveries.
+    pub(crate) fn enqueue(&self, jobs: Vec<DeliveryJob>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut due = lock(&self.due);
+        for job in jobs {
+            self.context.metrics.backlog.inc();
+            due.insert((job.due_at_ms, job.pending_key()), job);
+        }
+        drop(due);
+        self.wake.notify_one();
+    }
+
+    /// Puts a delivery whose outcome could not be stored back in the queue.
+    fn requeue(&self, mut job: DeliveryJob) {
+        job.due_at_ms = now_ms() + REQUEUE_AFTER.as_millis() as i64;
+        lock(&self.due).insert((job.due_at_ms, job.pending_key()), job);
+        self.wake.notify_one();
+    }
+
+    /// Moves due deliveries to their endpoints until shutdown, then waits (up to `grace`) for
+    /// the attempts in flight.
+    pub(crate) async fn run(self: Arc<Self>, grace: Duration) {
+        loop {
+            let now = now_ms();
+            let (ready, next) = {
+                let mut due = lock(&self.due);
+                let later = due.split_off(&(now + 1, Vec::new()));
+                let ready = std::mem::replace(&mut *due, later);
+                (ready, due.keys().next().map(|(at, _)| *at))
+            };
+            for job in ready.into_values() {
+                self.endpoint(&job.webhook_key).push(job);
+            }
+            let wait = next.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis((at - now).max(1) as u64)
+            });
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "attempts still in flight at shutdown stay pending and are sent again on restart"
+            );
+        }
+    }
+
+    fn endpoint(self: &Arc<Self>, key: &str) -> Arc<Endpoint> {
+        let mut endpoints = lock(&self.endpoints);
+        if let Some(endpoint) = endpoints.get(key) {
+            return endpoint.clone();
+        }
+        let endpoint = Arc::new(Endpoint {
+            key: key.to_owned(),
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            permits: Arc::new(Semaphore::new(self.context.endpoint_concurrency)),
+            breaker: Mutex::default(),
+        });
+        endpoints.insert(key.to_owned(), endpoint.clone());
+        self.tracker
+            .spawn(self.clone().endpoint_worker(endpoint.clone()));
+        endpoint
+    }
+
+    async fn endpoint_worker(self: Arc<Self>, endpoint: Arc<Endpoint>) {
+        loop {
+            let job = loop {
+                if let Some(job) = lock(&endpoint.queue).pop_front() {
+                    break job;
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = endpoint.ready.notified() => {}
+                }
+            };
+            let open_for = lock(&endpoint.breaker)
+                .open_until
+                .map(|until| until.saturating_duration_since(Instant::now()));
+            if let Some(wait) = open_for {
+                debug!(endpoint = %endpoint.key, ?wait, "circuit open, waiting to probe");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                permit = endpoint.permits.clone().acquire_owned() => {
+                    permit.expect("endpoint semaphores are never closed")
+                }
+            };
+            if open_for.is_some() {
+                // Half-open: one probe at a time decides.
+                self.attempt(&endpoint, job).await;
+                drop(permit);
+            } else {
+                let (this, endpoint) = (self.clone(), endpoint.clone());
+                self.tracker.spawn(async move {
+                    this.attempt(&endpoint, job).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+        let cx = &self.context;
+        let config = cx
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&job.webhook_key)
+            .cloned();
+        let Some(config) = config else {
+            info!(webhook = %job.webhook_key, "webhook no longer configured, delivery dropped");
+            cx.metrics.dropped("unconfigured");
+            return self.finish(job, false).await;
+        };
+        if config.disabled_at.is_some() {
+            let reason = format!("endpoint disabled: {}", config.disabled_reason);
+            return self.dead_letter(job, reason).await;
+        }
+        match cx
+            .store
+            .delivered_version(&job.webhook_key, &job.receipt.sid)
+        {
+            Ok(Some(delivered)) if delivered >= job.receipt.version => {
+                debug!(receipt = %job.receipt.sid, version = job.receipt.version, delivered, "stale delivery dropped");
+                cx.metrics.dropped("stale");
+                return self.finish(job, false).await;
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the delivered version"),
+        }
+        let Some(auth_token) = cx.accounts.get(&job.account_sid) else {
+            let reason = format!("no auth token configured for account {}", job.account_sid);
+            return self.dead_letter(job, reason).await;
+        };
+        let method = match config.method.parse::<Method>() {
+            Ok(method) => method,
+            Err(e) => return self.dead_letter(job, e.to_string()).await,
+        };
+        let Some(payload) = DeliveryPayload::of(&job.receipt) else {
+            cx.metrics.dropped("no_status");
+            return self.finish(job, false).await;
+        };
+        let request = WebhookRequest {
+            url: config.post_webhook_url.clone(),
+            method,
+            payload,
+            auth_token: auth_token.expose().to_owned(),
+            idempotency_token: job.token.clone(),
+            signing_secrets: config.signing_secrets.clone(),
+            receipt_version: job.receipt.version,
+        };
+        let attempt = cx.client.send(&request).await;
+        cx.metrics
+            .latency
+            .get_or_create(&EndpointLabel {
+                endpoint: job.webhook_key.clone(),
+            })
+            .observe(attempt.elapsed.as_secs_f64());
+        cx.metrics.attempt(attempt.outcome.label());
+        match attempt.outcome {
+            AttemptOutcome::Delivered { status } => {
+                debug!(endpoint = %request.url, status, attempt = job.attempt, "webhook delivered");
+                self.record(endpoint, true);
+                self.finish(job, true).await;
+            }
+            AttemptOutcome::Gone => {
+                self.record(endpoint, true);
+                self.disable(&job.webhook_key, config).await;
+                self.dead_letter(job, "HTTP 410 Gone: endpoint disabled".into())
+                    .await;
+            }
+            AttemptOutcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                warn!(endpoint = %request.url, attempt = job.attempt, %reason, "webhook delivery failed");
+                self.record(endpoint, false);
+                self.retry(job, reason, retry_after).await;
+            }
+            AttemptOutcome::Reject { reason } => {
+                self.record(endpoint, true);
+                self.dead_letter(job, reason).await;
+            }
+        }
+    }
+
+    /// Feeds the circuit breaker: `alive` is any answer but a transient failure.
+    fn record(&self, endpoint: &Endpoint, alive: bool) {
+        let mut breaker = lock(&endpoint.breaker);
+        if alive {
+            if breaker.open_until.is_some() {
+                info!(endpoint = %endpoint.key, "circuit closed");
+            }
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.failures += 1;
+        if breaker.failures >= self.context.breaker.failure_threshold {
+            if breaker.open_until.is_none() {
+                warn!(endpoint = %endpoint.key, failures = breaker.failures, "circuit opened");
+                self.context
+                    .metrics
+                    .breaker_opened
+                    .get_or_create(&EndpointLabel {
+                        endpoint: endpoint.key.clone(),
+                    })
+                    .inc();
+            }
+            breaker.open_until =
+                Some(Instant::now() + Duration::from_millis(self.context.breaker.open_ms));
+        }
+    }
+
+    async fn retry(
+        self: &Arc<Self>,
+        job: DeliveryJob,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) {
+        let next = job.attempt + 1;
+        let delay = self
+            .context
+            .schedule
+            .delay_before(next, retry_after, &mut rand::rng());
+        let Some(delay) = delay else {
+            let reason = format!("gave up after {next} attempts: {reason}");
+            return self.dead_letter(job, reason).await;
+        };
+        let mut retry = job.clone();
+        retry.attempt = next;
+        retry.due_at_ms = now_ms() + delay.as_millis() as i64;
+        retry.last_error = Some(reason);
+        let due = retry.due_at_ms.to_string();
+        let headers = content_type_headers(Encoding::Json).insert(Header {
+            key: DUE_AT_HEADER,
+            value: Some(due.as_str()),
+        });
+        let topic = &self.context.topics.webhook_retries;
+        if self
+            .produce(topic, retry.record_key(), &retry.to_json(), headers)
+            .await
+        {
+            self.finish(job, false).await;
+        } else {
+            self.requeue(job);
+        }
+    }
+
+    async fn dead_letter(self: &Arc<Self>, mut job: DeliveryJob, reason: String) {
+        warn!(webhook = %job.webhook_key, endpoint = %job.url, receipt = %job.receipt.sid, %reason, "webhook delivery dead-lettered");
+        job.last_error = Some(reason.clone());
+        let headers = content_type_headers(Encoding::Json).insert(Header {
+            key: ERROR_HEADER,
+            value: Some(reason.as_str()),
+        });
+        let topic = &self.context.topics.webhook_dlq;
+        if self
+            .produce(topic, job.record_key(), &job.to_json(), headers)
+            .await
+        {
+            self.context.metrics.dead_lettered.inc();
+            self.finish(job, false).await;
+        } else {
+            self.requeue(job);
+        }
+    }
+
+    /// Writes the configuration back with `disabled_at` set, and applies it at once.
+    async fn disable(&self, key: &str, mut config: v1::WebhookConfig) {
+        config.disabled_at = Some(timestamp_now());
+        config.disabled_reason = format!(
+            "{} answered 410 Gone; write the configuration again to enable it",
+            config.post_webhook_url
+        );
+        warn!(webhook = %key, endpoint = %config.post_webhook_url, "webhook endpoint disabled after 410 Gone");
+        self.context.metrics.endpoints_disabled.inc();
+        let payload = codec::encode(&config, Encoding::Protobuf);
+        let topic = &self.context.topics.webhook_configs;
+        if !self
+            .produce(
+                topic,
+                key,
+                &payload,
+                content_type_headers(Encoding::Protobuf),
+            )
+            .await
+        {
+            error!(webhook = %key, "cannot write the disabled configuration; disabled in memory only");
+        }
+        self.context
+            .directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(key.to_owned(), Some(config));
+    }
+
+    async fn produce(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) -> bool {
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        match self.context.producer.send(record, PRODUCE_TIMEOUT).await {
+            Ok(_) => true,
+            Err((error, _)) => {
+                error!(%error, topic, "producing failed; the delivery stays pending");
+                false
+            }
+        }
+    }
+
+    /// Ends a pending delivery in the store.
+    async fn finish(&self, job: DeliveryJob, delivered: bool) {
+        let store = self.context.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.finish(&job, delivered)).await;
+        self.context.metrics.backlog.dec();
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                error!(%error, "cannot store a delivery's outcome; it is sent again after a restart")
+            }
+            Err(error) => error!(%error, "storing a delivery's outcome failed"),
+        }
+    }
+}
+
+impl Endpoint {
+    fn push(&self, job: DeliveryJob) {
+        lock(&self.queue).push_back(job);
+        self.ready.notify_one();
+    }
+}

@@ -1,0 +1,304 @@
+//! The dispatcher (DESIGN §2 "Dispatcher"): turns receipt changes into signed
+//! `onDeliveryUpdated` webhooks, with durable retries through Kafka, a dead-letter topic and
+//! its replay.
+//!
+//! Flow: the compacted `webhook-configs` topic is read to its end into memory before anything
+//! is dispatched, then followed live ([`configs`]). One consumer group reads `receipt-updates`
+//! and the retry topic; each batch becomes pending deliveries stored in sled together with the
+//! offsets ([`intake`], [`store`]). Due deliveries are attempted per endpoint, each endpoint with
+//! its own in-flight cap and circuit breaker; failures go to the retry topic with their due
+//! time, hopeless ones to the dead-letter topic, and 410 Gone disables the endpoint by writing
+//! its configuration back ([`deliver`]). [`replay`] sends dead-lettered deliveries back.
+//!
+//! Delivery is at least once: nothing pending is lost by a crash, and a request may be repeated
+//! with the same `I-Twilio-Idempotency-Token`.
+
+pub mod configs;
+pub mod deliver;
+pub mod intake;
+pub mod job;
+mod metrics;
+pub mod replay;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::Consumer;
+use receipts_bus::{KafkaSettings, TopicNames};
+use receipts_domain::AccountSid;
+use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
+use receipts_runtime::metrics::Metrics;
+use receipts_webhook::{AddressPolicy, RetrySchedule, WebhookClient};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use crate::deliver::BreakerConfig;
+use crate::deliver::{Deliverer, DeliveryContext};
+use crate::intake::{Intake, SeekToStored};
+use crate::metrics::DispatcherMetrics;
+pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
+use crate::store::{DispatcherStore, StoreError};
+
+/// Everything the dispatcher needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DispatcherConfig {
+    pub kafka: KafkaSettings,
+    pub topics: TopicNames,
+    /// Consumer group shared by all dispatcher instances.
+    pub group_id: String,
+    /// The sled database of this instance.
+    pub data_dir: PathBuf,
+    /// Account sid → auth token, the key of `X-Twilio-Signature`. A delivery for an account
+    /// without one is dead-lettered.
+    pub accounts: BTreeMap<String, Secret>,
+    pub retry: RetrySchedule,
+    /// One attempt's timeout (connect and response), 5 s like Twilio's.
+    pub attempt_timeout_ms: u64,
+    /// Private ranges webhooks may reach anyway (`allow = ["127.0.0.0/8"]`).
+    pub ssrf: AddressPolicy,
+    /// Attempts in flight per endpoint.
+    pub endpoint_concurrency: usize,
+    pub breaker: BreakerConfig,
+    pub batch_max_records: usize,
+    /// Create missing topics at start with this many partitions (0: expect them to exist).
+    pub create_topics_partitions: i32,
+    /// How often the DLQ size gauge is refreshed.
+    pub dlq_poll_secs: u64,
+    /// Address of the metrics endpoint; empty disables it.
+    pub metrics_listen: String,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            kafka: KafkaSettings::default(),
+            topics: TopicNames::default(),
+            group_id: "receipts-dispatcher".into(),
+            data_dir: PathBuf::from("data/dispatcher"),
+            accounts: BTreeMap::new(),
+            retry: RetrySchedule::default(),
+            attempt_timeout_ms: 5_000,
+            ssrf: AddressPolicy::default(),
+            endpoint_concurrency: 4,
+            breaker: BreakerConfig::default(),
+            batch_max_records: 1_000,
+            create_topics_partitions: 4,
+            dlq_poll_secs: 30,
+            metrics_listen: "127.0.0.1:9466".into(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Validate for DispatcherConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.bootstrap_servers",
+                "must not be empty",
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("group_id", "must not be empty"));
+        }
+        for (sid, token) in &self.accounts {
+            AccountSid::parse(sid)
+                .map_err(|e| ConfigError::invalid(format!("accounts.{sid}"), e.to_string()))?;
+            if token.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("accounts.{sid}"),
+                    "auth token must not be empty",
+                ));
+            }
+        }
+        self.retry
+            .validate()
+            .map_err(|e| ConfigError::invalid("retry", e.to_string()))?;
+        for (key, value) in [
+            ("attempt_timeout_ms", self.attempt_timeout_ms),
+            ("endpoint_concurrency", self.endpoint_concurrency as u64),
+            ("batch_max_records", self.batch_max_records as u64),
+            (
+                "breaker.failure_threshold",
+                u64::from(self.breaker.failure_threshold),
+            ),
+            ("dlq_poll_secs", self.dlq_poll_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        self.telemetry.validate().map_err(|e| e.within("telemetry"))
+    }
+}
+
+/// Why the dispatcher stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka setup: {0}")]
+    Bus(#[from] receipts_bus::BusError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Client(#[from] receipts_webhook::ClientError),
+    #[error("replay: {0}")]
+    Replay(String),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn timestamp_now() -> pbjson_types::Timestamp {
+    let ms = now_ms();
+    pbjson_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled: stops reading, stores the current batch,
+/// waits a little for attempts in flight, flushes.
+pub async fn run(
+    config: DispatcherConfig,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), DispatcherError> {
+    if config.create_topics_partitions > 0 {
+        let specs = config.topics.specs(config.create_topics_partitions);
+        receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
+    }
+    let metrics = DispatcherMetrics::register(metrics);
+    let data_dir = config.data_dir.clone();
+    let store =
+        Arc::new(tokio::task::spawn_blocking(move || DispatcherStore::open(&data_dir)).await??);
+
+    // The whole configuration before the first delivery.
+    let directory = Arc::new(RwLock::new(configs::Directory::default()));
+    let (mut ready, follower) = configs::follow(
+        &config.kafka,
+        &config.topics.webhook_configs,
+        directory.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::select! {
+        _ = shutdown.cancelled() => { follower.abort(); return Ok(()) }
+        _ = ready.wait_for(|ready| *ready) => {}
+    }
+
+    let client_id = format!("{}-{}", config.group_id, std::process::id());
+    let producer = config.kafka.producer(&client_id)?;
+    let deliverer = Deliverer::new(
+        DeliveryContext {
+            client: WebhookClient::new(
+                config.ssrf.clone(),
+                Duration::from_millis(config.attempt_timeout_ms),
+            )?,
+            store: store.clone(),
+            directory: directory.clone(),
+            accounts: config
+                .accounts
+                .iter()
+                .map(|(sid, token)| (sid.clone(), token.clone()))
+                .collect::<HashMap<_, _>>(),
+            schedule: config.retry.clone(),
+            producer: producer.clone(),
+            topics: config.topics.clone(),
+            metrics: metrics.clone(),
+            endpoint_concurrency: config.endpoint_concurrency,
+            breaker: config.breaker,
+        },
+        shutdown.clone(),
+    );
+    let pending = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.pending()).await??
+    };
+    info!(pending = pending.len(), "pending deliveries restored");
+    deliverer.enqueue(pending);
+    let delivering = tokio::spawn(
+        deliverer
+            .clone()
+            .run(Duration::from_millis(config.attempt_timeout_ms + 1_000)),
+    );
+
+    let mut consumer_config = config.kafka.consumer_config(&client_id, &config.group_id);
+    consumer_config.set("auto.offset.reset", "error");
+    let consumer: intake::IntakeConsumer =
+        consumer_config.create_with_context(SeekToStored::new(store.clone()))?;
+    consumer.subscribe(&[
+        &config.topics.receipt_updates,
+        &config.topics.webhook_retries,
+    ])?;
+    let intake = Intake {
+        consumer,
+        store: store.clone(),
+        directory,
+        deliverer,
+        metrics: metrics.clone(),
+        updates_topic: config.topics.receipt_updates.clone(),
+        retries_topic: config.topics.webhook_retries.clone(),
+        max_records: config.batch_max_records,
+    };
+    let dlq_gauge = tokio::spawn(watch_dlq_size(
+        producer,
+        config.topics.webhook_dlq.clone(),
+        metrics,
+        Duration::from_secs(config.dlq_poll_secs),
+    ));
+    info!(
+        updates = %config.topics.receipt_updates,
+        retries = %config.topics.webhook_retries,
+        group = %config.group_id,
+        "dispatcher started"
+    );
+    let result = intake.run(&shutdown).await;
+    shutdown.cancel();
+    drop(intake);
+    let _ = delivering.await;
+    dlq_gauge.abort();
+    follower.abort();
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    info!("dispatcher stopped");
+    result
+}
+
+/// Keeps `dispatcher_dlq_records` at the DLQ's high minus low watermark.
+async fn watch_dlq_size(
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+    metrics: DispatcherMetrics,
+    every: Duration,
+) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        let (producer, topic) = (producer.clone(), topic.clone());
+        let size = tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::client(&producer)
+                .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+                .map(|(low, high)| high - low)
+        })
+        .await;
+        match size {
+            Ok(Ok(size)) => {
+                metrics.dlq_records.set(size);
+            }
+            Ok(Err(error)) => warn!(%error, "cannot read the dead-letter topic's size"),
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Replaying the dead-letter topic: matching entries go back to the retry topic as due now, with
+//! their attempt counter reset (the full schedule again) and their idempotency token kept.
+//!
+//! Every replayed entry gets a marker record on the DLQ itself (key `replayed/{partition}/{offset}`,
+//! no payload, header `receipts-replayed`), so a second replay, from any machine, skips it. A
+//! replay interrupted between producing an entry and its marker can resend that one entry; the
+//! receiver recognises it by its `I-Twilio-Idempotency-Token`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use receipts_bus::record::content_type_headers;
+use receipts_bus::{KafkaSettings, TopicNames};
+use receipts_proto::codec::Encoding;
+
+use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
+use crate::{DispatcherError, now_ms};
+
+/// Which DLQ entries to replay; every criterion given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub account: Option<String>,
+    /// The webhook URL (as it was when the delivery was created).
+    pub endpoint: Option<String>,
+    /// Dead-lettered at or after (unix millis, the DLQ record's timestamp).
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before (unix millis).
+    pub until_ms: Option<i64>,
+}
+
+impl ReplayFilter {
+    fn matches(&self, job: &DeliveryJob, dead_lettered_ms: i64) -> bool {
+        self.account.as_ref().is_none_or(|a| *a == job.account_sid)
+            && self.endpoint.as_ref().is_none_or(|e| *e == job.url)
+            && self.since_ms.is_none_or(|s| dead_lettered_ms >= s)
+            && self.until_ms.is_none_or(|u| dead_lettered_ms < u)
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// DLQ entries read (markers not counted).
+    pub entries: usize,
+    pub matched: usize,
+    pub replayed: usize,
+    /// Matching entries an earlier replay already sent back.
+    pub already_replayed: usize,
+}
+
+/// Replays the DLQ entries matching `filter`; shows a progress bar when `progress`.
+pub async fn replay_dlq(
+    kafka: &KafkaSettings,
+    topics: &TopicNames,
+    filter: &ReplayFilter,
+    progress: bool,
+) -> Result<ReplayReport, DispatcherError> {
+    let (kafka_c, dlq) = (kafka.clone(), topics.webhook_dlq.clone());
+    let entries = tokio::task::spawn_blocking(move || read_to_end(&kafka_c, &dlq)).await??;
+    let mut report = ReplayReport::default();
+    let mut markers = HashSet::new();
+    let mut candidates = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::Marker(origin) => {
+                markers.insert(origin);
+            }
+            Entry::Job { origin, job, at_ms } => {
+                report.entries += 1;
+                if filter.matches(&job, at_ms) {
+                    candidates.push((origin, job));
+                }
+            }
+        }
+    }
+    report.matched = candidates.len();
+    let producer = kafka.producer("receipts-dispatcher-replay")?;
+    let bar = if progress {
+        ProgressBar::new(candidates.len() as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
+                .expect("the template is valid"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    for (origin, mut job) in candidates {
+        bar.inc(1);
+        if markers.contains(&origin) {
+            report.already_replayed += 1;
+            continue;
+        }
+        job.attempt = 0;
+        job.due_at_ms = now_ms();
+        job.replayed_from = Some(origin.clone());
+        let due = job.due_at_ms.to_string();
+        let payload = job.to_json();
+        let record = FutureRecord::to(&topics.webhook_retries)
+            .key(job.record_key())
+            .payload(&payload)
+            .headers(content_type_headers(Encoding::Json).insert(Header {
+                key: DUE_AT_HEADER,
+                value: Some(due.as_str()),
+            }));
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
+        let marker_key = format!("replayed/{origin}");
+        let marker = FutureRecord::<str, [u8]>::to(&topics.webhook_dlq)
+            .key(&marker_key)
+            .headers(rdkafka::message::OwnedHeaders::new().insert(Header {
+                key: REPLAYED_HEADER,
+                value: Some(origin.as_str()),
+            }));
+        producer
+            .send(marker, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
+        report.replayed += 1;
+    }
+    bar.finish_with_message(format!(
+        "({} already replayed before)",
+        report.already_replayed
+    ));
+    Ok(report)
+}
+
+enum Entry {
+    Marker(String),
+    Job {
+        origin: String,
+        job: DeliveryJob,
+        at_ms: i64,
+    },
+}
+
+/// Every record of `topic` up to the high watermarks as of now.
+fn read_to_end(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Entry>, DispatcherError> {
+    let client_id = format!("receipts-dispatcher-replay-{}", std::process::id());
+    let consumer: BaseConsumer = kafka.consumer_config(&client_id, &client_id).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+    {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(30))?;
+        if high > low {
+            remaining.insert(partition.id(), high);
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    let mut entries = Vec::new();
+    if remaining.is_empty() {
+        return Ok(entries);
+    }
+    consumer.assign(&assignment)?;
+    while !remaining.is_empty() {
+        let Some(message) = consumer.poll(Duration::from_secs(30)) else {
+            return Err(DispatcherError::Replay(format!(
+                "the dead-letter topic {topic} stopped before its end"
+            )));
+        };
+        let message = message?;
+        let origin = format!("{}/{}", message.partition(), message.offset());
+        let replayed = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == REPLAYED_HEADER))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if let Some(of) = replayed {
+            entries.push(Entry::Marker(of));
+        } else if let Some(Ok(job)) = message.payload().map(DeliveryJob::from_json) {
+            let at_ms = message.timestamp().to_millis().unwrap_or_default();
+            entries.push(Entry::Job { origin, job, at_ms });
+        }
+        if remaining
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            remaining.remove(&message.partition());
+        }
+    }
+    Ok(entries)
+}
+
+/// Parses an RFC 3339 time (`2026-11-27T18:00:00Z`, `…T18:00:00.5+01:00`) into unix millis.
+pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    let bad = || format!("{text:?} is not an RFC 3339 time like 2026-11-27T18:00:00Z");
+    let t = text.trim();
+    if t.len() < 20 || !t.is_ascii() {
+        return Err(bad());
+    }
+    let num = |range: std::ops::Range<usize>| t[range].parse::<i64>().map_err(|_| bad());
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if &t[4..5] != "-" || &t[7..8] != "-" || !matches!(&t[10..11], "T" | "t" | " ") {
+        return Err(bad());
+    }
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let mut rest = &t[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>().map_err(|_| bad())?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let h = rest[1..3].parse::<i64>().map_err(|_| bad())?;
+            let m = rest[4..6].parse::<i64>().map_err(|_| bad())?;
+            let sign = if &rest[..1] == "-" { -1 } else { 1 };
+            sign * (h * 60 + m)
+        }
+        _ => return Err(bad()),
+    };
+    // Days from the civil date (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Ok(secs * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("2020-03-23T18:45:17Z"), Ok(1_584_989_117_000));
+        assert_eq!(
+            parse_rfc3339("2020-03-23T19:45:17.25+01:00"),
+            Ok(1_584_989_117_250)
+        );
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Ok(951_782_400_000));
+        assert!(parse_rfc3339("2020-03-23").is_err());
+        assert!(parse_rfc3339("2020-13-23T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2020-03-23T00:00:00").is_err());
+    }
+}
