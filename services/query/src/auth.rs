@@ -97,3 +97,35 @@ mod tests {
         assert_eq!(accounts.authenticate(""), None);
     }
 }
+
+/// A client-side interceptor adding `authorization: Basic …` to every call.
+#[derive(Clone)]
+pub struct Credentials(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Credentials {
+    /// Fails when the account or token is not printable ASCII.
+    pub fn new(
+        account: &str,
+        token: &str,
+    ) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Credentials(basic_authorization(account, token).parse()?))
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}

@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use receipts_domain::{
-    AccountSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
+    AccountSid, ChatServiceSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
+    WebhookSid,
 };
 use receipts_proto::v1;
 use receipts_proto::v1::delivery_query_server::DeliveryQuery;
@@ -23,6 +24,7 @@ use tracing::error;
 
 use crate::auth::Accounts;
 use crate::page_token::PageTokens;
+use crate::webhook_configs::{ConfigCallError, Scope, WebhookConfigs, WebhookUpdate};
 
 const RECEIPTS_PAGE_MAX: u32 = 50;
 const MESSAGES_PAGE_MAX: u32 = 100;
@@ -51,6 +53,7 @@ pub fn authenticate(
 pub struct QueryService {
     store: Arc<dyn QueryStore>,
     tokens: PageTokens,
+    webhooks: Arc<WebhookConfigs>,
     updates: broadcast::Sender<Arc<ReceiptChange>>,
     watch_buffer: usize,
     /// Ends open watch streams, so a graceful shutdown is not held up by them.
@@ -67,6 +70,7 @@ impl QueryService {
     pub fn new(
         store: Arc<dyn QueryStore>,
         tokens: PageTokens,
+        webhooks: Arc<WebhookConfigs>,
         updates: broadcast::Sender<Arc<ReceiptChange>>,
         watch_buffer: usize,
         shutdown: CancellationToken,
@@ -74,6 +78,7 @@ impl QueryService {
         QueryService {
             store,
             tokens,
+            webhooks,
             updates,
             watch_buffer,
             shutdown,
@@ -131,6 +136,33 @@ fn page_size(requested: u32, max: u32) -> Result<usize, Status> {
 
 fn not_found(what: impl std::fmt::Display) -> Status {
     Status::not_found(format!("{what} not found"))
+}
+
+fn config_status(error: ConfigCallError) -> Status {
+    match error {
+        ConfigCallError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        ConfigCallError::NotFound(_) => Status::not_found(error.to_string()),
+        ConfigCallError::TooMany => Status::failed_precondition(error.to_string()),
+        ConfigCallError::Unavailable(_) => Status::unavailable(error.to_string()),
+    }
+}
+
+/// A configuration as the API shows it: signing secrets stay on the topic.
+fn shown(mut config: v1::WebhookConfig) -> Response<v1::WebhookConfig> {
+    config.signing_secrets.clear();
+    Response::new(config)
+}
+
+fn config_scope(chat_service_sid: &str) -> Result<Scope, Status> {
+    if chat_service_sid.is_empty() {
+        Ok(Scope::Account)
+    } else {
+        Ok(Scope::Service(parse(
+            "chat_service_sid",
+            chat_service_sid,
+            ChatServiceSid::parse,
+        )?))
+    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
@@ -325,6 +357,117 @@ impl DeliveryQuery for QueryService {
             receipt_sid: receipt.to_string(),
             entries: entries.iter().map(Into::into).collect(),
         }))
+    }
+
+    async fn get_webhook_config(
+        &self,
+        request: Request<v1::GetWebhookConfigRequest>,
+    ) -> Result<Response<v1::WebhookConfig>, Status> {
+        let account = caller(&request)?;
+        let scope = config_scope(&request.get_ref().chat_service_sid)?;
+        match self
+            .webhooks
+            .get(&account, &scope)
+            .await
+            .map_err(config_status)?
+        {
+            Some(config) => Ok(shown(config)),
+            None => Err(not_found("webhook configuration")),
+        }
+    }
+
+    async fn update_webhook_config(
+        &self,
+        request: Request<v1::UpdateWebhookConfigRequest>,
+    ) -> Result<Response<v1::WebhookConfig>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let scope = config_scope(&r.chat_service_sid)?;
+        let update = WebhookUpdate {
+            method: r.method,
+            filters: r.filters.map(|f| f.names),
+            pre_webhook_url: r.pre_webhook_url,
+            post_webhook_url: r.post_webhook_url,
+            target: r.target,
+            ..WebhookUpdate::default()
+        };
+        let config = self
+            .webhooks
+            .update(&account, &scope, &update)
+            .await
+            .map_err(config_status)?;
+        Ok(shown(config))
+    }
+
+    async fn list_conversation_webhooks(
+        &self,
+        request: Request<v1::ListConversationWebhooksRequest>,
+    ) -> Result<Response<v1::ListConversationWebhooksResponse>, Status> {
+        let account = caller(&request)?;
+        let conversation = parse(
+            "conversation_sid",
+            &request.get_ref().conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let webhooks = self
+            .webhooks
+            .list_conversation(&account, &conversation)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::ListConversationWebhooksResponse {
+            webhooks: webhooks
+                .into_iter()
+                .map(|config| shown(config).into_inner())
+                .collect(),
+        }))
+    }
+
+    async fn create_conversation_webhook(
+        &self,
+        request: Request<v1::CreateConversationWebhookRequest>,
+    ) -> Result<Response<v1::WebhookConfig>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let non_empty = |value: String| (!value.is_empty()).then_some(value);
+        let update = WebhookUpdate {
+            method: non_empty(r.method),
+            filters: Some(r.filters),
+            post_webhook_url: non_empty(r.url),
+            target: Some(r.target),
+            triggers: Some(r.triggers),
+            flow_sid: non_empty(r.flow_sid),
+            ..WebhookUpdate::default()
+        };
+        let config = self
+            .webhooks
+            .create_conversation(&account, &conversation, &update)
+            .await
+            .map_err(config_status)?;
+        Ok(shown(config))
+    }
+
+    async fn delete_conversation_webhook(
+        &self,
+        request: Request<v1::DeleteConversationWebhookRequest>,
+    ) -> Result<Response<v1::DeleteConversationWebhookResponse>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let conversation = parse(
+            "conversation_sid",
+            &r.conversation_sid,
+            ConversationSid::parse,
+        )?;
+        let webhook = parse("webhook_sid", &r.webhook_sid, WebhookSid::parse)?;
+        self.webhooks
+            .delete_conversation(&account, &conversation, &webhook)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::DeleteConversationWebhookResponse {}))
     }
 
     type WatchUpdatesStream = WatchStream;

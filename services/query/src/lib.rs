@@ -1,19 +1,23 @@
 //! Stage 2 of receipts (DESIGN §2): consumes `receipt-updates` into a read model in sled and
 //! serves it over the tonic gRPC API `receipts.v1.DeliveryQuery`, with gRPC health and
-//! reflection.
+//! reflection, and over a Twilio-compatible REST facade on a port of its own. Both also read and
+//! write webhook configuration, kept on the compacted `webhook-configs` topic.
 //!
 //! Every instance holds the whole read model (a read replica): it reads every partition of
 //! `receipt-updates` itself, starting each at the offset stored with its state, so a restart
 //! resumes exactly where the stored state ends. A snapshot is applied only when its version is
 //! newer than the stored one, so the projector's re-deliveries change nothing.
 //!
-//! Layout: [`consume`] is the read-model loop; [`grpc`] the service; [`auth`] the Basic
-//! credentials; [`page_token`] the signed page tokens.
+//! Layout: [`consume`] is the read-model loop; [`grpc`] the gRPC service; [`rest`] the Twilio
+//! facade; [`webhook_configs`] webhook configuration for both; [`auth`] the Basic credentials;
+//! [`page_token`] the signed page tokens.
 
 pub mod auth;
 pub mod consume;
 pub mod grpc;
 pub mod page_token;
+pub mod rest;
+pub mod webhook_configs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +39,7 @@ use tracing::{info, warn};
 use crate::auth::Accounts;
 use crate::grpc::QueryService;
 use crate::page_token::PageTokens;
+use crate::webhook_configs::WebhookConfigs;
 
 /// Everything the query service needs to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +51,12 @@ pub struct QueryConfig {
     pub data_dir: PathBuf,
     /// Where gRPC is served.
     pub grpc_listen: String,
+    /// Where the Twilio-compatible REST facade is served; empty disables it.
+    pub rest_listen: String,
+    /// The absolute base of the URLs in REST responses (`url`, `links`, paging `meta`), as
+    /// clients reach the facade, e.g. `https://receipts.example.com`. Empty: `http://` and the
+    /// address the REST listener is bound to.
+    pub public_base_url: String,
     /// Account sid → auth token. Calls authenticate with HTTP Basic `AccountSid:AuthToken`.
     pub accounts: BTreeMap<String, Secret>,
     /// Signs page tokens. Instances behind one load balancer need the same key; when empty, a
@@ -67,6 +78,8 @@ impl Default for QueryConfig {
             topics: TopicNames::default(),
             data_dir: PathBuf::from("data/query"),
             grpc_listen: "127.0.0.1:50051".into(),
+            rest_listen: "127.0.0.1:8088".into(),
+            public_base_url: String::new(),
             accounts: BTreeMap::new(),
             page_token_key: Secret::default(),
             watch_buffer: 1024,
@@ -113,6 +126,14 @@ impl Validate for QueryConfig {
             return Err(ConfigError::invalid("watch_buffer", "must be at least 1"));
         }
         self.accounts()?;
+        let base = self.public_base_url.trim_end_matches('/');
+        let absolute = base.starts_with("http://") || base.starts_with("https://");
+        if !base.is_empty() && !absolute {
+            return Err(ConfigError::invalid(
+                "public_base_url",
+                "must be an absolute http:// or https:// URL",
+            ));
+        }
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
@@ -130,16 +151,20 @@ pub enum QueryError {
     Store(#[from] StoreError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("REST server: {0}")]
+    Rest(#[from] std::io::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Runs the read model and the gRPC server on `grpc_listener` until `shutdown` is cancelled.
+/// Runs the read model, the webhook configuration reader, the gRPC server on `grpc_listener`
+/// and, when given, the REST facade on `rest_listener`, until `shutdown` is cancelled.
 pub async fn run(
     config: QueryConfig,
     grpc_listener: TcpListener,
+    rest_listener: Option<TcpListener>,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
@@ -159,9 +184,30 @@ pub async fn run(
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
+    let (webhooks, config_reader) = WebhookConfigs::new(&config)?;
+    let webhooks = Arc::new(webhooks);
+    let rest = match rest_listener {
+        Some(listener) => {
+            let base_url = match config.public_base_url.trim_end_matches('/') {
+                "" => format!("http://{}", listener.local_addr()?),
+                base => base.to_owned(),
+            };
+            info!(rest = ?listener.local_addr().ok(), %base_url, "serving the Twilio-compatible REST facade");
+            let state = Arc::new(rest::RestState {
+                store: store.clone(),
+                tokens: tokens.clone(),
+                webhooks: webhooks.clone(),
+                accounts: accounts.clone(),
+                base_url,
+            });
+            Some(rest::serve(listener, rest::router(state), shutdown.clone()))
+        }
+        None => None,
+    };
     let service = QueryService::new(
         store.clone(),
         tokens,
+        webhooks,
         updates,
         config.watch_buffer,
         shutdown.clone(),
@@ -190,11 +236,24 @@ pub async fn run(
 
     // The read model stops first (finishing and storing its batch); the server answers until the
     // shutdown, then drains its calls.
-    let (read_result, serve_result) = tokio::join!(reader.run(shutdown.clone()), server);
+    let rest = async {
+        match rest {
+            Some(rest) => rest.await,
+            None => Ok(()),
+        }
+    };
+    let (read_result, config_result, serve_result, rest_result) = tokio::join!(
+        reader.run(shutdown.clone()),
+        config_reader.run(shutdown.clone()),
+        server,
+        rest
+    );
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
     info!("query service stopped");
     read_result?;
+    config_result?;
     serve_result?;
+    rest_result?;
     flushed?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Keeps the read model of receipt updates and serves it over gRPC (receipts.v1.DeliveryQuery,
-/// with health and reflection).
+/// with health and reflection) and a Twilio-compatible REST facade (RECEIPTS_REST_LISTEN).
 ///
 /// Configuration: compiled defaults, then the file given with --config, then RECEIPTS_* environment
 /// variables (nested keys joined by `__`, e.g. RECEIPTS_GRPC_LISTEN). Accounts and their auth
@@ -44,7 +44,15 @@ async fn main() -> anyhow::Result<()> {
     let grpc = tokio::net::TcpListener::bind(&config.grpc_listen)
         .await
         .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
-    receipts_query::run(config, grpc, &registry, shutdown)
+    let rest = if config.rest_listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.rest_listen)
+            .await
+            .with_context(|| format!("binding REST {}", config.rest_listen))?;
+        Some(listener)
+    };
+    receipts_query::run(config, grpc, rest, &registry, shutdown)
         .await
         .context("query service failed")
 }

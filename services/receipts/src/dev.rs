@@ -207,7 +207,7 @@ pub async fn run(
             let (ingest, projector, query) = tokio::join!(
                 receipts_ingest::run(ingest, ingest_listener, &registry, shutdown.clone()),
                 receipts_projector::run(projector, &registry, shutdown.clone()),
-                receipts_query::run(query, grpc_listener, &registry, shutdown.clone()),
+                receipts_query::run(query, grpc_listener, None, &registry, shutdown.clone()),
             );
             // One service failing takes the others down with it.
             shutdown.cancel();

@@ -2,7 +2,10 @@
 //! gRPC on a port of its own.
 
 mod auth;
+mod contract;
 mod discovery;
 mod reads;
+mod rest;
 mod support;
 mod watch;
+mod webhooks;

@@ -10,15 +10,15 @@ use receipts_bus::record::content_type_headers;
 use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{
-    AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryStatus, MessageSid,
-    ParticipantSid, ReceiptChange, ReceiptState, RegisterOutcome, Registration, ReportOutcome,
-    StatusReport, StatusSource, Timestamp,
+    AccountSid, Channel, ChannelMessageId, ChatServiceSid, ConversationSid, DeliveryStatus,
+    MessageSid, ParticipantSid, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
+    ReportOutcome, StatusReport, StatusSource, Timestamp,
 };
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_proto::v1::delivery_query_client::DeliveryQueryClient;
 use receipts_query::QueryConfig;
-use receipts_query::auth::basic_authorization;
+use receipts_query::auth::Credentials;
 use receipts_runtime::config::Secret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,8 @@ pub(crate) struct Harness {
 
 pub(crate) struct Running {
     pub(crate) address: SocketAddr,
+    /// The Twilio-compatible REST facade.
+    pub(crate) rest_address: SocketAddr,
     shutdown: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -50,22 +52,6 @@ impl Running {
     pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         self.handle.await.unwrap();
-    }
-}
-
-/// Adds `authorization: Basic …` to every call.
-#[derive(Clone)]
-pub(crate) struct Credentials(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
     }
 }
 
@@ -100,16 +86,19 @@ impl Harness {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
+        let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rest_address = rest_listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             let metrics = receipts_runtime::metrics::Metrics::new();
-            receipts_query::run(config, listener, &metrics, token)
+            receipts_query::run(config, listener, Some(rest_listener), &metrics, token)
                 .await
                 .expect("query service runs");
         });
         Running {
             address,
+            rest_address,
             shutdown,
             handle,
         }
@@ -143,8 +132,7 @@ pub(crate) async fn client(address: SocketAddr, account: &str, token: &str) -> C
         .connect()
         .await
         .unwrap();
-    let value = basic_authorization(account, token).parse().unwrap();
-    DeliveryQueryClient::with_interceptor(channel, Credentials(value))
+    DeliveryQueryClient::with_interceptor(channel, Credentials::new(account, token).unwrap())
 }
 
 /// Retries `probe` until it returns `Some`, failing after a minute.
@@ -166,11 +154,86 @@ where
     }
 }
 
+/// One HTTP/1.1 answer, read to its end.
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl HttpResponse {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), enough to drive the REST facade
+/// exactly as a client would: absolute URLs as the API gave them, Basic auth, form bodies.
+pub(crate) async fn http(
+    method: &str,
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> HttpResponse {
+    use receipts_query::auth::basic_authorization;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some((account, token)) = credentials {
+        request += &format!("Authorization: {}\r\n", basic_authorization(account, token));
+    }
+    let body = if method == "GET" || method == "DELETE" {
+        String::new()
+    } else {
+        let mut encoded = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in form {
+            encoded.append_pair(name, value);
+        }
+        request += "Content-Type: application/x-www-form-urlencoded\r\n";
+        encoded.finish()
+    };
+    request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
 /// Produces real receipt changes by running the projector's merge.
 #[derive(Default)]
 pub(crate) struct Projection {
     states: BTreeMap<String, ReceiptState>,
     pub(crate) changes: Vec<ReceiptChange>,
+    /// The chat service of the registrations that follow.
+    pub(crate) chat_service: Option<ChatServiceSid>,
 }
 
 impl Projection {
@@ -185,7 +248,7 @@ impl Projection {
     ) {
         let registration = Registration {
             account: AccountSid::parse(account).unwrap(),
-            chat_service: None,
+            chat_service: self.chat_service.clone(),
             conversation: ConversationSid::parse(&sid("CH", conversation)).unwrap(),
             message: MessageSid::parse(&sid("IM", message)).unwrap(),
             message_index: message,

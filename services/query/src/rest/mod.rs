@@ -1,0 +1,245 @@
+//! The Twilio-compatible REST facade (DESIGN §2): Conversations' paths and JSON for a message's
+//! `delivery`, its delivery receipts, and webhook configuration, so code written for Twilio works
+//! against receipts by changing its base URL.
+//!
+//! Layout: [`messages`] and [`receipts`] read the read model; [`webhooks`] reads and writes
+//! webhook configuration through [`crate::webhook_configs`], the same code path as gRPC;
+//! [`paging`] is Twilio's list envelope and paging URLs; [`errors`] its error body.
+//!
+//! Every call authenticates with HTTP Basic `AccountSid:AuthToken` (401, Twilio error 20003
+//! otherwise) and reads only the caller's account: another account's sids are 404 (20404).
+//! Malformed sids and paging parameters are 400 (20001; an invalid `PageToken` is 21481).
+//!
+//! What this service does not hold is `null`: a message's `body`, `media`, `author`,
+//! `attributes`, `participant_sid` and `content_sid` belong to the messaging platform, which
+//! only tells receipts who the message went to. A receipt's `error_code` is `0` when there is no
+//! error (the schema's integer with `default: 0`, not nullable), and its `status` is `null` while
+//! it is queued (Twilio: "`sent` … or null").
+
+pub mod errors;
+pub mod messages;
+pub mod paging;
+pub mod receipts;
+pub mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::get;
+use receipts_domain::{AccountSid, IdError, Timestamp};
+use receipts_store::{QueryStore, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Accounts;
+use crate::page_token::PageTokens;
+use crate::webhook_configs::WebhookConfigs;
+use errors::ApiError;
+
+/// What every handler shares.
+pub struct RestState {
+    pub store: Arc<dyn QueryStore>,
+    pub tokens: PageTokens,
+    pub webhooks: Arc<WebhookConfigs>,
+    pub accounts: Accounts,
+    /// The absolute base of every URL in a response, without a trailing `/`.
+    pub base_url: String,
+}
+
+impl std::fmt::Debug for RestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestState")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestState {
+    /// Runs a read on the blocking pool: sled scans must not stall the executor.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || read(&*store))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+type State = axum::extract::State<Arc<RestState>>;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub AccountSid);
+
+impl FromRequestParts<Arc<RestState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<RestState>,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| state.accounts.authenticate(value))
+            .map(Caller)
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// The sids in a request's path, by route parameter name.
+#[derive(Debug)]
+pub struct PathSids(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathSids {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("path", e.body_text()))?;
+        Ok(PathSids(params))
+    }
+}
+
+impl PathSids {
+    /// The sid in parameter `name`, parsed; a malformed one is 400 naming Twilio's parameter.
+    fn parse<T>(
+        &self,
+        name: &str,
+        parameter: &str,
+        parse: impl FnOnce(&str) -> Result<T, IdError>,
+    ) -> Result<T, ApiError> {
+        let value = self.0.get(name).map(String::as_str).unwrap_or_default();
+        parse(value).map_err(|e| ApiError::invalid(parameter, e))
+    }
+
+    fn optional<T>(
+        &self,
+        name: &str,
+        parameter: &str,
+        parse: impl FnOnce(&str) -> Result<T, IdError>,
+    ) -> Result<Option<T>, ApiError> {
+        if self.0.contains_key(name) {
+            self.parse(name, parameter, parse).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// `2016-03-24T20:37:57Z`: UTC, whole seconds, as every Twilio REST body.
+pub fn iso8601(time: Timestamp) -> String {
+    let seconds = time.unix_millis().div_euclid(1000);
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Every route of the facade.
+pub fn router(state: Arc<RestState>) -> Router {
+    let message_routes = |prefix: &str| {
+        Router::new()
+            .route(&format!("{prefix}/Messages"), get(messages::list))
+            .route(
+                &format!("{prefix}/Messages/{{message}}"),
+                get(messages::fetch),
+            )
+            .route(
+                &format!("{prefix}/Messages/{{message}}/Receipts"),
+                get(receipts::list),
+            )
+            .route(
+                &format!("{prefix}/Messages/{{message}}/Receipts/{{receipt}}"),
+                get(receipts::fetch),
+            )
+            .route(
+                &format!("{prefix}/Webhooks"),
+                get(webhooks::list_conversation).post(webhooks::create_conversation),
+            )
+            .route(
+                &format!("{prefix}/Webhooks/{{webhook}}"),
+                get(webhooks::fetch_conversation)
+                    .post(webhooks::update_conversation)
+                    .delete(webhooks::delete_conversation),
+            )
+    };
+    Router::new()
+        .merge(message_routes("/v1/Conversations/{conversation}"))
+        .merge(message_routes(
+            "/v1/Services/{service}/Conversations/{conversation}",
+        ))
+        .route(
+            "/v1/Configuration/Webhooks",
+            get(webhooks::fetch_account).post(webhooks::update_account),
+        )
+        .route(
+            "/v1/Conversations/Webhooks",
+            get(webhooks::fetch_account).post(webhooks::update_account),
+        )
+        .route(
+            "/v1/Services/{service}/Configuration/Webhooks",
+            get(webhooks::fetch_service).post(webhooks::update_service),
+        )
+        .fallback(|| async { ApiError::not_found("path") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets calls in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_whole_utc_seconds() {
+        assert_eq!(
+            iso8601(Timestamp::from_unix_millis(0)),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            iso8601(Timestamp::from_unix_millis(1_458_851_877_999)),
+            "2016-03-24T20:37:57Z"
+        );
+        assert_eq!(
+            iso8601(Timestamp::from_unix_millis(951_782_400_000)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! Webhook configuration (DESIGN §2): the account's, a chat service's, and up to five per
+//! conversation. REST and gRPC both go through [`WebhookConfigs`], so they validate and answer
+//! alike.
+//!
+//! The compacted `webhook-configs` topic is the only store: a write produces the scope's whole
+//! record (a tombstone to delete), and this instance reads the topic itself into memory. A write
+//! is answered only once the reader has passed the write's own offset, so the answer — and every
+//! read after it on this instance — shows the write (read-your-writes). Reads wait until the
+//! reader has caught up with the topic as it was at start, so a restarted instance never answers
+//! from a half-read topic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, WebhookSid};
+use receipts_proto::codec::{self, Encoding};
+use receipts_proto::convert::timestamp_to_wire;
+use receipts_proto::v1;
+use receipts_proto::webhooks::webhook_key;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{QueryConfig, QueryError};
+
+/// Twilio's limit on conversation-scoped webhooks.
+pub const MAX_CONVERSATION_WEBHOOKS: usize = 5;
+
+/// How long a call waits for this instance to read a write back (or to load the topic).
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which configuration a call is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Account,
+    Service(ChatServiceSid),
+    Conversation(ConversationSid, WebhookSid),
+}
+
+/// The fields a write may set; `None` leaves a field as it is (Twilio's partial update).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookUpdate {
+    pub method: Option<String>,
+    pub filters: Option<Vec<String>>,
+    pub pre_webhook_url: Option<String>,
+    /// Conversation scope: `configuration.url`.
+    pub post_webhook_url: Option<String>,
+    pub target: Option<String>,
+    pub triggers: Option<Vec<String>>,
+    pub flow_sid: Option<String>,
+}
+
+/// Why a configuration call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigCallError {
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The Twilio parameter name, e.g. `Configuration.Url`.
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("a conversation can have at most {MAX_CONVERSATION_WEBHOOKS} webhooks")]
+    TooMany,
+    #[error("webhook configuration is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigCallError {
+    ConfigCallError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// How far the reader has read: the next offset of each partition, and whether it has reached
+/// what the topic held when it started.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    next: BTreeMap<i32, i64>,
+    loaded: bool,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    configs: RwLock<BTreeMap<String, v1::WebhookConfig>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl View {
+    async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&Progress) -> bool,
+    ) -> Result<(), ConfigCallError> {
+        let mut progress = self.progress.subscribe();
+        match tokio::time::timeout(READ_BACK_TIMEOUT, progress.wait_for(|p| done(p))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ConfigCallError::Unavailable("the reader stopped".into())),
+            Err(_) => Err(ConfigCallError::Unavailable(format!(
+                "timed out waiting for {what}"
+            ))),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<v1::WebhookConfig> {
+        self.configs
+            .read()
+            .expect("no writer panics holding the lock")
+            .get(key)
+            .cloned()
+    }
+}
+
+/// The webhook configuration of every account: reads from memory, writes through Kafka.
+pub struct WebhookConfigs {
+    view: Arc<View>,
+    producer: FutureProducer,
+    topic: String,
+    /// Serialises this instance's read-modify-write cycles, so two concurrent updates of one
+    /// scope cannot lose each other's fields and the per-conversation limit holds here.
+    writes: Mutex<()>,
+}
+
+impl std::fmt::Debug for WebhookConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfigs")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads `webhook-configs` into the shared view; see the module docs.
+pub struct ConfigReader {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    view: Arc<View>,
+}
+
+impl std::fmt::Debug for ConfigReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigReader")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfigs {
+    pub fn new(config: &QueryConfig) -> Result<(Self, ConfigReader), QueryError> {
+        let client_id = format!("receipts-query-webhooks-{}", std::process::id());
+        let producer = config.kafka.producer(&client_id)?;
+        let mut consumer_config = config.kafka.consumer_config(&client_id, &client_id);
+        consumer_config.set("auto.offset.reset", "error");
+        let consumer: Arc<StreamConsumer> = Arc::new(consumer_config.create()?);
+        let view = Arc::new(View::default());
+        let topic = config.topics.webhook_configs.clone();
+        Ok((
+            WebhookConfigs {
+                view: view.clone(),
+                producer,
+                topic: topic.clone(),
+                writes: Mutex::new(()),
+            },
+            ConfigReader {
+                consumer,
+                topic,
+                view,
+            },
+        ))
+    }
+
+    async fn loaded(&self) -> Result<(), ConfigCallError> {
+        self.view
+            .wait_until("the webhook-configs topic to load", |p| p.loaded)
+            .await
+    }
+
+    /// The stored configuration of `scope`, if any.
+    pub async fn get(
+        &self,
+        account: &AccountSid,
+        scope: &Scope,
+    ) -> Result<Option<v1::WebhookConfig>, ConfigCallError> {
+        self.loaded().await?;
+        Ok(self.view.get(&webhook_key(&record_of(account, scope))))
+    }
+
+    /// A conversation's webhooks, oldest first.
+    pub async fn list_conversation(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+    ) -> Result<Vec<v1::WebhookConfig>, ConfigCallError> {
+        self.loaded().await?;
+        Ok(self.conversation_webhooks(account, conversation))
+    }
+
+    fn conversation_webhooks(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+    ) -> Vec<v1::WebhookConfig> {
+        let prefix = format!("conversation/{account}/{conversation}/");
+        let configs = self
+            .view
+            .configs
+            .read()
+            .expect("no writer panics holding the lock");
+        let mut found: Vec<v1::WebhookConfig> = configs
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, config)| config.clone())
+            .collect();
+        found.sort_by_key(|c| {
+            (
+                c.date_created.as_ref().map(|t| (t.seconds, t.nanos)),
+                c.webhook_sid.clone(),
+            )
+        });
+        found
+    }
+
+    /// Applies `update` to the account's or a service's configuration (created on first write)
+    /// or to an existing conversation webhook, and answers with the configuration as read back.
+    pub async fn update(
+        &self,
+        account: &AccountSid,
+        scope: &Scope,
+        update: &WebhookUpdate,
+    ) -> Result<v1::WebhookConfig, ConfigCallError> {
+        self.loaded().await?;
+        let _write = self.writes.lock().await;
+        let blank = record_of(account, scope);
+        let current = self.view.get(&webhook_key(&blank));
+        let mut config = match (scope, current) {
+            (_, Some(current)) => current,
+            (Scope::Conversation(_, sid), None) => {
+                return Err(ConfigCallError::NotFound(format!("webhook {sid}")));
+            }
+            (_, None) => blank,
+        };
+        if update.target.is_some() && matches!(scope, Scope::Conversation(..)) {
+            return Err(invalid(
+                "Target",
+                "cannot be changed; delete and create instead",
+            ));
+        }
+        apply(&mut config, scope, update)?;
+        self.write(config).await
+    }
+
+    /// Adds a webhook to a conversation, at most [`MAX_CONVERSATION_WEBHOOKS`] of them.
+    pub async fn create_conversation(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        update: &WebhookUpdate,
+    ) -> Result<v1::WebhookConfig, ConfigCallError> {
+        self.loaded().await?;
+        let target = match update.target.as_deref() {
+            None | Some("") => return Err(invalid("Target", "is required")),
+            Some(target) => target.to_ascii_lowercase(),
+        };
+        let _write = self.writes.lock().await;
+        if self.conversation_webhooks(account, conversation).len() >= MAX_CONVERSATION_WEBHOOKS {
+            return Err(ConfigCallError::TooMany);
+        }
+        let sid = WebhookSid::parse(&format!("WH{:032x}", rand::random::<u128>()))
+            .expect("WH and 32 hex digits is a webhook sid");
+        let scope = Scope::Conversation(conversation.clone(), sid);
+        let mut config = record_of(account, &scope);
+        config.target = target;
+        apply(&mut config, &scope, update)?;
+        self.write(config).await
+    }
+
+    /// Removes a conversation webhook (a tombstone on the topic).
+    pub async fn delete_conversation(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        webhook: &WebhookSid,
+    ) -> Result<(), ConfigCallError> {
+        self.loaded().await?;
+        let _write = self.writes.lock().await;
+        let key = webhook_key(&record_of(
+            account,
+            &Scope::Conversation(conversation.clone(), webhook.clone()),
+        ));
+        if self.view.get(&key).is_none() {
+            return Err(ConfigCallError::NotFound(format!("webhook {webhook}")));
+        }
+        self.produce(&key, None).await?;
+        Ok(())
+    }
+
+    async fn write(&self, config: v1::WebhookConfig) -> Result<v1::WebhookConfig, ConfigCallError> {
+        let key = webhook_key(&config);
+        let payload = codec::encode(&config, Encoding::Protobuf);
+        self.produce(&key, Some(&payload)).await?;
+        // Someone else may have written the scope since; the newest record is the answer.
+        Ok(self.view.get(&key).unwrap_or(config))
+    }
+
+    /// Produces one record and waits until the reader has read it back.
+    async fn produce(&self, key: &str, payload: Option<&[u8]>) -> Result<(), ConfigCallError> {
+        let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key);
+        if let Some(payload) = payload {
+            record = record
+                .payload(payload)
+                .headers(receipts_bus::record::content_type_headers(
+                    Encoding::Protobuf,
+                ));
+        }
+        let delivery = self
+            .producer
+            .send(record, READ_BACK_TIMEOUT)
+            .await
+            .map_err(|(error, _)| {
+                warn!(%error, "webhook configuration write failed");
+                ConfigCallError::Unavailable(format!("kafka: {error}"))
+            })?;
+        self.view
+            .wait_until("the write to be read back", |p| {
+                p.next
+                    .get(&delivery.partition)
+                    .is_some_and(|next| *next > delivery.offset)
+            })
+            .await
+    }
+}
+
+/// The record a scope is stored under, with only its identity set.
+fn record_of(account: &AccountSid, scope: &Scope) -> v1::WebhookConfig {
+    let mut config = v1::WebhookConfig {
+        account_sid: account.to_string(),
+        ..Default::default()
+    };
+    match scope {
+        Scope::Account => config.set_scope(v1::WebhookScope::Account),
+        Scope::Service(service) => {
+            config.set_scope(v1::WebhookScope::Service);
+            config.chat_service_sid = service.to_string();
+        }
+        Scope::Conversation(conversation, webhook) => {
+            config.set_scope(v1::WebhookScope::Conversation);
+            config.conversation_sid = conversation.to_string();
+            config.webhook_sid = webhook.to_string();
+        }
+    }
+    config
+}
+
+fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // The REST facade shows whole seconds; storing them keeps both APIs showing the same time.
+    Timestamp::from_unix_millis(millis - millis.rem_euclid(1000))
+}
+
+/// Validates `update` for `scope` and applies it. Writing a configuration again re-enables it.
+fn apply(
+    config: &mut v1::WebhookConfig,
+    scope: &Scope,
+    update: &WebhookUpdate,
+) -> Result<(), ConfigCallError> {
+    let conversation = matches!(scope, Scope::Conversation(..));
+    let (method_field, url_field, filters_field) = if conversation {
+        (
+            "Configuration.Method",
+            "Configuration.Url",
+            "Configuration.Filters",
+        )
+    } else {
+        ("Method", "PostWebhookUrl", "Filters")
+    };
+    if let Some(method) = &update.method {
+        config.method = match method.to_ascii_uppercase().as_str() {
+            "GET" => "GET".into(),
+            "POST" => "POST".into(),
+            _ => {
+                return Err(invalid(
+                    method_field,
+                    format!("must be GET or POST, got {method:?}"),
+                ));
+            }
+        };
+    }
+    if let Some(filters) = &update.filters {
+        config.filters = event_names(filters_field, filters)?;
+    }
+    if let Some(url) = &update.post_webhook_url {
+        config.post_webhook_url = absolute_url(url_field, url)?;
+    }
+    match scope {
+        Scope::Account => {
+            if let Some(url) = &update.pre_webhook_url {
+                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
+            }
+            if let Some(target) = &update.target {
+                config.target = match target.to_ascii_lowercase().as_str() {
+                    "webhook" => "webhook".into(),
+                    "flex" => "flex".into(),
+                    _ => {
+                        return Err(invalid(
+                            "Target",
+                            format!("must be webhook or flex, got {target:?}"),
+                        ));
+                    }
+                };
+            }
+        }
+        Scope::Service(_) => {
+            if let Some(url) = &update.pre_webhook_url {
+                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
+            }
+            if update.target.is_some() {
+                return Err(invalid(
+                    "Target",
+                    "is not a field of a service's configuration",
+                ));
+            }
+        }
+        Scope::Conversation(..) => {
+            if update.pre_webhook_url.is_some() {
+                return Err(invalid(
+                    "PreWebhookUrl",
+                    "conversation-scoped webhooks are post-event only",
+                ));
+            }
+            if !matches!(config.target.as_str(), "webhook" | "trigger" | "studio") {
+                return Err(invalid(
+                    "Target",
+                    format!(
+                        "must be webhook, trigger or studio, got {:?}",
+                        config.target
+                    ),
+                ));
+            }
+            if let Some(triggers) = &update.triggers {
+                config.triggers = triggers.clone();
+            }
+            if let Some(flow) = &update.flow_sid {
+                let valid = flow.len() == 34
+                    && flow.starts_with("FW")
+                    && flow[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                if !valid && !flow.is_empty() {
+                    return Err(invalid(
+                        "Configuration.FlowSid",
+                        "must be FW and 32 hex digits",
+                    ));
+                }
+                config.flow_sid = flow.clone();
+            }
+            let complete = match config.target.as_str() {
+                "studio" => !config.flow_sid.is_empty(),
+                _ => !config.post_webhook_url.is_empty(),
+            };
+            if !complete {
+                return Err(if config.target == "studio" {
+                    invalid("Configuration.FlowSid", "is required for target studio")
+                } else {
+                    invalid("Configuration.Url", "is required for this target")
+                });
+            }
+        }
+    }
+    let now = timestamp_to_wire(now());
+    config.date_created.get_or_insert(now);
+    config.date_updated = Some(now);
+    config.disabled_at = None;
+    config.disabled_reason.clear();
+    Ok(())
+}
+
+/// Event names as given, each a plain identifier. Unknown names are kept: Twilio's own examples
+/// use names outside its documented list (contract §10.6), and only `onDeliveryUpdated` fires here.
+fn event_names(field: &'static str, names: &[String]) -> Result<Vec<String>, ConfigCallError> {
+    let mut kept: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid(field, format!("{name:?} is not an event name")));
+        }
+        if !kept.iter().any(|k| k == name) {
+            kept.push(name.to_owned());
+        }
+    }
+    Ok(kept)
+}
+
+/// An absolute http(s) URL, or empty to clear the field.
+fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(String::new());
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(url.to_owned())
+        }
+        _ => Err(invalid(
+            field,
+            format!("{url:?} is not an absolute http(s) URL"),
+        )),
+    }
+}
+
+impl ConfigReader {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
+        let targets = self.assign().await?;
+        self.view.progress.send_modify(|p| {
+            p.loaded = targets.values().all(|high| *high <= 0);
+        });
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = self.consumer.recv() => message?,
+            };
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let (partition, offset) = (message.partition(), message.offset());
+            match (key, message.payload()) {
+                (None, _) => {
+                    warn!(
+                        partition,
+                        offset, "webhook configuration without a key skipped"
+                    );
+                }
+                (Some(key), None) => {
+                    self.view
+                        .configs
+                        .write()
+                        .expect("no panics holding the lock")
+                        .remove(&key);
+                }
+                (Some(key), Some(payload)) => {
+                    let decoded =
+                        Encoding::from_content_type(receipts_bus::record::content_type(&message))
+                            .map_err(|e| e.to_string())
+                            .and_then(|encoding| {
+                                codec::decode::<v1::WebhookConfig>(payload, encoding)
+                                    .map_err(|e| e.to_string())
+                            });
+                    match decoded {
+                        Ok(config) => {
+                            self.view
+                                .configs
+                                .write()
+                                .expect("no panics holding the lock")
+                                .insert(key, config);
+                        }
+                        Err(reason) => {
+                            warn!(partition, offset, %reason, "undecodable webhook configuration skipped");
+                        }
+                    }
+                }
+            }
+            self.view.progress.send_modify(|p| {
+                p.next.insert(partition, offset + 1);
+                if !p.loaded {
+                    p.loaded = targets.iter().all(|(partition, high)| {
+                        p.next.get(partition).copied().unwrap_or(0) >= *high
+                    });
+                }
+            });
+        }
+    }
+
+    /// Assigns every partition from its beginning; returns each partition's end at start.
+    async fn assign(&self) -> Result<BTreeMap<i32, i64>, QueryError> {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let targets = tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+            let mut targets = BTreeMap::new();
+            for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+                for partition in found.partitions() {
+                    let (_, high) = consumer.fetch_watermarks(
+                        &topic,
+                        partition.id(),
+                        Duration::from_secs(30),
+                    )?;
+                    targets.insert(partition.id(), high);
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(targets)
+        })
+        .await??;
+        let mut assignment = TopicPartitionList::new();
+        for partition in targets.keys() {
+            assignment.add_partition_offset(&self.topic, *partition, Offset::Beginning)?;
+        }
+        info!(topic = %self.topic, partitions = assignment.count(), "reading webhook configuration");
+        self.consumer.assign(&assignment)?;
+        Ok(targets)
+    }
+}
