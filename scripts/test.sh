@@ -12,7 +12,10 @@ Runs the project's tests:
      if this run started it;
   2. checks that receipts-domain has no normal dependency on tokio, sled, rdkafka, tonic, hyper, axum
      or reqwest;
-  3. cargo test --workspace --all-targets, then cargo test --workspace --doc.
+  3. installs the pinned twilio Python helper library into target/pyenv (unless RECEIPTS_TEST_PYTHON
+     already names a python that has it) and exports RECEIPTS_TEST_PYTHON for the REST facade's
+     client test;
+  4. cargo test --workspace --all-targets, then cargo test --workspace --doc.
 
 Arguments go to both cargo test runs, e.g.
   scripts/test.sh -p receipts-bus            only one package (replaces --workspace)
@@ -106,7 +109,29 @@ check_domain_purity() {
 
 check_domain_purity || failed_steps+=("domain purity")
 
-# --- 3. Tests ---------------------------------------------------------------------------------------
+# --- 3. The Twilio helper library for Python --------------------------------------------------------
+# services/query's client test runs the official library against the REST facade.
+readonly TWILIO_PYTHON_VERSION=9.13.0
+provision_twilio_python() {
+  local venv=target/pyenv
+  if [[ -n ${RECEIPTS_TEST_PYTHON:-} ]]; then
+    log "using RECEIPTS_TEST_PYTHON=$RECEIPTS_TEST_PYTHON"
+    return 0
+  fi
+  if ! "$venv/bin/python" -c "import sys, twilio; sys.exit(twilio.__version__ != '$TWILIO_PYTHON_VERSION')" \
+    2>/dev/null; then
+    log "installing twilio==$TWILIO_PYTHON_VERSION into $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "twilio==$TWILIO_PYTHON_VERSION" || return 1
+  fi
+  RECEIPTS_TEST_PYTHON=$PWD/$venv/bin/python
+  export RECEIPTS_TEST_PYTHON
+  log "RECEIPTS_TEST_PYTHON=$RECEIPTS_TEST_PYTHON (twilio $TWILIO_PYTHON_VERSION)"
+}
+
+provision_twilio_python || failed_steps+=("twilio python library")
+
+# --- 4. Tests ---------------------------------------------------------------------------------------
 # Which selections did the caller make (before any `--`, after which arguments go to the test binaries)?
 select_packages=(--workspace)
 targets_given=0

@@ -4,6 +4,7 @@
 mod auth;
 mod contract;
 mod discovery;
+mod python_client;
 mod reads;
 mod rest;
 mod support;
