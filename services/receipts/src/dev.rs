@@ -24,6 +24,11 @@ use tracing::info;
 /// The demo account `receipts dev` serves.
 pub const DEMO_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 pub const DEMO_TOKEN: &str = "dev-auth-token";
+/// The WhatsApp app secret and verify token, and the SMPP connection, of the demo setup.
+pub const DEMO_WHATSAPP_SECRET: &str = "dev-whatsapp-app-secret";
+pub const DEMO_WHATSAPP_VERIFY_TOKEN: &str = "dev-whatsapp-verify-token";
+pub const DEMO_SMPP_CONNECTION: &str = "demo-smsc";
+pub const DEMO_SMPP_TOKEN: &str = "dev-smpp-token";
 
 /// What `receipts dev` runs and where.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +45,9 @@ pub struct DevArgs {
     /// Address of the gRPC API.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc: String,
+    /// Address of the Twilio-compatible REST API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub rest: String,
     /// Address of the metrics endpoint (every service's metrics).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics: String,
@@ -53,6 +61,7 @@ pub struct DevArgs {
 pub struct DevAddresses {
     pub ingest: SocketAddr,
     pub grpc: SocketAddr,
+    pub rest: SocketAddr,
     pub metrics: SocketAddr,
     pub kafka: String,
 }
@@ -166,10 +175,12 @@ pub async fn run(
 
     let ingest_listener = bind("ingest", &args.ingest).await?;
     let grpc_listener = bind("gRPC", &args.grpc).await?;
+    let rest_listener = bind("REST", &args.rest).await?;
     let metrics_listener = bind("metrics", &args.metrics).await?;
     let addresses = DevAddresses {
         ingest: ingest_listener.local_addr()?,
         grpc: grpc_listener.local_addr()?,
+        rest: rest_listener.local_addr()?,
         metrics: metrics_listener.local_addr()?,
         kafka: kafka.bootstrap_servers.clone(),
     };
@@ -179,6 +190,14 @@ pub async fn run(
         topics: topics.clone(),
         public_base_url: format!("http://{}", addresses.ingest),
         accounts: accounts.clone(),
+        whatsapp: receipts_ingest::config::WhatsappConfig {
+            verify_token: Secret::new(DEMO_WHATSAPP_VERIFY_TOKEN),
+            app_secret: Secret::new(DEMO_WHATSAPP_SECRET),
+        },
+        smpp_connections: BTreeMap::from([(
+            DEMO_SMPP_CONNECTION.to_owned(),
+            Secret::new(DEMO_SMPP_TOKEN),
+        )]),
         create_topics_partitions: create_partitions,
         metrics_listen: String::new(),
         ..Default::default()
@@ -207,7 +226,13 @@ pub async fn run(
             let (ingest, projector, query) = tokio::join!(
                 receipts_ingest::run(ingest, ingest_listener, &registry, shutdown.clone()),
                 receipts_projector::run(projector, &registry, shutdown.clone()),
-                receipts_query::run(query, grpc_listener, None, &registry, shutdown.clone()),
+                receipts_query::run(
+                    query,
+                    grpc_listener,
+                    Some(rest_listener),
+                    &registry,
+                    shutdown.clone()
+                ),
             );
             // One service failing takes the others down with it.
             shutdown.cancel();
@@ -241,6 +266,7 @@ pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
          \n  kafka      {kafka}  ({broker})\
          \n  ingest     http://{ingest}\
          \n  gRPC       {grpc}\
+         \n  REST       http://{rest}/v1  (Twilio Conversations compatible)\
          \n  metrics    http://{metrics}/metrics\
          \n\n  account    {DEMO_ACCOUNT}\
          \n  auth token {DEMO_TOKEN}\
@@ -251,11 +277,12 @@ pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
          {{\"eventId\":\"read-1\",\"occurredAt\":\"2026-01-01T00:00:05Z\",\"statusReported\":{{\"channelMessageId\":\"wamid.demo1\",\"rawStatus\":\"read\",\"providerTimestamp\":\"2026-01-01T00:00:05Z\",\"source\":\"STATUS_SOURCE_WHATSAPP_CLOUD\"}}}}]}}'\
          \n  # the message's delivery summary over gRPC\
          \n  receipts get message CH00000000000000000000000000000001 IM00000000000000000000000000000001 --grpc {grpc}\
-         \n  # every metric\
-         \n  curl -s http://{metrics}/metrics | grep -E '^(projector|query|ingest)'\n",
+         \n  # realistic traffic from every provider format, then a check of every summary\
+         \n  receipts simulate --ingest http://{ingest} --grpc {grpc} --conversations 20 --messages 10\n",
         kafka = addresses.kafka,
         ingest = addresses.ingest,
         grpc = addresses.grpc,
+        rest = addresses.rest,
         metrics = addresses.metrics,
     )
 }

@@ -2,3 +2,5 @@
 //! broker (or a real one); the other modules are tools that talk to a running system.
 
 pub mod dev;
+pub mod get;
+pub mod simulate;

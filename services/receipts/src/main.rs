@@ -19,11 +19,31 @@ enum Command {
     /// Run ingest, projector and query in one process on an embedded Kafka broker (or --kafka).
     /// Ctrl-C stops everything cleanly, storing what was applied.
     Dev(receipts::dev::DevArgs),
+    /// Drive realistic traffic through the ingest endpoints, then check every message's
+    /// summary against the query API (exit status 1 if any differs).
+    Simulate(receipts::simulate::SimulateArgs),
+    /// Read delivery state from a running system over gRPC.
+    Get {
+        #[command(flatten)]
+        connection: receipts::get::Connection,
+        #[command(subcommand)]
+        what: receipts::get::What,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => {
             let logs = TelemetryConfig {
@@ -43,6 +63,22 @@ async fn main() -> anyhow::Result<()> {
                 );
             })
             .await
+        }
+        Command::Simulate(args) => {
+            let report = receipts::simulate::run(args, &mut std::io::stdout()).await?;
+            if !report.mismatches.is_empty() {
+                anyhow::bail!(
+                    "{} message summaries differ from what was sent",
+                    report.mismatches.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Get { connection, what } => {
+            use std::io::Write;
+            let out = receipts::get::run(&connection, what).await?;
+            std::io::stdout().write_all(out.as_bytes())?;
+            Ok(())
         }
     }
 }

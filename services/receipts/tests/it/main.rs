@@ -1,0 +1,3 @@
+//! `receipts dev` and `receipts simulate` together, the way a newcomer first runs them.
+
+mod dev;
