@@ -17,6 +17,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use receipts_bus::errors::{Backoff, is_fatal};
 use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, WebhookSid};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::convert::timestamp_to_wire;
@@ -523,7 +524,9 @@ fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallErro
 
 impl ConfigReader {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
-        let targets = self.assign().await?;
+        let Some(targets) = self.assign(&shutdown).await? else {
+            return Ok(());
+        };
         self.view.progress.send_modify(|p| {
             p.loaded = targets.values().all(|high| *high <= 0);
         });
@@ -583,31 +586,50 @@ impl ConfigReader {
         }
     }
 
-    /// Assigns every partition from its beginning; returns each partition's end at start.
-    async fn assign(&self) -> Result<BTreeMap<i32, i64>, QueryError> {
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        let targets = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-            let mut targets = BTreeMap::new();
-            for found in metadata.topics().iter().filter(|t| t.name() == topic) {
-                for partition in found.partitions() {
-                    let (_, high) = consumer.fetch_watermarks(
-                        &topic,
-                        partition.id(),
-                        Duration::from_secs(30),
-                    )?;
-                    targets.insert(partition.id(), high);
+    /// Assigns every partition from its beginning and returns each partition's end at start,
+    /// waiting while the topic does not exist yet (until then reads and writes are unavailable).
+    /// `None` if shut down while waiting.
+    async fn assign(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<BTreeMap<i32, i64>>, QueryError> {
+        let mut backoff = Backoff::default();
+        let targets = loop {
+            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+            let ends = tokio::task::spawn_blocking(move || {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+                let mut ends = BTreeMap::new();
+                for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+                    for partition in found.partitions() {
+                        let (_, high) = consumer.fetch_watermarks(
+                            &topic,
+                            partition.id(),
+                            Duration::from_secs(30),
+                        )?;
+                        ends.insert(partition.id(), high);
+                    }
                 }
+                Ok::<_, rdkafka::error::KafkaError>(ends)
+            })
+            .await?;
+            match ends {
+                Ok(ends) if !ends.is_empty() => break ends,
+                Err(error) if is_fatal(&error) => return Err(error.into()),
+                _ => {}
             }
-            Ok::<_, rdkafka::error::KafkaError>(targets)
-        })
-        .await??;
+            let delay = backoff.next_delay();
+            warn!(topic = %self.topic, retry_in_ms = delay.as_millis() as u64, "waiting for the webhook configuration topic");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        };
         let mut assignment = TopicPartitionList::new();
         for partition in targets.keys() {
             assignment.add_partition_offset(&self.topic, *partition, Offset::Beginning)?;
         }
         info!(topic = %self.topic, partitions = assignment.count(), "reading webhook configuration");
         self.consumer.assign(&assignment)?;
-        Ok(targets)
+        Ok(Some(targets))
     }
 }

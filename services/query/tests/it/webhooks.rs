@@ -528,3 +528,31 @@ async fn grpc_configuration_shares_the_rest_code_path() {
     assert_eq!(none.code(), Code::NotFound);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_missing_configuration_topic_is_waited_for() {
+    let mut harness = Harness::new().await;
+    harness.topics = receipts_testkit::unique_topics();
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.start(dir.path()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receipts_bus::topics::ensure_topics(&harness.kafka, &harness.topics.specs(2))
+        .await
+        .unwrap();
+    let written = status(
+        &call(
+            &running,
+            "POST",
+            ACCOUNT_CONFIG,
+            &[("PostWebhookUrl", "https://hooks.example.com/late")],
+        )
+        .await,
+        200,
+    );
+    assert_eq!(
+        written["post_webhook_url"],
+        "https://hooks.example.com/late"
+    );
+    assert_eq!(topic_records(&harness).await.len(), 1);
+    running.stop().await;
+}
