@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 use tracing::error;
 
 use crate::auth::Accounts;
-use crate::page_token::PageTokens;
+use crate::page_token::{PageTokens, messages_scope, receipts_scope};
 use crate::webhook_configs::{ConfigCallError, Scope, WebhookConfigs, WebhookUpdate};
 
 const RECEIPTS_PAGE_MAX: u32 = 50;
@@ -204,7 +204,7 @@ impl DeliveryQuery for QueryService {
         )?;
         let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
         let size = page_size(r.page_size, RECEIPTS_PAGE_MAX)?;
-        let scope = format!("receipts/{account}/{conversation}/{message}");
+        let scope = receipts_scope(&account, &conversation, &message);
         let after = if r.page_token.is_empty() {
             None
         } else {
@@ -282,7 +282,7 @@ impl DeliveryQuery for QueryService {
                 )));
             }
         };
-        let scope = format!("messages/{account}/{conversation}/{order:?}");
+        let scope = messages_scope(&account, &conversation, order);
         let after = if r.page_token.is_empty() {
             None
         } else {

@@ -5,6 +5,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use receipts_domain::{AccountSid, ConversationSid, MessageSid};
+use receipts_store::SortOrder;
 use sha2::Sha256;
 
 const MAC_LEN: usize = 12;
@@ -24,6 +26,25 @@ impl std::fmt::Debug for PageTokens {
 #[derive(Debug, thiserror::Error)]
 #[error("page_token is not a token this list issued")]
 pub struct InvalidToken;
+
+/// The list of a message's receipts. gRPC and REST use the same scopes, so a token from either
+/// pages the other.
+pub fn receipts_scope(
+    account: &AccountSid,
+    conversation: &ConversationSid,
+    message: &MessageSid,
+) -> String {
+    format!("receipts/{account}/{conversation}/{message}")
+}
+
+/// The list of a conversation's messages in one order.
+pub fn messages_scope(
+    account: &AccountSid,
+    conversation: &ConversationSid,
+    order: SortOrder,
+) -> String {
+    format!("messages/{account}/{conversation}/{order:?}")
+}
 
 impl PageTokens {
     /// Tokens signed with `key`. Instances that share a key accept each other's tokens.

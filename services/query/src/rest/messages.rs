@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::errors::ApiError;
 use super::paging::{ListLocation, ListPage, list_query};
 use super::{Caller, PathSids, State, iso8601};
+use crate::page_token::messages_scope;
 
 const PAGE_MAX: usize = 100;
 
@@ -142,8 +143,7 @@ pub async fn list(
         Some("desc") => SortOrder::Descending,
         _ => SortOrder::Ascending,
     };
-    // The gRPC API's scope: a token from either API pages the other.
-    let scope = format!("messages/{account}/{conversation}/{order:?}");
+    let scope = messages_scope(&account, &conversation, order);
     let after = match &query.token {
         None => None,
         Some(token) => Some(

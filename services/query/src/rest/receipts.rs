@@ -11,6 +11,7 @@ use super::errors::ApiError;
 use super::messages::conversation_path;
 use super::paging::{ListLocation, ListPage, list_query};
 use super::{Caller, PathSids, RestState, State, iso8601};
+use crate::page_token::receipts_scope;
 
 const PAGE_MAX: usize = 50;
 
@@ -100,8 +101,7 @@ pub async fn list(
     let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
     let message = sids.parse("message", "MessageSid", MessageSid::parse)?;
     let query = list_query(raw.as_deref(), PAGE_MAX, false)?;
-    // The gRPC API's scope: a token from either API pages the other.
-    let scope = format!("receipts/{account}/{conversation}/{message}");
+    let scope = receipts_scope(&account, &conversation, &message);
     let after = match &query.token {
         None => None,
         Some(token) => Some(
