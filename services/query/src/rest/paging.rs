@@ -3,9 +3,10 @@
 //! filters first, then `PageSize`, then `Page` (contract §0).
 //!
 //! `PageToken` is the signed cursor of [`crate::page_token`], with the same scopes as the gRPC API,
-//! so a client that follows `next_page_url` exactly as given walks every page once. Going back is
-//! only offered one step: `previous_page_url` of page 1 is the first page, and it is `null` from
-//! page 2 on (the store pages forward only). A `Page` without a token is reached by walking.
+//! so a client that follows `next_page_url` exactly as given walks every page once, each page
+//! read straight from its cursor. The store pages forward only, so `previous_page_url` names the
+//! previous page by `Page` alone, and a `Page` without a token is reached by walking from the
+//! first page: going back costs a walk, going forward never does.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -107,7 +108,10 @@ impl ListLocation {
         Meta {
             page: query.page,
             page_size: size,
-            previous_page_url: (query.page == 1).then(|| first_page_url.clone()),
+            previous_page_url: query
+                .page
+                .checked_sub(1)
+                .map(|previous| self.page_url(size, previous, None)),
             url: self.page_url(size, query.page, query.token.as_deref()),
             first_page_url,
             next_page_url: next_token.map(|token| self.page_url(size, query.page + 1, Some(token))),
@@ -187,6 +191,14 @@ mod tests {
         );
         assert_eq!(meta.first_page_url, meta.url);
         assert_eq!(meta.previous_page_url, None);
+        let third =
+            list_query(Some("Order=desc&PageSize=2&Page=2&PageToken=t1"), 100, true).unwrap();
+        let last = location.meta("messages", &third, None);
+        assert_eq!(
+            last.previous_page_url.as_deref(),
+            Some("http://h/v1/Conversations/CH1/Messages?Order=desc&PageSize=2&Page=1")
+        );
+        assert_eq!(last.next_page_url, None);
         assert_eq!(
             meta.next_page_url.as_deref(),
             Some(

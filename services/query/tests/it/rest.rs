@@ -325,6 +325,19 @@ async fn paging_walks_every_page_by_next_page_url() {
                 page["meta"]["first_page_url"]
             );
         }
+        if pages == 2 {
+            // Back one page, by the URL as given: the second page again.
+            let previous = page["meta"]["previous_page_url"].as_str().unwrap();
+            let back = ok(&http("GET", previous, Some((ACCOUNT, TOKEN)), &[]).await);
+            assert_valid(RECEIPTS, "get", 200, &back);
+            let back: Vec<&str> = back["delivery_receipts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["sid"].as_str().unwrap())
+                .collect();
+            assert_eq!(back, seen[3..6]);
+        }
         for receipt in page["delivery_receipts"].as_array().unwrap() {
             seen.push(receipt["sid"].as_str().unwrap().to_owned());
         }
