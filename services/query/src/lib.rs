@@ -78,7 +78,7 @@ impl Default for QueryConfig {
             topics: TopicNames::default(),
             data_dir: PathBuf::from("data/query"),
             grpc_listen: "127.0.0.1:50051".into(),
-            rest_listen: "127.0.0.1:8088".into(),
+            rest_listen: "127.0.0.1:8081".into(),
             public_base_url: String::new(),
             accounts: BTreeMap::new(),
             page_token_key: Secret::default(),
