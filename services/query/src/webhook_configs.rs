@@ -362,8 +362,7 @@ fn now() -> Timestamp {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    // The REST facade shows whole seconds; storing them keeps both APIs showing the same time.
-    Timestamp::from_unix_millis(millis - millis.rem_euclid(1000))
+    Timestamp::from_unix_millis(millis)
 }
 
 /// Validates `update` for `scope` and applies it. Writing a configuration again re-enables it.

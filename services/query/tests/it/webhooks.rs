@@ -321,11 +321,7 @@ async fn conversation_webhooks_are_at_most_five_and_deletable() {
         .iter()
         .map(|w| w["sid"].as_str().unwrap())
         .collect();
-    let mut expected: Vec<&str> = sids.iter().map(String::as_str).collect();
-    let mut got = listed.clone();
-    got.sort();
-    expected.sort();
-    assert_eq!(got, expected);
+    assert_eq!(listed, sids, "oldest first");
     // Two per page, by Page.
     let first = status(
         &call(&running, "GET", &format!("{list_path}?PageSize=2"), &[]).await,
