@@ -1,4 +1,4 @@
-//! `receipts dev`: ingest, projector and query in one process, each with its own sled directory,
+//! `receipts dev`: ingest, projector, query and dispatcher in one process, each with its own sled directory,
 //! on librdkafka's embedded mock broker or on a real broker given with `--kafka`.
 //!
 //! The embedded broker lives in memory and forgets everything when the process ends. State kept
@@ -10,16 +10,19 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use anyhow::{Context, bail};
 use rdkafka::mocking::MockCluster;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_runtime::config::Secret;
 use receipts_runtime::metrics::{self, Metrics};
+use receipts_webhook::ssrf::AddressPolicy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+use crate::sink::{self, SinkCounts};
 
 /// The demo account `receipts dev` serves.
 pub const DEMO_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -54,6 +57,16 @@ pub struct DevArgs {
     /// Partitions of each topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Also run `receipts sink` and point the demo account's post-webhook at it, so every
+    /// receipt change shows up as a signed onDeliveryUpdated webhook.
+    #[arg(long)]
+    pub webhook_sink: bool,
+    /// Address of the webhook sink.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    pub sink: String,
+    /// Print a line per webhook the sink receives.
+    #[arg(skip = true)]
+    pub print_webhooks: bool,
 }
 
 /// The addresses a running `receipts dev` serves, once bound.
@@ -64,6 +77,8 @@ pub struct DevAddresses {
     pub rest: SocketAddr,
     pub metrics: SocketAddr,
     pub kafka: String,
+    /// The webhook sink and what it received, with `--webhook-sink`.
+    pub sink: Option<(SocketAddr, Arc<SinkCounts>)>,
 }
 
 /// An embedded broker on a thread of its own (its handle cannot move between threads); dropping
@@ -161,7 +176,7 @@ pub async fn run(
             (KafkaSettings::new(broker.bootstrap.clone()), Some(broker))
         }
     };
-    let dirs = ["projector", "query"].map(|name| args.data_dir.join(name));
+    let dirs = ["projector", "query", "dispatcher"].map(|name| args.data_dir.join(name));
     if broker.is_some() {
         for dir in &dirs {
             reset_state(dir)?;
@@ -177,12 +192,21 @@ pub async fn run(
     let grpc_listener = bind("gRPC", &args.grpc).await?;
     let rest_listener = bind("REST", &args.rest).await?;
     let metrics_listener = bind("metrics", &args.metrics).await?;
+    let sink_listener = match args.webhook_sink {
+        true => Some(bind("webhook sink", &args.sink).await?),
+        false => None,
+    };
+    let sink_counts = Arc::new(SinkCounts::default());
     let addresses = DevAddresses {
         ingest: ingest_listener.local_addr()?,
         grpc: grpc_listener.local_addr()?,
         rest: rest_listener.local_addr()?,
         metrics: metrics_listener.local_addr()?,
         kafka: kafka.bootstrap_servers.clone(),
+        sink: match &sink_listener {
+            Some(listener) => Some((listener.local_addr()?, sink_counts.clone())),
+            None => None,
+        },
     };
 
     let ingest = receipts_ingest::config::IngestConfig {
@@ -210,6 +234,17 @@ pub async fn run(
         metrics_listen: String::new(),
         ..Default::default()
     };
+    let dispatcher = receipts_dispatcher::DispatcherConfig {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        data_dir: dirs[2].clone(),
+        accounts: accounts.clone(),
+        // Everything runs on this machine: webhooks may go to loopback receivers.
+        ssrf: AddressPolicy::allowing(vec!["127.0.0.0/8".parse()?, "::1/128".parse()?]),
+        create_topics_partitions: create_partitions,
+        metrics_listen: String::new(),
+        ..Default::default()
+    };
     let query = receipts_query::QueryConfig {
         kafka: kafka.clone(),
         topics: topics.clone(),
@@ -219,11 +254,19 @@ pub async fn run(
         ..Default::default()
     };
 
+    // The webhook configuration is written before the dispatcher starts, so the configuration it
+    // reads to its end before dispatching already holds it: no early change goes unannounced.
+    if let Some((address, _)) = &addresses.sink {
+        if broker.is_none() {
+            receipts_bus::topics::ensure_topics(&kafka, &topics.specs(args.partitions)).await?;
+        }
+        configure_webhook(&kafka, &topics, &format!("http://{address}{}", sink::PATH)).await?;
+    }
     let registry = Metrics::new();
     let services = tokio::spawn({
         let (registry, shutdown) = (registry.clone(), shutdown.clone());
         async move {
-            let (ingest, projector, query) = tokio::join!(
+            let (ingest, projector, query, dispatcher) = tokio::join!(
                 receipts_ingest::run(ingest, ingest_listener, &registry, shutdown.clone()),
                 receipts_projector::run(projector, &registry, shutdown.clone()),
                 receipts_query::run(
@@ -233,12 +276,14 @@ pub async fn run(
                     &registry,
                     shutdown.clone()
                 ),
+                receipts_dispatcher::run(dispatcher, &registry, shutdown.clone()),
             );
             // One service failing takes the others down with it.
             shutdown.cancel();
             ingest.context("ingest")?;
             projector.context("projector")?;
             query.context("query")?;
+            dispatcher.context("dispatcher")?;
             anyhow::Ok(())
         }
     });
@@ -247,11 +292,66 @@ pub async fn run(
         metrics::router(registry),
         shutdown.clone(),
     ));
+    if let (Some(listener), Some((address, _))) = (sink_listener, &addresses.sink) {
+        let url = format!("http://{address}{}", sink::PATH);
+        let (lines, mut printed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(sink::serve(
+            listener,
+            url.clone(),
+            DEMO_TOKEN.to_owned(),
+            sink_counts,
+            lines,
+            shutdown.clone(),
+        ));
+        let print = args.print_webhooks;
+        tokio::spawn(async move {
+            while let Some(line) = printed.recv().await {
+                if print {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "webhook {line}");
+                }
+            }
+        });
+    }
     info!(kafka = %addresses.kafka, embedded = broker.is_some(), "receipts dev started");
     ready(&addresses);
     let result = services.await.context("the services task failed")?;
     drop(broker);
     result
+}
+
+/// Points the demo account's post-webhook, filtered on onDeliveryUpdated, at `url`.
+async fn configure_webhook(
+    kafka: &KafkaSettings,
+    topics: &TopicNames,
+    url: &str,
+) -> anyhow::Result<()> {
+    use receipts_proto::codec::{self, Encoding};
+    use receipts_proto::v1;
+    let mut config = v1::WebhookConfig {
+        account_sid: DEMO_ACCOUNT.to_owned(),
+        method: "POST".into(),
+        filters: vec!["onDeliveryUpdated".into()],
+        post_webhook_url: url.to_owned(),
+        target: "webhook".into(),
+        ..Default::default()
+    };
+    config.set_scope(v1::WebhookScope::Account);
+    let key = receipts_proto::webhooks::webhook_key(&config);
+    let payload = codec::encode(&config, Encoding::Protobuf);
+    let producer = kafka.producer("receipts-dev")?;
+    let record = rdkafka::producer::FutureRecord::to(&topics.webhook_configs)
+        .key(&key)
+        .payload(&payload)
+        .headers(receipts_bus::record::content_type_headers(
+            Encoding::Protobuf,
+        ));
+    producer
+        .send(record, std::time::Duration::from_secs(30))
+        .await
+        .map_err(|(error, _)| error)
+        .context("configuring the webhook sink")?;
+    Ok(())
 }
 
 /// What `receipts dev` prints once everything listens.
@@ -267,7 +367,7 @@ pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
          \n  ingest     http://{ingest}\
          \n  gRPC       {grpc}\
          \n  REST       http://{rest}/v1  (Twilio Conversations compatible)\
-         \n  metrics    http://{metrics}/metrics\
+         \n  metrics    http://{metrics}/metrics{sink}\
          \n\n  account    {DEMO_ACCOUNT}\
          \n  auth token {DEMO_TOKEN}\
          \n\nTry:\
@@ -284,5 +384,12 @@ pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
         grpc = addresses.grpc,
         rest = addresses.rest,
         metrics = addresses.metrics,
+        sink = match &addresses.sink {
+            Some((address, _)) => format!(
+                "\n  webhooks   http://{address}{} (every onDeliveryUpdated is printed below)",
+                sink::PATH
+            ),
+            None => String::new(),
+        },
     )
 }

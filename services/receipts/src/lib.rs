@@ -4,3 +4,4 @@
 pub mod dev;
 pub mod get;
 pub mod simulate;
+pub mod sink;

@@ -16,12 +16,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run ingest, projector and query in one process on an embedded Kafka broker (or --kafka).
+    /// Run ingest, projector, query and dispatcher in one process on an embedded Kafka broker
+    /// (or --kafka).
     /// Ctrl-C stops everything cleanly, storing what was applied.
     Dev(receipts::dev::DevArgs),
     /// Drive realistic traffic through the ingest endpoints, then check every message's
     /// summary against the query API (exit status 1 if any differs).
     Simulate(receipts::simulate::SimulateArgs),
+    /// Receive onDeliveryUpdated webhooks, check their X-Twilio-Signature and print each one.
+    Sink(receipts::sink::SinkArgs),
     /// Read delivery state from a running system over gRPC.
     Get {
         #[command(flatten)]
@@ -73,6 +76,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Sink(args) => {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            let url = args
+                .url
+                .unwrap_or_else(|| format!("http://{}{}", args.listen, receipts::sink::PATH));
+            let token = CancellationToken::new();
+            shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
+            let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();
+            eprintln!("receiving webhooks on {url}");
+            let counts = std::sync::Arc::new(receipts::sink::SinkCounts::default());
+            let server = tokio::spawn(receipts::sink::serve(
+                listener, url, args.token, counts, lines, token,
+            ));
+            while let Some(line) = received.recv().await {
+                use std::io::Write;
+                writeln!(std::io::stdout(), "{line}")?;
+            }
+            Ok(server.await??)
         }
         Command::Get { connection, what } => {
             use std::io::Write;

@@ -349,6 +349,8 @@ async fn send(
 /// The outcome of a run: how many messages' summaries matched.
 #[derive(Debug)]
 pub struct Report {
+    /// (conversation sid, message sid) of every simulated message.
+    pub messages_sent: Vec<(String, String)>,
     pub requests: usize,
     pub messages: usize,
     pub matched: usize,
@@ -448,6 +450,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let report = Report {
+        messages_sent: plan.expected.keys().cloned().collect(),
         requests: plan.requests.len(),
         messages: plan.expected.len(),
         matched: plan.expected.len() - mismatches.len(),
