@@ -12,12 +12,28 @@ use serde::{Deserialize, Serialize};
 use crate::BusError;
 
 /// Where the broker is and any extra librdkafka properties (`security.protocol`, …).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
     /// Passed to librdkafka as they are; they override the defaults set here.
     pub properties: BTreeMap<String, String>,
+}
+
+/// Property values may be credentials (`sasl.password`, `ssl.key.password`): only names print.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Names<'a>(&'a BTreeMap<String, String>);
+        impl std::fmt::Debug for Names<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_set().entries(self.0.keys()).finish()
+            }
+        }
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &Names(&self.properties))
+            .finish()
+    }
 }
 
 impl Default for KafkaSettings {
@@ -87,5 +103,32 @@ impl KafkaSettings {
 
     pub fn consumer(&self, client_id: &str, group_id: &str) -> Result<StreamConsumer, BusError> {
         Ok(self.consumer_config(client_id, group_id).create()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_property_names_but_never_their_values() {
+        let mut settings = KafkaSettings::new("broker:9092");
+        settings
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        let debug = format!("{settings:?}");
+        assert!(
+            debug.contains("sasl.password") && debug.contains("broker:9092"),
+            "{debug}"
+        );
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn extra_properties_override_the_defaults() {
+        let mut settings = KafkaSettings::new("broker:9092");
+        settings.properties.insert("linger.ms".into(), "50".into());
+        assert_eq!(settings.producer_config("p").get("linger.ms"), Some("50"));
+        assert_eq!(settings.producer_config("p").get("acks"), Some("all"));
     }
 }

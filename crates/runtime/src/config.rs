@@ -7,7 +7,6 @@
 //! (`"8080"` into a `u16`, `"true"` into a `bool`), so a token that happens to look like a number stays a
 //! string; lists and maps come from the file. After loading, [`Validate`] checks what the types cannot.
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
@@ -308,64 +307,6 @@ impl fmt::Debug for Redacted {
     }
 }
 
-/// How a service reaches Kafka; embed it as the `kafka` section.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct KafkaConfig {
-    /// Comma-separated `host:port` brokers to bootstrap from (librdkafka `bootstrap.servers`).
-    pub bootstrap_servers: String,
-    /// Start of every `client.id` the service sets; it appends its own role, so broker logs and quotas
-    /// tell the services apart.
-    pub client_id_prefix: String,
-    /// Extra librdkafka properties (`"security.protocol" = "SASL_SSL"`), applied after the service's own.
-    /// Names contain dots, so they can only be set from the file.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            bootstrap_servers: "127.0.0.1:9092".to_owned(),
-            client_id_prefix: "receipts".to_owned(),
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-impl fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaConfig")
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("client_id_prefix", &self.client_id_prefix)
-            .field("properties", &PropertyNames(&self.properties))
-            .finish()
-    }
-}
-
-/// Shows librdkafka properties by name only: their values may be credentials (`sasl.password`,
-/// `ssl.key.password`).
-struct PropertyNames<'a>(&'a BTreeMap<String, String>);
-
-impl fmt::Debug for PropertyNames<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|name| (name, Redacted)))
-            .finish()
-    }
-}
-
-impl Validate for KafkaConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "bootstrap_servers",
-                "must name at least one broker",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// How a service logs; embed it as the `telemetry` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -424,17 +365,6 @@ mod tests {
         assert!(var("RECEIPTS_").is_none());
         assert!(var("RECEIPTS_KAFKA____PORT").is_none());
         assert!(var("RECEIPTS___PORT").is_none());
-    }
-
-    #[test]
-    fn kafka_debug_hides_property_values() {
-        let mut kafka = KafkaConfig::default();
-        kafka
-            .properties
-            .insert("sasl.password".to_owned(), "hunter2".to_owned());
-        let debug = format!("{kafka:?}");
-        assert!(debug.contains("sasl.password"), "{debug}");
-        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

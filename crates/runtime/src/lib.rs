@@ -3,8 +3,8 @@
 //!
 //! - [`config`]: layered configuration (compiled defaults < TOML file < `RECEIPTS_*` environment), the
 //!   [`Validate`](config::Validate) hook run after loading, the [`Secret`](config::Secret) type that never
-//!   prints, and the [`KafkaConfig`](config::KafkaConfig) / [`TelemetryConfig`](config::TelemetryConfig)
-//!   sections services embed.
+//!   prints, and the [`TelemetryConfig`](config::TelemetryConfig) section services embed (the Kafka
+//!   section is `receipts_bus::KafkaSettings`).
 //! - [`telemetry`]: the `tracing` subscriber (text or JSON on stderr).
 //! - [`shutdown`]: SIGINT/SIGTERM cancel a [`CancellationToken`](tokio_util::sync::CancellationToken) the
 //!   caller owns; nothing here is global.

@@ -1,10 +1,41 @@
 use std::io::Write;
 
 use receipts_runtime::config::{
-    ConfigError, KafkaConfig, Loader, LogFormat, Secret, TelemetryConfig, Validate, load,
+    ConfigError, Loader, LogFormat, Secret, TelemetryConfig, Validate, load,
 };
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
+
+/// A Kafka section shaped like the services' own (`receipts_bus::KafkaSettings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct KafkaConfig {
+    bootstrap_servers: String,
+    client_id_prefix: String,
+    properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".to_owned(),
+            client_id_prefix: "receipts".to_owned(),
+            properties: Default::default(),
+        }
+    }
+}
+
+impl Validate for KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "bootstrap_servers",
+                "must name at least one broker",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A service configuration as services write them: embedded common sections plus their own.
 #[derive(Debug, Default, Serialize, Deserialize)]
