@@ -10,13 +10,9 @@
 //! `RawDlrDoneDate` that cannot be read is treated as absent: Twilio does not retry a 4xx, and
 //! rejecting the report for an optional hint would lose the status itself.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use receipts_domain::{AccountSid, ChannelMessageId, DeliveryEvent, StatusSource, Timestamp};
-use sha1::Sha1;
 
 use crate::report::{FieldError, parse_yymmddhhmm, status_event};
 
@@ -92,29 +88,9 @@ pub fn parse_twilio_pairs(
     Ok(TwilioCallback { account, event })
 }
 
-/// `X-Twilio-Signature` of a form POST to `url`: base64 HMAC-SHA1, keyed with the auth token, of
-/// the URL followed by every parameter name and value, names in byte order and each name's
-/// values sorted and de-duplicated.
-pub fn twilio_signature(auth_token: &str, url: &str, pairs: &[(String, String)]) -> String {
-    BASE64.encode(signing_mac(auth_token, url, pairs).finalize().into_bytes())
-}
-
-fn signing_mac(auth_token: &str, url: &str, pairs: &[(String, String)]) -> Hmac<Sha1> {
-    let mut sorted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (name, value) in pairs {
-        sorted.entry(name).or_default().insert(value);
-    }
-    let mut mac =
-        Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes keys of any size");
-    mac.update(url.as_bytes());
-    for (name, values) in sorted {
-        for value in values {
-            mac.update(name.as_bytes());
-            mac.update(value.as_bytes());
-        }
-    }
-    mac
-}
+/// `X-Twilio-Signature` of a form POST to `url`: the same signature the dispatcher puts on
+/// webhooks (contract §6a).
+pub use receipts_webhook::twilio::signature as twilio_signature;
 
 /// Whether `signature` is the signature of the form for `url`, compared in constant time. Like
 /// Twilio's own validators, the URL is also tried with its default port added or removed, since
@@ -129,9 +105,16 @@ pub fn verify_twilio_signature(
         return false;
     };
     url_port_variants(url).iter().any(|candidate| {
-        signing_mac(auth_token, candidate, pairs)
-            .verify_slice(&given)
-            .is_ok()
+        let expected = BASE64
+            .decode(twilio_signature(auth_token, candidate, pairs))
+            .unwrap_or_default();
+        // Constant time: every byte is compared whatever the first difference.
+        expected.len() == given.len()
+            && expected
+                .iter()
+                .zip(&given)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     })
 }
 
