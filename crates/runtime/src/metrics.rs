@@ -87,3 +87,23 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
         metrics.render(),
     )
 }
+
+/// Binds `address` and serves [`router`] of `metrics` there until `shutdown`; an empty address
+/// disables the endpoint. The error names the address that could not be bound.
+pub async fn spawn_endpoint(
+    address: &str,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    if address.is_empty() {
+        return Ok(());
+    }
+    let listener = TcpListener::bind(address).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("binding the metrics endpoint {address}: {e}"),
+        )
+    })?;
+    tokio::spawn(serve(listener, router(metrics.clone()), shutdown));
+    Ok(())
+}

@@ -31,16 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
-    if !config.metrics_listen.is_empty() {
-        let listener = TcpListener::bind(&config.metrics_listen)
-            .await
-            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
-        tokio::spawn(metrics::serve(
-            listener,
-            metrics::router(registry.clone()),
-            shutdown.clone(),
-        ));
-    }
+    metrics::spawn_endpoint(&config.metrics_listen, &registry, shutdown.clone()).await?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
