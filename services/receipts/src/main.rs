@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         what: receipts::get::What,
     },
+    /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
+    Bench(receipts::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,6 +104,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             use std::io::Write;
             let out = receipts::get::run(&connection, what).await?;
             std::io::stdout().write_all(out.as_bytes())?;
+            Ok(())
+        }
+        Command::Bench(args) => {
+            use std::io::Write;
+            let report = receipts::bench::run(&args, &mut |line| eprintln!("{line}")).await?;
+            std::io::stdout().write_all(receipts::bench::table(&report).as_bytes())?;
             Ok(())
         }
     }

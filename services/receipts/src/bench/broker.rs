@@ -1,0 +1,210 @@
+//! The broker a stage runs on, and topics of its own: an embedded mock cluster started for the
+//! stage (its handle cannot leave its thread, so it lives on one), or a real broker where the
+//! stage's topics are created under a unique prefix and deleted afterwards.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use receipts_bus::{KafkaSettings, TopicNames};
+
+/// A broker with a fresh set of topics; dropping it stops the embedded broker.
+pub struct StageBroker {
+    pub kafka: KafkaSettings,
+    pub topics: TopicNames,
+    embedded: Option<EmbeddedBroker>,
+}
+
+impl std::fmt::Debug for StageBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageBroker")
+            .field("bootstrap", &self.kafka.bootstrap_servers)
+            .field("embedded", &self.embedded.is_some())
+            .finish()
+    }
+}
+
+impl StageBroker {
+    /// Starts the embedded broker (`kafka` is `None`) or creates fresh topics on `kafka`.
+    pub async fn start(kafka: Option<&str>, stage: &str, partitions: i32) -> anyhow::Result<Self> {
+        let prefix = format!("bench-{stage}-{:08x}", rand::random::<u32>());
+        let topics = TopicNames::with_prefix(&prefix);
+        match kafka {
+            Some(servers) => {
+                let kafka = KafkaSettings::new(servers);
+                receipts_bus::topics::ensure_topics(&kafka, &topics.specs(partitions))
+                    .await
+                    .with_context(|| format!("creating the bench topics on {servers}"))?;
+                Ok(StageBroker {
+                    kafka,
+                    topics,
+                    embedded: None,
+                })
+            }
+            None => {
+                let specs = topics.specs(partitions);
+                let embedded =
+                    tokio::task::spawn_blocking(move || EmbeddedBroker::start(&specs)).await??;
+                Ok(StageBroker {
+                    kafka: KafkaSettings::new(embedded.bootstrap.clone()),
+                    topics,
+                    embedded: Some(embedded),
+                })
+            }
+        }
+    }
+
+    /// Deletes the stage's topics from a real broker (the embedded one simply stops).
+    pub async fn finish(self) {
+        if self.embedded.is_some() {
+            return;
+        }
+        let names = [
+            &self.topics.delivery_events,
+            &self.topics.receipt_updates,
+            &self.topics.webhook_configs,
+            &self.topics.webhook_retries,
+            &self.topics.webhook_dlq,
+            &self.topics.delivery_events_dlq,
+        ];
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let admin: Result<AdminClient<DefaultClientContext>, _> =
+            self.kafka.client_config("receipts-bench-admin").create();
+        if let Ok(admin) = admin {
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            // Leftover topics only cost disk space on a development broker.
+            let _ = admin.delete_topics(&names, &options).await;
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+}
+
+struct EmbeddedBroker {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    fn start(specs: &[receipts_bus::TopicSpec]) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let specs = specs.to_vec();
+        let thread = std::thread::Builder::new()
+            .name("bench-kafka".into())
+            .spawn(move || {
+                let started = (|| -> anyhow::Result<MockCluster<'static, _>> {
+                    let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+                    for spec in &specs {
+                        cluster
+                            .create_topic(&spec.name, spec.partitions, 1)
+                            .with_context(|| format!("creating topic {}", spec.name))?;
+                    }
+                    Ok(cluster)
+                })();
+                match started {
+                    Ok(cluster) => {
+                        let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                        let _ = stop_rx.recv();
+                        drop(cluster);
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                    }
+                }
+            })?;
+        let bootstrap = ready_rx
+            .recv()
+            .context("the embedded broker thread ended")??;
+        Ok(EmbeddedBroker {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Produces `records` (key, payload) to `topic` with the services' producer settings, as fast as
+/// the producer takes them, and waits until every one is acknowledged. Returns how long that took.
+pub async fn produce_all(
+    kafka: &KafkaSettings,
+    topic: &str,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+) -> anyhow::Result<Duration> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let mut config = kafka.producer_config("receipts-bench-producer");
+    config.set("queue.buffering.max.messages", "1000000");
+    config.set("queue.buffering.max.kbytes", "1048576");
+    let topic = topic.to_owned();
+    let elapsed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let producer: ThreadedProducer<DefaultProducerContext> = config.create()?;
+        let headers =
+            receipts_bus::record::content_type_headers(receipts_proto::codec::Encoding::Protobuf);
+        let started = std::time::Instant::now();
+        for (key, payload) in &records {
+            let mut record = BaseRecord::to(&topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers.clone());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((error, _)) => return Err(error.into()),
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120))?;
+        if producer.in_flight_count() > 0 {
+            anyhow::bail!(
+                "{} records were not acknowledged",
+                producer.in_flight_count()
+            );
+        }
+        Ok(started.elapsed())
+    })
+    .await??;
+    Ok(elapsed)
+}
+
+/// The high watermark (end offset) of every partition of `topic`.
+pub async fn end_offsets(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<(i32, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = kafka.consumer_config("receipts-bench-watermarks", "receipts-bench-watermarks");
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64)>> {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+        let mut ends = Vec::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) =
+                    consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(30))?;
+                ends.push((p.id(), high));
+            }
+        }
+        anyhow::ensure!(!ends.is_empty(), "topic {topic} has no partitions");
+        Ok(ends)
+    })
+    .await?
+}

@@ -1,0 +1,167 @@
+//! `receipts bench projector`: reports applied per second by the projector end to end — consumed,
+//! merged, published on `receipt-updates` with every acknowledgement awaited, stored in sled with
+//! the offsets — beside the raw rate of a bare consumer decoding the same topic in the same run.
+//!
+//! The input (registrations and statuses with realistic keys) is produced up front to a fresh
+//! topic. The projector is done when its stored offsets reach the end of every partition; that
+//! happens only after the batch's derived events were acknowledged (DESIGN §4).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use receipts_bus::record::decode_delivery_event;
+use receipts_projector::{BatchConfig, Projector, ProjectorConfig};
+use receipts_proto::codec::{self, Encoding};
+use receipts_proto::v1;
+use receipts_runtime::metrics::Metrics;
+use receipts_store::{ProjectorStore, SledProjectorStore};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{StageBroker, end_offsets, produce_all};
+use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, per_sec, workload};
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
+    let batch = BatchConfig::default();
+    let mut report = StageReport::new(
+        Stage::Projector,
+        json!({
+            "reports": args.reports,
+            "partitions": args.partitions,
+            "seed": args.seed,
+            "batch_max_records": batch.max_records,
+            "batch_max_wait_ms": batch.max_wait_ms,
+            "warmup_fraction": WARMUP_FRACTION,
+        }),
+    );
+    let broker = StageBroker::start(args.kafka.as_deref(), "projector", args.partitions).await?;
+    let result = measure(args, &broker, &mut report).await;
+    broker.finish().await;
+    result?;
+    Ok(report)
+}
+
+async fn measure(
+    args: &BenchArgs,
+    broker: &StageBroker,
+    report: &mut StageReport,
+) -> anyhow::Result<()> {
+    let topics = &broker.topics;
+    let workload = workload::generate(args.reports, args.seed);
+    let expected_updates = workload::changes(&workload.events).len() as u64;
+    report.metric(
+        "receipts in the input",
+        workload::receipts(&workload.events) as f64,
+        "receipts",
+    );
+    report.metric(
+        "updates the input yields",
+        expected_updates as f64,
+        "updates",
+    );
+    let records: Vec<(Vec<u8>, Vec<u8>)> = workload
+        .events
+        .iter()
+        .map(|event| {
+            (
+                event.channel_message_id().as_str().as_bytes().to_vec(),
+                codec::encode(&v1::Envelope::from(event), Encoding::Protobuf),
+            )
+        })
+        .collect();
+    let total = records.len() as u64;
+    let payload_bytes: usize = records.iter().map(|(k, p)| k.len() + p.len()).sum();
+    report.metric(
+        "mean record size (key + payload)",
+        payload_bytes as f64 / total.max(1) as f64,
+        "bytes",
+    );
+    let produced_in = produce_all(&broker.kafka, &topics.delivery_events, records).await?;
+    report.metric(
+        "produced up front",
+        per_sec(total, produced_in),
+        "reports/s",
+    );
+    let ends = end_offsets(&broker.kafka, &topics.delivery_events).await?;
+    anyhow::ensure!(
+        ends.iter().map(|(_, e)| *e as u64).sum::<u64>() == total,
+        "the topic does not hold exactly the {total} records produced"
+    );
+
+    // The raw limit first: it also warms the broker's caches for the projector.
+    let (raw, undecodable) =
+        raw_consume(&broker.kafka, &topics.delivery_events, &ends, |message| {
+            decode_delivery_event(message).is_ok()
+        })
+        .await?;
+    anyhow::ensure!(undecodable == 0, "{undecodable} records did not decode");
+    let raw_rate = report.metric(
+        "raw consume + decode (bare consumer)",
+        raw.rate,
+        "reports/s",
+    );
+
+    let dir = ScratchDir::new(args, "projector")?;
+    let store = {
+        let path = dir.path().to_owned();
+        Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&path)).await??)
+    };
+    let config = ProjectorConfig {
+        kafka: broker.kafka.clone(),
+        topics: topics.clone(),
+        group_id: format!("receipts-bench-projector-{:08x}", rand::random::<u32>()),
+        data_dir: dir.path().to_owned(),
+        create_topics_partitions: 0,
+        metrics_listen: String::new(),
+        ..Default::default()
+    };
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let projector = Projector::new(config, store.clone(), &metrics)?;
+    let running = tokio::spawn(projector.run(shutdown.clone()));
+    let stored = {
+        let (store, topic, ends) = (store.clone(), topics.delivery_events.clone(), ends.clone());
+        move || -> anyhow::Result<u64> {
+            let mut sum = 0u64;
+            for (partition, _) in &ends {
+                sum += store.next_offset(&topic, *partition)?.unwrap_or(0) as u64;
+            }
+            Ok(sum)
+        }
+    };
+    let tracked = track_stored_offsets(total, Duration::from_secs(60), stored).await;
+    shutdown.cancel();
+    let stopped = running.await;
+    let applied = tracked?;
+    stopped??;
+
+    let published: u64 = end_offsets(&broker.kafka, &topics.receipt_updates)
+        .await?
+        .iter()
+        .map(|(_, end)| *end as u64)
+        .sum();
+    report.metric(
+        "projector start to last report stored",
+        applied.total.as_secs_f64(),
+        "s",
+    );
+    let rate = report.metric("projector applied end to end", applied.rate, "reports/s");
+    let ratio = report.metric("projector / raw consume", rate / raw_rate, "x");
+    report.metric("receipt updates published", published as f64, "updates");
+    if published != expected_updates {
+        report.note = format!(
+            "the projector published {published} updates where the merge predicts {expected_updates}"
+        );
+    }
+    report.goal(
+        "projector throughput",
+        Bound::AtLeast,
+        100_000.0,
+        rate,
+        "reports/s",
+    );
+    report.goal("projector / raw consume", Bound::AtLeast, 0.5, ratio, "x");
+    drop(store);
+    Ok(())
+}

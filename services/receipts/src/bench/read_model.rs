@@ -1,0 +1,157 @@
+//! `receipts bench read-model`: `receipt-updates` applied per second by the query service's read
+//! model (`receipts_query::consume::ReadModel` into `SledQueryStore`), beside a bare consumer
+//! decoding the same topic in the same run.
+//!
+//! The updates are exactly what the projector publishes for a realistic workload (computed with
+//! the domain merge), produced up front to a fresh topic keyed by conversation. The read model is
+//! done when its stored offsets reach the end of every partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use receipts_domain::ReceiptChange;
+use receipts_proto::codec::{self, Encoding};
+use receipts_proto::v1;
+use receipts_query::QueryConfig;
+use receipts_query::consume::ReadModel;
+use receipts_runtime::metrics::Metrics;
+use receipts_store::{QueryStore, SledQueryStore};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{StageBroker, end_offsets, produce_all};
+use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, per_sec, workload};
+
+/// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
+pub(crate) fn updates(count: usize, seed: u64) -> Vec<ReceiptChange> {
+    let mut reports = count + count / 4 + 16;
+    loop {
+        let mut changes = workload::changes(&workload::generate(reports, seed).events);
+        if changes.len() >= count {
+            changes.truncate(count);
+            return changes;
+        }
+        reports += reports / 4;
+    }
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
+    let mut report = StageReport::new(
+        Stage::ReadModel,
+        json!({
+            "updates": args.updates,
+            "partitions": args.partitions,
+            "seed": args.seed,
+            "batch_max_records": QueryConfig::default().batch_max_records,
+            "warmup_fraction": WARMUP_FRACTION,
+        }),
+    );
+    let broker = StageBroker::start(args.kafka.as_deref(), "read-model", args.partitions).await?;
+    let result = measure(args, &broker, &mut report).await;
+    broker.finish().await;
+    result?;
+    Ok(report)
+}
+
+async fn measure(
+    args: &BenchArgs,
+    broker: &StageBroker,
+    report: &mut StageReport,
+) -> anyhow::Result<()> {
+    let topics = &broker.topics;
+    let changes = updates(args.updates, args.seed);
+    let records: Vec<(Vec<u8>, Vec<u8>)> = changes
+        .iter()
+        .map(|change| {
+            (
+                change
+                    .receipt
+                    .registration
+                    .conversation
+                    .as_str()
+                    .as_bytes()
+                    .to_vec(),
+                codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf),
+            )
+        })
+        .collect();
+    let total = records.len() as u64;
+    let bytes: usize = records.iter().map(|(k, p)| k.len() + p.len()).sum();
+    report.metric(
+        "mean record size (key + payload)",
+        bytes as f64 / total.max(1) as f64,
+        "bytes",
+    );
+    let produced_in = produce_all(&broker.kafka, &topics.receipt_updates, records).await?;
+    report.metric(
+        "produced up front",
+        per_sec(total, produced_in),
+        "updates/s",
+    );
+    let ends = end_offsets(&broker.kafka, &topics.receipt_updates).await?;
+
+    let (raw, undecodable) = raw_consume(&broker.kafka, &topics.receipt_updates, &ends, |m| {
+        use rdkafka::Message;
+        m.payload()
+            .and_then(|p| codec::decode::<v1::ReceiptUpdated>(p, Encoding::Protobuf).ok())
+            .is_some_and(|wire| ReceiptChange::try_from(&wire).is_ok())
+    })
+    .await?;
+    anyhow::ensure!(undecodable == 0, "{undecodable} updates did not decode");
+    let raw_rate = report.metric(
+        "raw consume + decode (bare consumer)",
+        raw.rate,
+        "updates/s",
+    );
+
+    let dir = ScratchDir::new(args, "read-model")?;
+    let store = {
+        let path = dir.path().to_owned();
+        Arc::new(tokio::task::spawn_blocking(move || SledQueryStore::open(&path)).await??)
+    };
+    let config = QueryConfig {
+        kafka: broker.kafka.clone(),
+        topics: topics.clone(),
+        data_dir: dir.path().to_owned(),
+        metrics_listen: String::new(),
+        ..Default::default()
+    };
+    let (watchers, _) = tokio::sync::broadcast::channel(config.watch_buffer);
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let reader = ReadModel::new(&config, store.clone(), watchers, &metrics)?;
+    let running = tokio::spawn(reader.run(shutdown.clone()));
+    let stored = {
+        let (store, topic, ends) = (store.clone(), topics.receipt_updates.clone(), ends.clone());
+        move || -> anyhow::Result<u64> {
+            let mut sum = 0u64;
+            for (partition, _) in &ends {
+                sum += store.next_offset(&topic, *partition)?.unwrap_or(0) as u64;
+            }
+            Ok(sum)
+        }
+    };
+    let tracked = track_stored_offsets(total, Duration::from_secs(60), stored).await;
+    shutdown.cancel();
+    let stopped = running.await;
+    let applied = tracked?;
+    stopped??;
+
+    report.metric(
+        "read model start to last update stored",
+        applied.total.as_secs_f64(),
+        "s",
+    );
+    let rate = report.metric("read model applied", applied.rate, "updates/s");
+    report.metric("read model / raw consume", rate / raw_rate, "x");
+    report.goal(
+        "read model throughput",
+        Bound::AtLeast,
+        150_000.0,
+        rate,
+        "updates/s",
+    );
+    drop(store);
+    Ok(())
+}
