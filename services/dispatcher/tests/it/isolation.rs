@@ -1,0 +1,96 @@
+//! One endpoint cannot hold back another, and an older version never follows a newer one.
+
+use std::time::Duration;
+
+use receipts_proto::v1::DeliveryStatus;
+
+use crate::support::*;
+
+/// One conversation webhook hangs (never answers while the test runs), another answers at once.
+/// The healthy one receives every update while the hanging one still holds its first requests,
+/// and the hanging one never has more than the in-flight cap open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_does_not_hold_back_another() {
+    let harness = Harness::new().await;
+    let hanging = Sink::start(|_, _| Answer::Hang).await;
+    let healthy = Sink::start(|_, _| Answer::Status(200)).await;
+    let conversation = sid("CH", 1);
+    harness
+        .configure(&conversation_webhook(&conversation, 1, &hanging.url()))
+        .await;
+    harness
+        .configure(&conversation_webhook(&conversation, 2, &healthy.url()))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    // Longer than the test: the hanging endpoint stays hung.
+    config.attempt_timeout_ms = 120_000;
+    let running = harness.spawn(config);
+    let updates = 30u64;
+    for n in 0..updates {
+        let receipt = receipt(n * 3, 2, DeliveryStatus::Delivered);
+        assert_eq!(receipt.conversation_sid, conversation);
+        harness
+            .publish(&update(receipt, DeliveryStatus::Sent))
+            .await;
+    }
+    let delivered = healthy.wait_for_delivered(updates as usize, |_| true).await;
+    assert_eq!(delivered.len(), updates as usize);
+    let held = hanging.count();
+    assert!(
+        (1..=2).contains(&held),
+        "the hanging endpoint has {held} requests open, the cap is 2"
+    );
+    assert_eq!(
+        running.metric("dispatcher_attempts_total{outcome=\"retry\"}"),
+        None
+    );
+    // Let it go: the rest of its deliveries follow.
+    hanging.release();
+    hanging.wait_for_delivered(updates as usize, |_| true).await;
+    running.stop().await;
+}
+
+/// Order: version 1 of a receipt fails and waits for its retry while version 2 is delivered;
+/// the retry of version 1 is then dropped as stale and never reaches the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_retry_is_dropped_once_a_newer_version_was_delivered() {
+    let harness = Harness::new().await;
+    let sink = Sink::start(|request, _| {
+        if request.param("Status") == "sent" {
+            Answer::Status(503)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    harness.configure(&account_webhook(&sink.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.retry.delays_ms = vec![0, 1_500, 1_500];
+    config.retry.jitter = 0.0;
+    let running = harness.spawn(config);
+    harness
+        .publish(&update(
+            receipt(1, 1, DeliveryStatus::Sent),
+            DeliveryStatus::Queued,
+        ))
+        .await;
+    sink.wait_for(1).await;
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Delivered),
+            DeliveryStatus::Sent,
+        ))
+        .await;
+    running
+        .metric_reaches(
+            "dispatcher_dropped_total{outcome=\"stale\"}",
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    let statuses: Vec<String> = sink.received().iter().map(|r| r.param("Status")).collect();
+    assert_eq!(statuses, ["sent", "delivered"]);
+    running.stop().await;
+}

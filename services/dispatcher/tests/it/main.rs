@@ -1,0 +1,8 @@
+//! The dispatcher against a real broker (unique topics, a temp sled dir per instance) and local
+//! HTTP receivers on 127.0.0.1:0.
+
+mod crash;
+mod flow;
+mod isolation;
+mod retries;
+mod support;

@@ -1,0 +1,252 @@
+//! Failures: retried through the retry topic until delivered, dead-lettered when hopeless,
+//! replayed on demand; 410 disables the endpoint in the configuration topic.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use receipts_dispatcher::{ReplayFilter, replay_dlq};
+use receipts_proto::codec::{self, Encoding};
+use receipts_proto::v1::{self, DeliveryStatus};
+
+use crate::support::*;
+
+/// The receiver is down (connection refused) while ten updates are dispatched, and comes up on
+/// the same port later: every delivery gets through, each with one idempotency token across its
+/// attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_then_up_gets_everything() {
+    let harness = Harness::new().await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    harness.configure(&account_webhook(&url)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.retry.delays_ms = vec![0, 200, 400, 800, 800, 800, 800, 800, 800, 800, 800, 800];
+    let running = harness.spawn(config);
+    for n in 0..10 {
+        harness
+            .publish(&update(
+                receipt(n, 2, DeliveryStatus::Delivered),
+                DeliveryStatus::Sent,
+            ))
+            .await;
+    }
+    // Every delivery failed at least once before the receiver comes up.
+    running
+        .metric_reaches(
+            "dispatcher_attempts_total{outcome=\"retry\"}",
+            10.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    let sink = Sink::start_on(port, |_, _| Answer::Status(200)).await;
+    let tokens = sink.wait_for_delivered(10, |_| true).await;
+    assert_eq!(tokens.len(), 10);
+    running
+        .metric_reaches(
+            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            10.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(running.metric("dispatcher_dead_lettered_total"), Some(0.0));
+    running.stop().await;
+}
+
+/// 429 with `Retry-After: 1`: the next attempt waits at least that second (the schedule alone
+/// would retry after ~100 ms), with the same idempotency token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_waits_for_retry_after() {
+    let harness = Harness::new().await;
+    let sink = Sink::start(|_, n| {
+        if n == 0 {
+            Answer::RetryAfter(429, 1)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    harness.configure(&account_webhook(&sink.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.spawn(harness.config(dir.path()));
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Read),
+            DeliveryStatus::Delivered,
+        ))
+        .await;
+    let received = sink.wait_for(2).await;
+    assert_eq!(received[0].token(), received[1].token());
+    let waited = received[1].at - received[0].at;
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "retried after {waited:?}"
+    );
+    running.stop().await;
+}
+
+/// 410 Gone: the webhook's configuration is written back with `disabled_at` and a reason, the
+/// delivery is dead-lettered, and later updates are not sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_in_the_configuration() {
+    let harness = Harness::new().await;
+    let sink = Sink::start(|_, _| Answer::Status(410)).await;
+    let key = harness.configure(&account_webhook(&sink.url())).await;
+    let configs = harness.reader(&harness.topics.webhook_configs);
+    let dlq = harness.reader(&harness.topics.webhook_dlq);
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.spawn(harness.config(dir.path()));
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Delivered),
+            DeliveryStatus::Sent,
+        ))
+        .await;
+    let mut disabled = None;
+    read_until(&configs, |m| {
+        let config: v1::WebhookConfig =
+            codec::decode(m.payload().unwrap(), Encoding::Protobuf).unwrap();
+        assert_eq!(m.key(), Some(key.as_bytes()));
+        if config.disabled_at.is_some() {
+            disabled = Some(config);
+        }
+        disabled.is_some()
+    })
+    .await;
+    let disabled = disabled.unwrap();
+    assert!(
+        disabled.disabled_reason.contains("410"),
+        "{}",
+        disabled.disabled_reason
+    );
+    assert_eq!(disabled.post_webhook_url, sink.url());
+    let entries = dead_letters(&dlq, 1).await;
+    assert!(entries[0]["last_error"].as_str().unwrap().contains("410"));
+    running
+        .metric_reaches(
+            "dispatcher_endpoints_disabled_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // A later update fires, but not to the disabled endpoint.
+    harness
+        .publish(&update(
+            receipt(1, 3, DeliveryStatus::Read),
+            DeliveryStatus::Delivered,
+        ))
+        .await;
+    running
+        .metric_reaches(
+            "dispatcher_updates_total{outcome=\"fired\"}",
+            2.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 1);
+    running.stop().await;
+}
+
+/// 400 goes to the DLQ at once; after the receiver is fixed, `replay_dlq` sends the entries
+/// back (filtered by account), they are delivered with their original tokens, and a second
+/// replay sends nothing again. A 5xx that outlasts the schedule is dead-lettered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
+    let harness = Harness::new().await;
+    let rejecting = Sink::start(|_, _| Answer::Status(400)).await;
+    let failing = Sink::start(|_, _| Answer::Status(503)).await;
+    harness.configure(&account_webhook(&rejecting.url())).await;
+    harness
+        .configure(&service_webhook(&failing.url(), "POST"))
+        .await;
+    let dlq = harness.reader(&harness.topics.webhook_dlq);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.retry.delays_ms = vec![0, 50, 50];
+    let running = harness.spawn(config);
+    for n in 0..2 {
+        harness
+            .publish(&update(
+                receipt(n, 2, DeliveryStatus::Delivered),
+                DeliveryStatus::Sent,
+            ))
+            .await;
+    }
+    let entries = dead_letters(&dlq, 4).await;
+    let mut errors: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in &entries {
+        errors
+            .entry(entry["url"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(entry["last_error"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(errors[&rejecting.url()], ["HTTP 400", "HTTP 400"]);
+    assert_eq!(rejecting.count(), 2, "a 400 is never retried");
+    for error in &errors[&failing.url()] {
+        assert_eq!(error, "gave up after 3 attempts: HTTP 503");
+    }
+    assert_eq!(failing.count(), 6);
+    running
+        .metric_reaches(
+            "dispatcher_dead_lettered_total",
+            4.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    let first_tokens: Vec<String> = rejecting.received().iter().map(Received::token).collect();
+
+    // Nothing matches another account.
+    let other = ReplayFilter {
+        account: Some(sid("AC", 99)),
+        ..Default::default()
+    };
+    let report = replay_dlq(&harness.kafka, &harness.topics, &other, false)
+        .await
+        .unwrap();
+    assert_eq!((report.entries, report.matched, report.replayed), (4, 0, 0));
+
+    rejecting.answer_with(|_, _| Answer::Status(200));
+    let only_rejected = ReplayFilter {
+        account: Some(ACCOUNT.into()),
+        endpoint: Some(rejecting.url()),
+        since_ms: Some(0),
+        until_ms: Some(i64::MAX),
+    };
+    let report = replay_dlq(&harness.kafka, &harness.topics, &only_rejected, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.matched, report.replayed, report.already_replayed),
+        (2, 2, 0)
+    );
+    let replayed = rejecting.wait_for(4).await;
+    let mut again: Vec<String> = replayed[2..].iter().map(Received::token).collect();
+    let mut first = first_tokens.clone();
+    again.sort();
+    first.sort();
+    assert_eq!(again, first, "a replay keeps the idempotency tokens");
+
+    let report = replay_dlq(&harness.kafka, &harness.topics, &only_rejected, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.matched, report.replayed, report.already_replayed),
+        (2, 0, 2)
+    );
+    running
+        .metric_reaches(
+            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            2.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rejecting.count(), 4);
+    running.stop().await;
+}
