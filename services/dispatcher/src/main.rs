@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use receipts_dispatcher::{DispatcherConfig, ReplayFilter, replay::parse_rfc3339};
+use receipts_dispatcher::{DispatcherConfig, ReplayFilter};
 use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -27,19 +27,7 @@ enum Command {
     /// Run the dispatcher (the default).
     Run,
     /// Send dead-lettered deliveries back to the retry topic, due now; each entry only once.
-    ReplayDlq {
-        #[arg(long)]
-        account: Option<String>,
-        /// The webhook URL.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Dead-lettered at or after this RFC 3339 time.
-        #[arg(long, value_parser = parse_rfc3339)]
-        since: Option<i64>,
-        /// Dead-lettered before this RFC 3339 time.
-        #[arg(long, value_parser = parse_rfc3339)]
-        until: Option<i64>,
-    },
+    ReplayDlq(ReplayFilter),
 }
 
 #[tokio::main]
@@ -48,19 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let config: DispatcherConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
     telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
-    if let Some(Command::ReplayDlq {
-        account,
-        endpoint,
-        since,
-        until,
-    }) = args.command
-    {
-        let filter = ReplayFilter {
-            account,
-            endpoint,
-            since_ms: since,
-            until_ms: until,
-        };
+    if let Some(Command::ReplayDlq(filter)) = args.command {
         let report = receipts_dispatcher::replay_dlq(&config.kafka, &config.topics, &filter, true)
             .await
             .context("replaying the dead-letter topic")?;
@@ -74,11 +50,8 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.metrics_listen)
             .await
             .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
-        tokio::spawn(metrics::serve(
-            listener,
-            metrics::router(registry.clone()),
-            shutdown.clone(),
-        ));
+        let router = metrics::router(registry.clone());
+        tokio::spawn(metrics::serve(listener, router, shutdown.clone()));
     }
     receipts_dispatcher::run(config, &registry, shutdown)
         .await

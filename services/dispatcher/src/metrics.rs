@@ -55,7 +55,7 @@ impl DispatcherMetrics {
         );
         metrics.register(
             "dispatcher_dropped",
-            "deliveries ended without an attempt: stale, unconfigured, unsigned",
+            "deliveries ended without an attempt: stale, unconfigured, no_status",
             this.dropped.clone(),
         );
         metrics.register(

@@ -21,15 +21,21 @@ use receipts_proto::codec::Encoding;
 use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
 use crate::{DispatcherError, now_ms};
 
-/// Which DLQ entries to replay; every criterion given must hold.
-#[derive(Debug, Clone, Default)]
+/// Which DLQ entries to replay; every criterion given must hold. Also the command line of
+/// `receipts-dispatcher replay-dlq`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReplayFilter {
+    /// Only deliveries of this account (AC…).
+    #[arg(long)]
     pub account: Option<String>,
-    /// The webhook URL (as it was when the delivery was created).
+    /// Only deliveries to this webhook URL (as it was when the delivery was created).
+    #[arg(long)]
     pub endpoint: Option<String>,
-    /// Dead-lettered at or after (unix millis, the DLQ record's timestamp).
+    /// Only entries dead-lettered at or after this RFC 3339 time.
+    #[arg(long = "since", value_parser = parse_rfc3339)]
     pub since_ms: Option<i64>,
-    /// Dead-lettered before (unix millis).
+    /// Only entries dead-lettered before this RFC 3339 time.
+    #[arg(long = "until", value_parser = parse_rfc3339)]
     pub until_ms: Option<i64>,
 }
 

@@ -94,3 +94,61 @@ async fn a_stale_retry_is_dropped_once_a_newer_version_was_delivered() {
     assert_eq!(statuses, ["sent", "delivered"]);
     running.stop().await;
 }
+
+/// After `failure_threshold` transient failures in a row the endpoint's circuit opens: its
+/// next attempt waits for the open period although the schedule says 50 ms, and is a single
+/// probe; a success closes the circuit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_after_repeated_failures_and_a_probe_closes_it() {
+    let harness = Harness::new().await;
+    let sink = Sink::start(|_, n| {
+        if n < 3 {
+            Answer::Status(503)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    harness.configure(&account_webhook(&sink.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness.config(dir.path());
+    config.retry.delays_ms = vec![0, 50, 50, 50, 50];
+    config.retry.jitter = 0.0;
+    config.breaker.failure_threshold = 3;
+    config.breaker.open_ms = 1_500;
+    config.endpoint_concurrency = 1;
+    let running = harness.spawn(config);
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Delivered),
+            DeliveryStatus::Sent,
+        ))
+        .await;
+    let received = sink.wait_for(4).await;
+    let key = format!("dispatcher_breaker_opened_total{{endpoint=\"account/{ACCOUNT}\"}}");
+    assert_eq!(running.metric(&key), Some(1.0));
+    let open = received[3].at - received[2].at;
+    assert!(
+        open >= Duration::from_millis(1_500),
+        "probed after {open:?}"
+    );
+    assert!(received[2].at - received[0].at < Duration::from_millis(1_500));
+    running
+        .metric_reaches(
+            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // Closed again: the next update goes out at once.
+    harness
+        .publish(&update(
+            receipt(1, 3, DeliveryStatus::Read),
+            DeliveryStatus::Delivered,
+        ))
+        .await;
+    sink.wait_for(5).await;
+    assert_eq!(running.metric(&key), Some(1.0));
+    running.stop().await;
+}

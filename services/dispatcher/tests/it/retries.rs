@@ -250,3 +250,54 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     assert_eq!(rejecting.count(), 4);
     running.stop().await;
 }
+
+/// `receipts-dispatcher replay-dlq` replays with the filters of its command line; run twice,
+/// it replays nothing the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_command_replays_once() {
+    let harness = Harness::new().await;
+    let sink = Sink::start(|_, _| Answer::Status(422)).await;
+    harness.configure(&account_webhook(&sink.url())).await;
+    let dlq = harness.reader(&harness.topics.webhook_dlq);
+    let dir = tempfile::tempdir().unwrap();
+    let config = harness.config(&dir.path().join("data"));
+    let config_file = dir.path().join("dispatcher.toml");
+    write_config_file(&harness, &config, &config_file);
+    let running = harness.spawn(config);
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Failed),
+            DeliveryStatus::Sent,
+        ))
+        .await;
+    dead_letters(&dlq, 1).await;
+    sink.answer_with(|_, _| Answer::Status(200));
+
+    let replay = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_receipts-dispatcher"))
+            .arg("--config")
+            .arg(&config_file)
+            .args([
+                "replay-dlq",
+                "--account",
+                ACCOUNT,
+                "--since",
+                "2020-01-01T00:00:00Z",
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let first = tokio::task::block_in_place(replay);
+    assert!(first.contains("replayed: 1,"), "{first}");
+    let received = sink.wait_for(2).await;
+    assert_eq!(received[0].token(), received[1].token());
+    let second = tokio::task::block_in_place(replay);
+    assert!(
+        second.contains("replayed: 0, already_replayed: 1"),
+        "{second}"
+    );
+    running.stop().await;
+}

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -545,4 +546,87 @@ pub(crate) fn standard_signatures_are_valid(request: &Received, secrets: &[&str]
         let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
         offered.contains(&expected.as_str())
     })
+}
+
+/// Writes `config` (the parts the tests change) as the TOML file the binary reads.
+pub(crate) fn write_config_file(harness: &Harness, config: &DispatcherConfig, path: &Path) {
+    let toml = format!(
+        r#"group_id = "{group}"
+data_dir = "{data}"
+attempt_timeout_ms = 2000
+create_topics_partitions = 0
+metrics_listen = ""
+endpoint_concurrency = 2
+
+[kafka]
+bootstrap_servers = "{servers}"
+
+[kafka.properties]
+# The killed member leaves the group within seconds.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[topics]
+delivery_events = "{delivery_events}"
+receipt_updates = "{receipt_updates}"
+webhook_configs = "{webhook_configs}"
+webhook_retries = "{webhook_retries}"
+webhook_dlq = "{webhook_dlq}"
+delivery_events_dlq = "{delivery_events_dlq}"
+
+[accounts]
+{account} = "{token}"
+
+[retry]
+delays_ms = {delays:?}
+jitter = 0.2
+
+[ssrf]
+allow = ["127.0.0.0/8"]
+
+[breaker]
+failure_threshold = 1000
+"#,
+        group = config.group_id,
+        data = config.data_dir.display(),
+        servers = harness.kafka.bootstrap_servers,
+        delivery_events = harness.topics.delivery_events,
+        receipt_updates = harness.topics.receipt_updates,
+        webhook_configs = harness.topics.webhook_configs,
+        webhook_retries = harness.topics.webhook_retries,
+        webhook_dlq = harness.topics.webhook_dlq,
+        delivery_events_dlq = harness.topics.delivery_events_dlq,
+        account = ACCOUNT,
+        token = TOKEN,
+        delays = config.retry.delays_ms,
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
+/// A dispatcher process, SIGKILLed when dropped (a failing test leaves nothing behind).
+pub(crate) struct Process(Child);
+
+impl Process {
+    pub(crate) fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub(crate) fn start_process(config_file: &Path) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_receipts-dispatcher"))
+            .arg("--config")
+            .arg(config_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the dispatcher binary starts"),
+    )
 }
