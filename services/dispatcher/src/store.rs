@@ -167,23 +167,79 @@ impl DispatcherStore {
         Ok(())
     }
 
-    /// Ends a pending attempt; a delivered one also raises the delivered version.
+    /// Ends a pending attempt; a delivered one first raises the delivered version (atomically,
+    /// so concurrent deliveries of two versions keep the newer). A crash between the two steps
+    /// leaves the attempt pending, and on restart it is dropped as stale instead of being sent
+    /// again.
     pub fn finish(&self, job: &DeliveryJob, delivered: bool) -> Result<(), StoreError> {
-        let mut write = sled::Batch::default();
-        write.remove(job.pending_key());
         if delivered {
-            let key = delivered_key(&job.webhook_key, &job.receipt.sid);
-            let newest = self
-                .delivered_version(&job.webhook_key, &job.receipt.sid)?
-                .map_or(job.receipt.version, |v| v.max(job.receipt.version));
-            write.insert(key, &newest.to_be_bytes());
+            let version = job.receipt.version;
+            self.tree.update_and_fetch(
+                delivered_key(&job.webhook_key, &job.receipt.sid),
+                |old| {
+                    let newest = old
+                        .and_then(|v| v.get(..8)?.try_into().ok())
+                        .map_or(version, |b: [u8; 8]| u64::from_be_bytes(b).max(version));
+                    Some(newest.to_be_bytes().to_vec())
+                },
+            )?;
         }
-        self.tree.apply_batch(write)?;
+        self.tree.remove(job.pending_key())?;
         Ok(())
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use receipts_proto::v1;
+
+    use super::*;
+
+    fn job(version: u64) -> DeliveryJob {
+        let receipt = v1::Receipt {
+            sid: "DY1".into(),
+            version,
+            ..Default::default()
+        };
+        DeliveryJob::new(receipt, "account/AC1".into(), "https://x".into(), 1)
+    }
+
+    #[test]
+    fn a_batch_survives_reopening_and_finishing_keeps_the_newest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = DispatcherStore::open(dir.path()).unwrap();
+            let seen = SeenReceipt {
+                version: 3,
+                status: 2,
+                error_code: 30003,
+            };
+            store
+                .commit(&IntakeBatch {
+                    seen: vec![("DY1".into(), seen)],
+                    jobs: vec![job(2), job(3)],
+                    offsets: vec![("t".into(), 1, 42)],
+                })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = DispatcherStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_offset("t", 1).unwrap(), Some(42));
+        assert_eq!(store.next_offset("t", 0).unwrap(), None);
+        assert_eq!(store.seen("DY1").unwrap().unwrap().error_code, 30003);
+        assert_eq!(store.pending().unwrap().len(), 2);
+
+        store.finish(&job(3), true).unwrap();
+        store.finish(&job(2), true).unwrap();
+        assert_eq!(
+            store.delivered_version("account/AC1", "DY1").unwrap(),
+            Some(3)
+        );
+        assert!(store.pending().unwrap().is_empty());
     }
 }

@@ -34,6 +34,9 @@ async fn a_hanging_endpoint_does_not_hold_back_another() {
             .publish(&update(receipt, DeliveryStatus::Sent))
             .await;
     }
+    // The hanging endpoint holds its first requests open...
+    hanging.wait_for(1).await;
+    // ...while the healthy one gets everything.
     let delivered = healthy.wait_for_delivered(updates as usize, |_| true).await;
     assert_eq!(delivered.len(), updates as usize);
     let held = hanging.count();
