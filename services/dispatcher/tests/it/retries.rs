@@ -54,6 +54,9 @@ async fn a_receiver_down_then_up_gets_everything() {
         )
         .await;
     assert_eq!(running.metric("dispatcher_dead_lettered_total"), Some(0.0));
+    running
+        .metric_equals("dispatcher_retry_backlog", 0.0, Duration::from_secs(10))
+        .await;
     running.stop().await;
 }
 
@@ -169,6 +172,7 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = harness.config(dir.path());
     config.retry.delays_ms = vec![0, 50, 50];
+    config.dlq_poll_secs = 1;
     let running = harness.spawn(config);
     for n in 0..2 {
         harness
@@ -198,6 +202,9 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
             4.0,
             Duration::from_secs(10),
         )
+        .await;
+    running
+        .metric_equals("dispatcher_dlq_records", 4.0, Duration::from_secs(10))
         .await;
     let first_tokens: Vec<String> = rejecting.received().iter().map(Received::token).collect();
 

@@ -83,6 +83,21 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Waits until a metric equals `value`.
+    pub(crate) async fn metric_equals(&self, prefix: &str, value: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric(prefix) != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "{prefix} is {:?}, expected {value}",
+                self.metric(prefix)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Harness {
     pub(crate) async fn new() -> Self {
         let kafka = receipts_testkit::kafka();
