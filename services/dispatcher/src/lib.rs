@@ -90,7 +90,7 @@ impl Default for DispatcherConfig {
             batch_max_records: 1_000,
             create_topics_partitions: 4,
             dlq_poll_secs: 30,
-            metrics_listen: "127.0.0.1:9466".into(),
+            metrics_listen: "127.0.0.1:9467".into(),
             telemetry: TelemetryConfig::default(),
         }
     }

@@ -46,13 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
-    if !config.metrics_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.metrics_listen)
-            .await
-            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
-        let router = metrics::router(registry.clone());
-        tokio::spawn(metrics::serve(listener, router, shutdown.clone()));
-    }
+    metrics::spawn_endpoint(&config.metrics_listen, &registry, shutdown.clone()).await?;
     receipts_dispatcher::run(config, &registry, shutdown)
         .await
         .context("dispatcher failed")

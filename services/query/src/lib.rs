@@ -84,7 +84,7 @@ impl Default for QueryConfig {
             page_token_key: Secret::default(),
             watch_buffer: 1024,
             batch_max_records: 5_000,
-            metrics_listen: "127.0.0.1:9465".into(),
+            metrics_listen: "127.0.0.1:9466".into(),
             telemetry: TelemetryConfig::default(),
         }
     }
