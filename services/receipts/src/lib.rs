@@ -2,6 +2,7 @@
 //! broker (or a real one); the other modules are tools that talk to a running system.
 
 pub mod bench;
+pub mod cli;
 pub mod dev;
 pub mod get;
 pub mod simulate;

@@ -1,40 +1,7 @@
 //! `receipts`: see `receipts --help`.
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use receipts_runtime::config::TelemetryConfig;
-use receipts_runtime::{shutdown, telemetry};
-use tokio_util::sync::CancellationToken;
-
-/// Delivery receipts for conversational messaging: run the whole system locally, or query one.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run ingest, projector, query and dispatcher in one process on an embedded Kafka broker
-    /// (or --kafka).
-    /// Ctrl-C stops everything cleanly, storing what was applied.
-    Dev(receipts::dev::DevArgs),
-    /// Drive realistic traffic through the ingest endpoints, then check every message's
-    /// summary against the query API (exit status 1 if any differs).
-    Simulate(receipts::simulate::SimulateArgs),
-    /// Receive onDeliveryUpdated webhooks, check their X-Twilio-Signature and print each one.
-    Sink(receipts::sink::SinkArgs),
-    /// Read delivery state from a running system over gRPC.
-    Get {
-        #[command(flatten)]
-        connection: receipts::get::Connection,
-        #[command(subcommand)]
-        what: receipts::get::What,
-    },
-    /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
-    Bench(receipts::bench::BenchArgs),
-}
+use clap::Parser;
+use receipts::cli::{Cli, run};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -44,73 +11,6 @@ fn main() -> std::process::ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Dev(args) => {
-            let logs = TelemetryConfig {
-                log_filter: "warn,receipts=info".into(),
-                ..Default::default()
-            };
-            telemetry::init_tracing(&logs).context("initialising logs")?;
-            let token = CancellationToken::new();
-            shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
-            let embedded = args.kafka.is_none();
-            receipts::dev::run(args, token, |addresses| {
-                use std::io::Write;
-                let _ = write!(
-                    std::io::stdout(),
-                    "{}",
-                    receipts::dev::banner(addresses, embedded)
-                );
-            })
-            .await
-        }
-        Command::Simulate(args) => {
-            let report = receipts::simulate::run(args, &mut std::io::stdout()).await?;
-            if !report.mismatches.is_empty() {
-                anyhow::bail!(
-                    "{} message summaries differ from what was sent",
-                    report.mismatches.len()
-                );
-            }
-            Ok(())
-        }
-        Command::Sink(args) => {
-            let listener = tokio::net::TcpListener::bind(&args.listen)
-                .await
-                .with_context(|| format!("binding {}", args.listen))?;
-            let url = args
-                .url
-                .unwrap_or_else(|| format!("http://{}{}", args.listen, receipts::sink::PATH));
-            let token = CancellationToken::new();
-            shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
-            let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();
-            eprintln!("receiving webhooks on {url}");
-            let counts = std::sync::Arc::new(receipts::sink::SinkCounts::default());
-            let server = tokio::spawn(receipts::sink::serve(
-                listener, url, args.token, counts, lines, token,
-            ));
-            while let Some(line) = received.recv().await {
-                use std::io::Write;
-                writeln!(std::io::stdout(), "{line}")?;
-            }
-            Ok(server.await??)
-        }
-        Command::Get { connection, what } => {
-            use std::io::Write;
-            let out = receipts::get::run(&connection, what).await?;
-            std::io::stdout().write_all(out.as_bytes())?;
-            Ok(())
-        }
-        Command::Bench(args) => {
-            use std::io::Write;
-            let report = receipts::bench::run(&args, &mut |line| eprintln!("{line}")).await?;
-            std::io::stdout().write_all(receipts::bench::table(&report).as_bytes())?;
-            Ok(())
         }
     }
 }

@@ -1,0 +1,105 @@
+//! The `receipts` command line: its subcommands and what each one runs.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use receipts_runtime::config::TelemetryConfig;
+use receipts_runtime::{shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Delivery receipts for conversational messaging: run the whole system locally, or query one.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ingest, projector, query and dispatcher in one process on an embedded Kafka broker
+    /// (or --kafka).
+    /// Ctrl-C stops everything cleanly, storing what was applied.
+    Dev(crate::dev::DevArgs),
+    /// Drive realistic traffic through the ingest endpoints, then check every message's
+    /// summary against the query API (exit status 1 if any differs).
+    Simulate(crate::simulate::SimulateArgs),
+    /// Receive onDeliveryUpdated webhooks, check their X-Twilio-Signature and print each one.
+    Sink(crate::sink::SinkArgs),
+    /// Read delivery state from a running system over gRPC.
+    Get {
+        #[command(flatten)]
+        connection: crate::get::Connection,
+        #[command(subcommand)]
+        what: crate::get::What,
+    },
+    /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Runs one subcommand to its end.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => {
+            let logs = TelemetryConfig {
+                log_filter: "warn,receipts=info".into(),
+                ..Default::default()
+            };
+            telemetry::init_tracing(&logs).context("initialising logs")?;
+            let token = CancellationToken::new();
+            shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
+            let embedded = args.kafka.is_none();
+            crate::dev::run(args, token, |addresses| {
+                use std::io::Write;
+                let _ = write!(
+                    std::io::stdout(),
+                    "{}",
+                    crate::dev::banner(addresses, embedded)
+                );
+            })
+            .await
+        }
+        Command::Simulate(args) => {
+            let report = crate::simulate::run(args, &mut std::io::stdout()).await?;
+            if !report.mismatches.is_empty() {
+                anyhow::bail!(
+                    "{} message summaries differ from what was sent",
+                    report.mismatches.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Sink(args) => {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            let url = args
+                .url
+                .unwrap_or_else(|| format!("http://{}{}", args.listen, crate::sink::PATH));
+            let token = CancellationToken::new();
+            shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
+            let (lines, mut received) = tokio::sync::mpsc::unbounded_channel();
+            eprintln!("receiving webhooks on {url}");
+            let counts = std::sync::Arc::new(crate::sink::SinkCounts::default());
+            let server = tokio::spawn(crate::sink::serve(
+                listener, url, args.token, counts, lines, token,
+            ));
+            while let Some(line) = received.recv().await {
+                use std::io::Write;
+                writeln!(std::io::stdout(), "{line}")?;
+            }
+            Ok(server.await??)
+        }
+        Command::Get { connection, what } => {
+            use std::io::Write;
+            let out = crate::get::run(&connection, what).await?;
+            std::io::stdout().write_all(out.as_bytes())?;
+            Ok(())
+        }
+        Command::Bench(args) => {
+            use std::io::Write;
+            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await?;
+            std::io::stdout().write_all(crate::bench::table(&report).as_bytes())?;
+            Ok(())
+        }
+    }
+}
