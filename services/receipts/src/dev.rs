@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use rdkafka::mocking::MockCluster;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_runtime::config::Secret;
 use receipts_runtime::metrics::{self, Metrics};
@@ -22,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::embedded::EmbeddedBroker;
 use crate::sink::{self, SinkCounts};
 
 /// The demo account `receipts dev` serves.
@@ -81,63 +81,6 @@ pub struct DevAddresses {
     pub sink: Option<(SocketAddr, Arc<SinkCounts>)>,
 }
 
-/// An embedded broker on a thread of its own (its handle cannot move between threads); dropping
-/// this stops it.
-struct EmbeddedBroker {
-    bootstrap: String,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EmbeddedBroker {
-    fn start(topics: &TopicNames, partitions: i32) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let specs = topics.specs(partitions);
-        let thread = std::thread::Builder::new()
-            .name("embedded-kafka".into())
-            .spawn(move || {
-                let started = (|| -> anyhow::Result<MockCluster<'static, _>> {
-                    let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-                    // The embedded broker has no admin API: topics are made through the mock itself.
-                    for spec in &specs {
-                        cluster
-                            .create_topic(&spec.name, spec.partitions, 1)
-                            .with_context(|| format!("creating topic {}", spec.name))?;
-                    }
-                    Ok(cluster)
-                })();
-                match started {
-                    Ok(cluster) => {
-                        let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                        let _ = stop_rx.recv();
-                        drop(cluster);
-                    }
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error));
-                    }
-                }
-            })?;
-        let bootstrap = ready_rx
-            .recv()
-            .context("the embedded broker thread ended")??;
-        Ok(EmbeddedBroker {
-            bootstrap,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EmbeddedBroker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 async fn bind(what: &str, address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
@@ -168,12 +111,10 @@ pub async fn run(
     let (kafka, broker) = match &args.kafka {
         Some(servers) => (KafkaSettings::new(servers.clone()), None),
         None => {
-            let broker = tokio::task::spawn_blocking({
-                let topics = topics.clone();
-                move || EmbeddedBroker::start(&topics, args.partitions)
-            })
-            .await??;
-            (KafkaSettings::new(broker.bootstrap.clone()), Some(broker))
+            let specs = topics.specs(args.partitions);
+            let broker =
+                tokio::task::spawn_blocking(move || EmbeddedBroker::start(specs)).await??;
+            (KafkaSettings::new(broker.bootstrap()), Some(broker))
         }
     };
     let dirs = ["projector", "query", "dispatcher"].map(|name| args.data_dir.join(name));

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod dev;
+pub mod embedded;
 pub mod get;
 pub mod simulate;
 pub mod sink;

@@ -2,14 +2,14 @@
 //! stage (its handle cannot leave its thread, so it lives on one), or a real broker where the
 //! stage's topics are created under a unique prefix and deleted afterwards.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::mocking::MockCluster;
 use receipts_bus::{KafkaSettings, TopicNames};
+
+use crate::embedded::EmbeddedBroker;
 
 /// A broker with a fresh set of topics; dropping it stops the embedded broker.
 pub struct StageBroker {
@@ -47,9 +47,9 @@ impl StageBroker {
             None => {
                 let specs = topics.specs(partitions);
                 let embedded =
-                    tokio::task::spawn_blocking(move || EmbeddedBroker::start(&specs)).await??;
+                    tokio::task::spawn_blocking(move || EmbeddedBroker::start(specs)).await??;
                 Ok(StageBroker {
-                    kafka: KafkaSettings::new(embedded.bootstrap.clone()),
+                    kafka: KafkaSettings::new(embedded.bootstrap()),
                     topics,
                     embedded: Some(embedded),
                 })
@@ -82,60 +82,6 @@ impl StageBroker {
 
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()
-    }
-}
-
-struct EmbeddedBroker {
-    bootstrap: String,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EmbeddedBroker {
-    fn start(specs: &[receipts_bus::TopicSpec]) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let specs = specs.to_vec();
-        let thread = std::thread::Builder::new()
-            .name("bench-kafka".into())
-            .spawn(move || {
-                let started = (|| -> anyhow::Result<MockCluster<'static, _>> {
-                    let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-                    for spec in &specs {
-                        cluster
-                            .create_topic(&spec.name, spec.partitions, 1)
-                            .with_context(|| format!("creating topic {}", spec.name))?;
-                    }
-                    Ok(cluster)
-                })();
-                match started {
-                    Ok(cluster) => {
-                        let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                        let _ = stop_rx.recv();
-                        drop(cluster);
-                    }
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error));
-                    }
-                }
-            })?;
-        let bootstrap = ready_rx
-            .recv()
-            .context("the embedded broker thread ended")??;
-        Ok(EmbeddedBroker {
-            bootstrap,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EmbeddedBroker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
