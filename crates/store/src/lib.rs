@@ -24,7 +24,8 @@ pub use query::{
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the sled database in `dir`, waiting up to [`LOCK_WAIT`] while another owner holds it.
-pub(crate) fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
+/// Every service's store opens its database this way.
+pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new().path(dir).open() {

@@ -11,15 +11,12 @@ pub struct PartitionOffset {
     pub next_offset: i64,
 }
 
-pub(crate) fn key(topic: &str, partition: i32) -> Vec<u8> {
+fn key(topic: &str, partition: i32) -> Vec<u8> {
     format!("o/{topic}/{partition}").into_bytes()
 }
 
-pub(crate) fn read(
-    tree: &sled::Tree,
-    topic: &str,
-    partition: i32,
-) -> Result<Option<i64>, StoreError> {
+/// The stored next offset of a partition, if any.
+pub fn read(tree: &sled::Tree, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
     let key = key(topic, partition);
     let Some(value) = tree.get(&key)? else {
         return Ok(None);
@@ -31,7 +28,8 @@ pub(crate) fn read(
     Ok(Some(i64::from_be_bytes(bytes)))
 }
 
-pub(crate) fn write(batch: &mut sled::Batch, offset: &PartitionOffset) {
+/// Adds a partition's next offset to a batch, to be stored with the state it belongs to.
+pub fn write(batch: &mut sled::Batch, offset: &PartitionOffset) {
     batch.insert(
         key(&offset.topic, offset.partition),
         &offset.next_offset.to_be_bytes(),

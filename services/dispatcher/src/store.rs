@@ -11,23 +11,11 @@
 //! (delivered, next attempt produced to the retry topic, or dead-lettered) is stored.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+
+pub use receipts_store::StoreError;
+use receipts_store::{PartitionOffset, offsets};
 
 use crate::job::DeliveryJob;
-
-/// How long opening waits for a previous owner (a restarting process) to release the database.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// A storage operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database {} is in use by another process", dir.display())]
-    InUse { dir: std::path::PathBuf },
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("stored value under {key:?} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
-}
 
 /// What the dispatcher last saw of a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +48,6 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     }
 }
 
-fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
-    format!("o/{topic}/{partition}").into_bytes()
-}
-
 fn delivered_key(webhook_key: &str, receipt_sid: &str) -> Vec<u8> {
     [b"d/", webhook_key.as_bytes(), b"\0", receipt_sid.as_bytes()].concat()
 }
@@ -79,22 +63,7 @@ fn u64_at(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
 impl DispatcherStore {
     /// Opens the database in `dir`, waiting while a previous owner still holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(StoreError::InUse {
-                        dir: dir.to_owned(),
-                    });
-                }
-                other => break other?,
-            }
-        };
+        let db = receipts_store::open_db(dir)?;
         Ok(DispatcherStore {
             tree: db.open_tree("dispatcher")?,
             db,
@@ -102,11 +71,7 @@ impl DispatcherStore {
     }
 
     pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        let key = offset_key(topic, partition);
-        match self.tree.get(&key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(u64_at(&key, &v)? as i64)),
-        }
+        offsets::read(&self.tree, topic, partition)
     }
 
     pub fn seen(&self, receipt_sid: &str) -> Result<Option<SeenReceipt>, StoreError> {
@@ -161,7 +126,12 @@ impl DispatcherStore {
             write.insert(job.pending_key(), job.to_json());
         }
         for (topic, partition, next) in &batch.offsets {
-            write.insert(offset_key(topic, *partition), &next.to_be_bytes());
+            let offset = PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            };
+            offsets::write(&mut write, &offset);
         }
         self.tree.apply_batch(write)?;
         Ok(())
