@@ -5,6 +5,7 @@
 //! producers, manually committed consumers); [`topics`] names the topics and creates them;
 //! [`record`] encodes and decodes record payloads and sorts decode failures into poison reasons.
 
+pub mod assignment;
 pub mod errors;
 pub mod record;
 pub mod settings;

@@ -13,15 +13,16 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use receipts_bus::assignment::rebalance_from_stored;
+use receipts_bus::errors::{Backoff, is_fatal};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_webhook::payload::status_word;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 use crate::configs::SharedDirectory;
 use crate::deliver::Deliverer;
@@ -50,52 +51,12 @@ impl ConsumerContext for SeekToStored {
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
+        event: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut assignment = TopicPartitionList::new();
-                for element in tpl.elements() {
-                    let offset = match self.store.next_offset(element.topic(), element.partition())
-                    {
-                        Ok(Some(next)) => Offset::Offset(next),
-                        Ok(None) => Offset::Beginning,
-                        Err(e) => {
-                            error!(topic = element.topic(), partition = element.partition(), error = %e, "cannot read stored offset");
-                            continue;
-                        }
-                    };
-                    info!(
-                        topic = element.topic(),
-                        partition = element.partition(),
-                        ?offset,
-                        "partition assigned"
-                    );
-                    if let Err(e) = assignment.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        offset,
-                    ) {
-                        error!(error = %e, "cannot assign partition");
-                    }
-                }
-                if let Err(e) = consumer.assign(&assignment) {
-                    error!(error = %e, "assignment failed");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(partitions = tpl.count(), "partitions revoked");
-                if let Err(e) = consumer.unassign() {
-                    error!(error = %e, "unassignment failed");
-                }
-            }
-            other => {
-                let code: RDKafkaErrorCode = other.into();
-                error!(error = %code, "rebalance failed");
-                let _ = consumer.unassign();
-            }
-        }
+        rebalance_from_stored(consumer, event, tpl, |topic, partition| {
+            self.store.next_offset(topic, partition)
+        });
     }
 }
 
@@ -112,7 +73,7 @@ pub(crate) struct Intake {
 
 impl Intake {
     pub(crate) async fn run(&self, shutdown: &CancellationToken) -> Result<(), DispatcherError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -120,14 +81,15 @@ impl Intake {
             };
             let first = match first {
                 Ok(m) => m.detach(),
-                Err(error) => {
-                    warn!(%error, "consuming failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(error) if !is_fatal(&error) => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in_ms = delay.as_millis() as u64, "consuming failed, retrying");
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
+                Err(error) => return Err(error.into()),
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             let mut records = vec![first];
             while records.len() < self.max_records {
                 match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {

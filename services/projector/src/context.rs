@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
+use receipts_bus::assignment::rebalance_from_stored;
 use receipts_store::ProjectorStore;
-use tracing::{error, info};
 
 use crate::metrics::PartitionLabel;
 
@@ -55,56 +54,15 @@ impl ConsumerContext for SeekToStored {
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
+        event: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut assignment = TopicPartitionList::new();
-                for element in tpl.elements() {
-                    let stored = if element.topic() == self.topic {
-                        self.store.next_offset(element.topic(), element.partition())
-                    } else {
-                        Ok(None)
-                    };
-                    let offset = match stored {
-                        Ok(Some(next)) => Offset::Offset(next),
-                        Ok(None) => Offset::Beginning,
-                        Err(e) => {
-                            // Starting anywhere else could skip or re-apply records: stop consuming
-                            // this partition and say why.
-                            error!(partition = element.partition(), error = %e, "cannot read stored offset");
-                            continue;
-                        }
-                    };
-                    info!(
-                        partition = element.partition(),
-                        ?offset,
-                        "partition assigned"
-                    );
-                    if let Err(e) = assignment.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        offset,
-                    ) {
-                        error!(partition = element.partition(), error = %e, "cannot assign partition");
-                    }
-                }
-                if let Err(e) = consumer.assign(&assignment) {
-                    error!(error = %e, "assignment failed");
-                }
+        rebalance_from_stored(consumer, event, tpl, |topic, partition| {
+            if topic == self.topic {
+                self.store.next_offset(topic, partition)
+            } else {
+                Ok(None)
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(partitions = tpl.count(), "partitions revoked");
-                if let Err(e) = consumer.unassign() {
-                    error!(error = %e, "unassignment failed");
-                }
-            }
-            other => {
-                let code: RDKafkaErrorCode = other.into();
-                error!(error = %code, "rebalance failed");
-                let _ = consumer.unassign();
-            }
-        }
+        });
     }
 }
