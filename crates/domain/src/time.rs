@@ -24,6 +24,37 @@ impl Timestamp {
         (secs, nanos)
     }
 
+    /// The UTC calendar date and time of day: (year, month, day, hour, minute, second).
+    pub const fn to_civil(self) -> (i64, u32, u32, u32, u32, u32) {
+        let seconds = self.0.div_euclid(1000);
+        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+        (
+            year,
+            month as u32,
+            day as u32,
+            (of_day / 3600) as u32,
+            (of_day % 3600 / 60) as u32,
+            (of_day % 60) as u32,
+        )
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ`: UTC, whole seconds, the form of every time in Twilio's REST bodies
+    /// and webhooks.
+    pub fn iso8601_seconds(self) -> String {
+        let (year, month, day, hour, minute, second) = self.to_civil();
+        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+    }
+
     /// The inverse of [`Timestamp::to_seconds_nanos`]; sub-millisecond precision is truncated.
     pub const fn from_seconds_nanos(secs: i64, nanos: i32) -> Self {
         Timestamp(
@@ -36,6 +67,30 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601_is_utc_whole_seconds() {
+        assert_eq!(
+            Timestamp::from_unix_millis(0).iso8601_seconds(),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(1_458_851_877_999).iso8601_seconds(),
+            "2016-03-24T20:37:57Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(951_782_400_000).iso8601_seconds(),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(-1).iso8601_seconds(),
+            "1969-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(1_772_323_199_000).to_civil(),
+            (2026, 2, 28, 23, 59, 59)
+        );
+    }
 
     #[test]
     fn seconds_nanos_round_trip_including_before_epoch() {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use receipts_domain::Timestamp;
 use receipts_proto::v1;
 
 /// The event name, the value of `EventType` and of the filter that subscribes to it.
@@ -58,24 +59,8 @@ pub struct DeliveryPayload {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, the contract's REST timestamp form (§0): UTC, no fractions.
 pub fn iso8601(t: Option<&pbjson_types::Timestamp>) -> String {
-    let Some(t) = t else {
-        return String::new();
-    };
-    let secs = t.seconds;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's days-from-civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    t.map(|t| Timestamp::from_seconds_nanos(t.seconds, t.nanos).iso8601_seconds())
+        .unwrap_or_default()
 }
 
 /// The Twilio word for a status; `None` for a receipt still inside the platform (null in the REST

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use receipts_domain::{DeliveryStatus, DeliverySummary, StatusCounts};
+use receipts_domain::{DeliveryStatus, DeliverySummary, StatusCounts, Timestamp};
 use receipts_proto::v1;
 use tokio::sync::Semaphore;
 
@@ -100,24 +100,8 @@ fn rfc3339(unix: i64) -> String {
 
 /// YYMMDDhhmm in UTC, as SMPP receipts and Twilio's RawDlrDoneDate carry it.
 fn yymmddhhmm(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), for dates after 1970.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{:02}{month:02}{day:02}{:02}{:02}",
-        year % 100,
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    let (year, month, day, hour, minute, _) = Timestamp::from_unix_millis(unix * 1000).to_civil();
+    format!("{:02}{month:02}{day:02}{hour:02}{minute:02}", year % 100)
 }
 
 impl Plan {
