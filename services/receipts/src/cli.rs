@@ -48,12 +48,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = CancellationToken::new();
             shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
             let embedded = args.kafka.is_none();
+            // The commands to try name this very binary, wherever cargo put it.
+            let program = std::env::current_exe()
+                .ok()
+                .and_then(|path| {
+                    let cwd = std::env::current_dir().ok()?;
+                    Some(
+                        path.strip_prefix(&cwd)
+                            .map(|p| p.to_path_buf())
+                            .unwrap_or(path),
+                    )
+                })
+                .map_or_else(|| "receipts".to_owned(), |path| path.display().to_string());
             crate::dev::run(args, token, |addresses| {
                 use std::io::Write;
                 let _ = write!(
                     std::io::stdout(),
                     "{}",
-                    crate::dev::banner(addresses, embedded)
+                    crate::dev::banner(addresses, embedded, &program)
                 );
             })
             .await

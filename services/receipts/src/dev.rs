@@ -296,7 +296,8 @@ async fn configure_webhook(
 }
 
 /// What `receipts dev` prints once everything listens.
-pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
+/// `program` is how the user can run this binary again (its path, as commands to copy name it).
+pub fn banner(addresses: &DevAddresses, embedded: bool, program: &str) -> String {
     let broker = if embedded {
         "embedded (in memory; state starts empty on every run)"
     } else {
@@ -317,9 +318,9 @@ pub fn banner(addresses: &DevAddresses, embedded: bool) -> String {
          {{\"eventId\":\"reg-1\",\"occurredAt\":\"2026-01-01T00:00:00Z\",\"receiptRegistered\":{{\"accountSid\":\"{DEMO_ACCOUNT}\",\"conversationSid\":\"CH00000000000000000000000000000001\",\"messageSid\":\"IM00000000000000000000000000000001\",\"participantSid\":\"MB00000000000000000000000000000001\",\"channel\":\"CHANNEL_WHATSAPP\",\"channelMessageId\":\"wamid.demo1\",\"expectedReceipts\":1}}}},\
          {{\"eventId\":\"read-1\",\"occurredAt\":\"2026-01-01T00:00:05Z\",\"statusReported\":{{\"channelMessageId\":\"wamid.demo1\",\"rawStatus\":\"read\",\"providerTimestamp\":\"2026-01-01T00:00:05Z\",\"source\":\"STATUS_SOURCE_WHATSAPP_CLOUD\"}}}}]}}'\
          \n  # the message's delivery summary over gRPC\
-         \n  receipts get message CH00000000000000000000000000000001 IM00000000000000000000000000000001 --grpc {grpc}\
+         \n  {program} get message CH00000000000000000000000000000001 IM00000000000000000000000000000001 --grpc {grpc}\
          \n  # realistic traffic from every provider format, then a check of every summary\
-         \n  receipts simulate --ingest http://{ingest} --grpc {grpc} --conversations 20 --messages 10\n",
+         \n  {program} simulate --ingest http://{ingest} --grpc {grpc} --conversations 20 --messages 10\n",
         kafka = addresses.kafka,
         ingest = addresses.ingest,
         grpc = addresses.grpc,
