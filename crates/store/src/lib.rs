@@ -26,16 +26,33 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Opens the sled database in `dir`, waiting up to [`LOCK_WAIT`] while another owner holds it.
 /// Every service's store opens its database this way.
 pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    open_db_waiting(dir, LOCK_WAIT)
+}
+
+/// Whether sled refused to open because another owner holds the database's file lock. sled
+/// reports that as an `Other` I/O error whose message names the lock, so the message is what
+/// tells it apart.
+fn lock_held(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(e) => {
+            e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+fn open_db_waiting(
+    dir: &std::path::Path,
+    wait: std::time::Duration,
+) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match sled::Config::new().path(dir).open() {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e) if lock_held(&e) => {
                 return Err(StoreError::InUse {
                     dir: dir.to_owned(),
                 });
@@ -54,4 +71,33 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored value under {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn opening_waits_for_the_previous_owner_to_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open_db(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let second = open_db(dir.path());
+        release.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
+    }
+
+    #[test]
+    fn a_database_held_for_longer_is_reported_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = open_db(dir.path()).unwrap();
+        let err = open_db_waiting(dir.path(), Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
 }
