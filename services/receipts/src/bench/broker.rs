@@ -9,6 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use receipts_bus::{KafkaSettings, TopicNames};
 
+use super::{StageReport, per_sec};
 use crate::embedded::EmbeddedBroker;
 
 /// A broker with a fresh set of topics; dropping it stops the embedded broker.
@@ -153,4 +154,31 @@ pub async fn end_offsets(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<V
         Ok(ends)
     })
     .await?
+}
+
+/// Produces a stage's whole input backlog to `topic` before anything consumes it, reports its
+/// mean record size and produce rate, and returns the record count and the end offsets that
+/// mark "everything read".
+pub async fn produce_backlog(
+    report: &mut StageReport,
+    kafka: &KafkaSettings,
+    topic: &str,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    unit: &str,
+) -> anyhow::Result<(u64, Vec<(i32, i64)>)> {
+    let total = records.len() as u64;
+    let bytes: usize = records.iter().map(|(k, p)| k.len() + p.len()).sum();
+    report.metric(
+        "mean record size (key + payload)",
+        bytes as f64 / total.max(1) as f64,
+        "bytes",
+    );
+    let produced_in = produce_all(kafka, topic, records).await?;
+    report.metric("produced up front", per_sec(total, produced_in), unit);
+    let ends = end_offsets(kafka, topic).await?;
+    anyhow::ensure!(
+        ends.iter().map(|(_, e)| *e as u64).sum::<u64>() == total,
+        "the topic does not hold exactly the {total} records produced"
+    );
+    Ok((total, ends))
 }

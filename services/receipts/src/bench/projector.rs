@@ -18,9 +18,9 @@ use receipts_store::{ProjectorStore, SledProjectorStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{StageBroker, end_offsets, produce_all};
+use super::broker::{StageBroker, end_offsets, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, per_sec, workload};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let batch = BatchConfig::default();
@@ -70,24 +70,14 @@ async fn measure(
             )
         })
         .collect();
-    let total = records.len() as u64;
-    let payload_bytes: usize = records.iter().map(|(k, p)| k.len() + p.len()).sum();
-    report.metric(
-        "mean record size (key + payload)",
-        payload_bytes as f64 / total.max(1) as f64,
-        "bytes",
-    );
-    let produced_in = produce_all(&broker.kafka, &topics.delivery_events, records).await?;
-    report.metric(
-        "produced up front",
-        per_sec(total, produced_in),
+    let (total, ends) = produce_backlog(
+        report,
+        &broker.kafka,
+        &topics.delivery_events,
+        records,
         "reports/s",
-    );
-    let ends = end_offsets(&broker.kafka, &topics.delivery_events).await?;
-    anyhow::ensure!(
-        ends.iter().map(|(_, e)| *e as u64).sum::<u64>() == total,
-        "the topic does not hold exactly the {total} records produced"
-    );
+    )
+    .await?;
 
     // The raw limit first: it also warms the broker's caches for the projector.
     let (raw, undecodable) =

@@ -19,9 +19,9 @@ use receipts_store::{QueryStore, SledQueryStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{StageBroker, end_offsets, produce_all};
+use super::broker::{StageBroker, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, per_sec, workload};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 /// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
 pub(crate) fn updates(count: usize, seed: u64) -> Vec<ReceiptChange> {
@@ -76,20 +76,14 @@ async fn measure(
             )
         })
         .collect();
-    let total = records.len() as u64;
-    let bytes: usize = records.iter().map(|(k, p)| k.len() + p.len()).sum();
-    report.metric(
-        "mean record size (key + payload)",
-        bytes as f64 / total.max(1) as f64,
-        "bytes",
-    );
-    let produced_in = produce_all(&broker.kafka, &topics.receipt_updates, records).await?;
-    report.metric(
-        "produced up front",
-        per_sec(total, produced_in),
+    let (total, ends) = produce_backlog(
+        report,
+        &broker.kafka,
+        &topics.receipt_updates,
+        records,
         "updates/s",
-    );
-    let ends = end_offsets(&broker.kafka, &topics.receipt_updates).await?;
+    )
+    .await?;
 
     let (raw, undecodable) = raw_consume(&broker.kafka, &topics.receipt_updates, &ends, |m| {
         use rdkafka::Message;
