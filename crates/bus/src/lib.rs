@@ -3,22 +3,59 @@
 //!
 //! Layout: [`settings`] turns configuration into librdkafka client settings (idempotent
 //! producers, manually committed consumers); [`topics`] names the topics and creates them;
-//! [`record`] encodes and decodes record payloads and sorts decode failures into poison reasons.
+//! [`record`] is the consumed record and its decoding, with decode failures sorted into poison
+//! reasons; [`consume`] is the one consume engine every consumer runs on (assignment, batches,
+//! the error policy, restore, fencing, commits, readiness); [`changelog`] restores partition
+//! state from compacted changelog topics; [`publish`] produces batches and awaits their
+//! acknowledgements; [`errors`] sorts consumer errors and spaces out retries.
+//!
+//! Services use these types only: no rdkafka type appears in their code.
 
-pub mod assignment;
+pub mod changelog;
+pub mod consume;
 pub mod errors;
+pub mod publish;
 pub mod record;
 pub mod settings;
 pub mod topics;
 
+pub use consume::{Commit, Consumer, ConsumerOptions, Handler, Partition, Transient};
+pub use publish::{Landed, Outgoing, PublishError, Publisher};
+pub use record::Record;
 pub use settings::KafkaSettings;
 pub use topics::{TopicNames, TopicSpec};
 
 /// A Kafka client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("kafka client error: {0}")]
+    #[error("kafka client error")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
+    #[error(
+        "changelog {changelog} has {changelog_partitions} partitions but its input {input} has {input_partitions}: they must be equal"
+    )]
+    NotCoPartitioned {
+        input: String,
+        input_partitions: usize,
+        changelog: String,
+        changelog_partitions: usize,
+    },
+    #[error("reading the stored offset of {partition}")]
+    Stored {
+        partition: String,
+        #[source]
+        source: consume::BoxError,
+    },
+}
+
+impl BusError {
+    /// Whether trying again later can succeed (the broker was away).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BusError::Kafka(e) => !errors::is_fatal(e),
+            BusError::CreateTopic { .. } => true,
+            BusError::NotCoPartitioned { .. } | BusError::Stored { .. } => false,
+        }
+    }
 }

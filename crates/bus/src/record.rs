@@ -1,10 +1,11 @@
 //! Record payloads and headers.
 //!
-//! A record's payload is protobuf unless its `content-type` header says JSON. Anything that
-//! cannot become a valid domain event is a *poison* record: it will never succeed, so it is
-//! counted, sent to a dead-letter topic with the reason, and skipped.
+//! A [`Record`] is one consumed Kafka record, owned, so a batch can move to a blocking thread.
+//! Its payload is protobuf unless its `content-type` header says JSON. Anything that cannot
+//! become a valid domain event is a *poison* record: it will never succeed, so it is counted,
+//! sent to a dead-letter topic with the reason, and skipped.
 
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use receipts_domain::DeliveryEvent;
 use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
 use receipts_proto::{ConversionError, v1};
@@ -13,6 +14,94 @@ use receipts_proto::{ConversionError, v1};
 pub const ERROR_HEADER: &str = "receipts-error";
 /// The record header that names the topic, partition and offset a dead-lettered record came from.
 pub const ORIGIN_HEADER: &str = "receipts-origin";
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Record(OwnedMessage);
+
+impl Record {
+    pub(crate) fn new(message: OwnedMessage) -> Self {
+        Record(message)
+    }
+
+    pub fn topic(&self) -> &str {
+        self.0.topic()
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.0.partition()
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.0.offset()
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.0.key()
+    }
+
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.0.payload()
+    }
+
+    /// When the record was produced (or appended), in unix millis, if the broker says.
+    pub fn timestamp_millis(&self) -> Option<i64> {
+        self.0.timestamp().to_millis()
+    }
+
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let headers = self.0.headers()?;
+        headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .and_then(|h| h.value)
+    }
+
+    /// Every header, in order.
+    pub fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
+        match self.0.headers() {
+            Some(headers) => headers.iter().map(|h| (h.key, h.value)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The value of the record's `content-type` header, if any.
+    pub fn content_type(&self) -> Option<&[u8]> {
+        self.header(CONTENT_TYPE_HEADER)
+    }
+
+    /// `topic/partition/offset`, how logs and dead letters name a record.
+    pub fn origin(&self) -> String {
+        format!("{}/{}/{}", self.topic(), self.partition(), self.offset())
+    }
+
+    /// A test or tool record that never came from a broker.
+    pub fn detached(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Self {
+        let headers = content_type.map(|value| {
+            OwnedHeaders::new().insert(Header {
+                key: CONTENT_TYPE_HEADER,
+                value: Some(value),
+            })
+        });
+        Record(OwnedMessage::new(
+            payload,
+            key,
+            topic.to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            headers,
+        ))
+    }
+}
 
 /// Why a record can never be applied.
 #[derive(Debug, thiserror::Error)]
@@ -25,26 +114,25 @@ pub enum PoisonRecord {
     Invalid(#[from] ConversionError),
 }
 
-/// The value of the record's `content-type` header, if any.
-pub fn content_type<M: Message>(message: &M) -> Option<&[u8]> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER))
-        .and_then(|h| h.value)
+/// Decodes a record's payload as the wire type `T`, honouring its `content-type`.
+pub fn decode<T>(record: &Record) -> Result<T, PoisonRecord>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    let encoding = Encoding::from_content_type(record.content_type())?;
+    let payload = record.payload().ok_or(PoisonRecord::EmptyPayload)?;
+    Ok(codec::decode(payload, encoding)?)
 }
 
 /// Decodes a `delivery-events` record into a validated event.
-pub fn decode_delivery_event<M: Message>(message: &M) -> Result<DeliveryEvent, PoisonRecord> {
-    let encoding = Encoding::from_content_type(content_type(message))?;
-    let payload = message.payload().ok_or(PoisonRecord::EmptyPayload)?;
-    let wire: v1::Envelope = codec::decode(payload, encoding)?;
+pub fn decode_delivery_event(record: &Record) -> Result<DeliveryEvent, PoisonRecord> {
+    let wire: v1::Envelope = decode(record)?;
     Ok(DeliveryEvent::try_from(&wire)?)
 }
 
 /// Headers announcing a payload's encoding.
 pub fn content_type_headers(encoding: Encoding) -> OwnedHeaders {
-    OwnedHeaders::new().insert(rdkafka::message::Header {
+    OwnedHeaders::new().insert(Header {
         key: CONTENT_TYPE_HEADER,
         value: Some(encoding.content_type()),
     })

@@ -106,6 +106,21 @@ impl KafkaSettings {
     }
 }
 
+/// A client id that tells instances apart in broker logs and group listings: `prefix`, the
+/// host name (a container's id under Docker, where every process is pid 1) and the process id.
+pub fn client_id(prefix: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{prefix}-{host}-{}", std::process::id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,12 @@ pub struct TopicNames {
     pub webhook_dlq: String,
     /// Input records the projector could not use, with the reason in headers.
     pub delivery_events_dlq: String,
+    /// Compacted: the projector's state per channel message, partition by partition of
+    /// `delivery_events` (DESIGN §4a); also the table a query replica bootstraps from.
+    pub projector_changelog: String,
+    /// Compacted: what the dispatcher settled per delivery, partition by partition of
+    /// `receipt_updates` and the retry topic.
+    pub dispatcher_changelog: String,
 }
 
 impl Default for TopicNames {
@@ -42,6 +48,8 @@ impl TopicNames {
             webhook_retries: format!("{prefix}.webhook-retries.v1"),
             webhook_dlq: format!("{prefix}.webhook-dlq.v1"),
             delivery_events_dlq: format!("{prefix}.delivery-events-dlq.v1"),
+            projector_changelog: format!("{prefix}.projector-changelog.v1"),
+            dispatcher_changelog: format!("{prefix}.dispatcher-changelog.v1"),
         }
     }
 
@@ -54,6 +62,8 @@ impl TopicNames {
             TopicSpec::new(&self.webhook_retries, partitions),
             TopicSpec::new(&self.webhook_dlq, 1),
             TopicSpec::new(&self.delivery_events_dlq, 1),
+            TopicSpec::new(&self.projector_changelog, partitions).compacted(),
+            TopicSpec::new(&self.dispatcher_changelog, partitions).compacted(),
         ]
     }
 }
@@ -78,6 +88,46 @@ impl TopicSpec {
     pub fn compacted(mut self) -> Self {
         self.compacted = true;
         self
+    }
+}
+
+/// Checks that `changelog` has as many partitions as `input` (creating it compacted, with that
+/// many, when it does not exist yet): state restored from changelog partition `p` must be the
+/// state of input partition `p`.
+pub async fn ensure_changelog(
+    settings: &KafkaSettings,
+    input: &str,
+    changelog: &str,
+) -> Result<(), BusError> {
+    let (s, i, c) = (settings.clone(), input.to_owned(), changelog.to_owned());
+    let counts = tokio::task::spawn_blocking(move || {
+        Ok::<_, BusError>((
+            crate::changelog::partition_count(&s, &i)?,
+            crate::changelog::partition_count(&s, &c)?,
+        ))
+    })
+    .await
+    .map_err(|e| BusError::CreateTopic {
+        topic: changelog.to_owned(),
+        message: e.to_string(),
+    })??;
+    match counts {
+        (Some(input_count), None) => {
+            ensure_topics(
+                settings,
+                &[TopicSpec::new(changelog, input_count as i32).compacted()],
+            )
+            .await
+        }
+        (Some(input_count), Some(changelog_count)) if input_count != changelog_count => {
+            Err(BusError::NotCoPartitioned {
+                input: input.to_owned(),
+                input_partitions: input_count,
+                changelog: changelog.to_owned(),
+                changelog_partitions: changelog_count,
+            })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -10,8 +10,10 @@
 //!   caller owns; nothing here is global.
 //! - [`metrics`]: a shared `prometheus-client` registry and the HTTP endpoint (`/metrics`, `/healthz`) that
 //!   serves it on a listener the caller binds.
+//! - [`health`]: readiness, component by component, behind `/healthz` and gRPC health.
 
 pub mod config;
+pub mod health;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

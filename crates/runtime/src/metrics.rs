@@ -1,5 +1,6 @@
 //! Prometheus metrics: a registry shared by handle rather than held in a static, and the HTTP endpoint
-//! that serves it (`GET /metrics` in OpenMetrics text, `GET /healthz` for liveness probes).
+//! that serves it (`GET /metrics` in OpenMetrics text, `GET /healthz` for readiness: 503 with the
+//! reasons while a consumer is not current, see [`crate::health`]; `GET /livez` for liveness).
 //!
 //! Services register their families at start-up through a clone of the same [`Metrics`], so one scrape
 //! covers everything running in the process, including all services at once under `receipts dev`.
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
@@ -17,14 +18,23 @@ use prometheus_client::registry::{Metric, Registry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Readiness;
+
 /// Content type of an OpenMetrics text exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Shared handle to one metrics registry; clones share it.
-#[derive(Clone, Debug, Default)]
+/// Shared handle to one metrics registry and the process's readiness; clones share both.
+#[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    readiness: Readiness,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::from_registry(Registry::default())
+    }
 }
 
 impl Metrics {
@@ -34,10 +44,27 @@ impl Metrics {
     }
 
     /// Wraps a registry built beforehand, for instance one made with [`Registry::with_prefix`].
-    pub fn from_registry(registry: Registry) -> Self {
+    pub fn from_registry(mut registry: Registry) -> Self {
+        let readiness = Readiness::default();
+        registry.register(
+            "consumer_ready",
+            "1 while the consumer is current, 0 while it starts, restores, cannot reach the broker or stopped",
+            readiness.gauge(),
+        );
+        registry.register(
+            "consumer_lag",
+            "records behind the high watermark, per consumer and partition",
+            readiness.lag_gauge(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            readiness,
         }
+    }
+
+    /// The readiness of the process these metrics describe.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// Registers `metric` under `name`. The caller keeps its own clone of the metric (they are handles
@@ -62,12 +89,27 @@ impl Metrics {
     }
 }
 
-/// Routes `GET /metrics` and `GET /healthz`. Services with an HTTP API of their own can `merge` it.
+/// Routes `GET /metrics`, `GET /healthz` (readiness) and `GET /livez`. Services with an HTTP API
+/// of their own can `merge` it.
 pub fn router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(readiness))
+        .route("/livez", get(|| async { "ok" }))
         .with_state(metrics)
+}
+
+/// 200 `ok` while every consumer is current; 503 with one line per component that is not.
+async fn readiness(State(metrics): State<Metrics>) -> impl IntoResponse {
+    let report = metrics.readiness.report();
+    if report.ready {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}\n", report.reasons.join("\n")),
+        )
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in flight finish.

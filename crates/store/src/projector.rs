@@ -23,6 +23,7 @@ pub struct ProjectorBatch {
     pub parked: Vec<(ChannelMessageId, Timestamp)>,
     /// Channel messages whose registration arrived, ending their wait.
     pub unparked: Vec<ChannelMessageId>,
+    /// Next offsets of the input partitions read, and of the changelog partitions written.
     pub offsets: Vec<PartitionOffset>,
 }
 
@@ -40,6 +41,14 @@ pub trait ProjectorStore: Send + Sync + 'static {
     fn state(&self, id: &ChannelMessageId) -> Result<Option<ReceiptState>, StoreError>;
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
     fn commit(&self, batch: &ProjectorBatch) -> Result<(), StoreError>;
+    /// Stores states read back from the changelog (each with the time its record was written,
+    /// which stands in for when a parked report was parked) and the changelog position they
+    /// reach, atomically.
+    fn restore(
+        &self,
+        states: &[(ChannelMessageId, ReceiptState, Timestamp)],
+        position: &PartitionOffset,
+    ) -> Result<(), StoreError>;
     /// Every parked report, oldest first.
     fn parked(&self) -> Result<Vec<ParkedEntry>, StoreError>;
     /// Makes every committed batch durable.
@@ -121,6 +130,32 @@ impl ProjectorStore for SledProjectorStore {
         for offset in &batch.offsets {
             offsets::write(&mut write, offset);
         }
+        self.tree.apply_batch(write)?;
+        Ok(())
+    }
+
+    fn restore(
+        &self,
+        states: &[(ChannelMessageId, ReceiptState, Timestamp)],
+        position: &PartitionOffset,
+    ) -> Result<(), StoreError> {
+        let mut write = sled::Batch::default();
+        for (id, state, written_at) in states {
+            write.insert(
+                state_key(id),
+                v1::StoredReceiptState::from(state).encode_to_vec(),
+            );
+            if state.parked_report().is_some() {
+                let since = match self.tree.get(parked_key(id))? {
+                    Some(kept) => kept.to_vec(),
+                    None => written_at.unix_millis().to_be_bytes().to_vec(),
+                };
+                write.insert(parked_key(id), since);
+            } else {
+                write.remove(parked_key(id));
+            }
+        }
+        offsets::write(&mut write, position);
         self.tree.apply_batch(write)?;
         Ok(())
     }

@@ -9,15 +9,13 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use receipts_bus::Record;
 use receipts_bus::record::decode_delivery_event;
 use receipts_domain::{
     ChannelMessageId, DeliveryEventKind, ReceiptChange, ReceiptState, RegisterOutcome,
     ReportOutcome, Timestamp,
 };
 use receipts_store::{PartitionOffset, ProjectorBatch, ProjectorStore, StoreError};
-
-/// One consumed record, owned so a batch can move to a blocking thread.
-pub type Record = rdkafka::message::OwnedMessage;
 
 /// A record that can never be applied, with where it came from.
 #[derive(Debug)]
@@ -33,6 +31,9 @@ pub struct BatchOutcome {
     pub updates: Vec<ReceiptChange>,
     pub dead_letters: Vec<DeadLetter>,
     pub store: ProjectorBatch,
+    /// The input partition of every state in `store.states` (same order): its changelog
+    /// record goes to the same partition of the changelog.
+    pub state_partitions: Vec<i32>,
     pub stats: BatchStats,
 }
 
@@ -48,17 +49,16 @@ pub struct BatchStats {
 struct Loaded {
     state: ReceiptState,
     dirty: bool,
+    partition: i32,
 }
 
 /// Applies `records` (in log order) on top of what `store` holds. `now` stamps newly parked
 /// reports. Nothing is written: the outcome says what to publish and what to store.
 pub fn apply_batch(
     store: &dyn ProjectorStore,
-    records: Vec<Record>,
+    records: &[Record],
     now: Timestamp,
 ) -> Result<BatchOutcome, StoreError> {
-    use rdkafka::Message;
-
     let mut outcome = BatchOutcome::default();
     let mut states: HashMap<ChannelMessageId, Loaded> = HashMap::new();
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -84,6 +84,7 @@ pub fn apply_batch(
             Entry::Vacant(entry) => entry.insert(Loaded {
                 state: store.state(&id)?.unwrap_or_default(),
                 dirty: false,
+                partition: record.partition(),
             }),
         };
         let was_parked = loaded.state.parked_report().is_some();
@@ -120,11 +121,10 @@ pub fn apply_batch(
         }
     }
 
-    outcome.store.states = states
-        .into_iter()
-        .filter(|(_, loaded)| loaded.dirty)
-        .map(|(id, loaded)| (id, loaded.state))
-        .collect();
+    for (id, loaded) in states.into_iter().filter(|(_, loaded)| loaded.dirty) {
+        outcome.state_partitions.push(loaded.partition);
+        outcome.store.states.push((id, loaded.state));
+    }
     outcome.store.offsets = offsets
         .into_iter()
         .map(|((topic, partition), next_offset)| PartitionOffset {
@@ -137,10 +137,10 @@ pub fn apply_batch(
 }
 
 impl BatchOutcome {
-    fn dead_letter(&mut self, record: Record, reason: &dyn std::fmt::Display) {
+    fn dead_letter(&mut self, record: &Record, reason: &dyn std::fmt::Display) {
         self.stats.dead_lettered += 1;
         self.dead_letters.push(DeadLetter {
-            record,
+            record: record.clone(),
             reason: reason.to_string(),
         });
     }

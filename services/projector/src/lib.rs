@@ -1,45 +1,45 @@
-//! Stage 1 of receipts (DESIGN §2–4): consumes `delivery-events`, merges registrations and
+//! Stage 1 of receipts (DESIGN §2–4a): consumes `delivery-events`, merges registrations and
 //! status reports into receipts, stores them in sled and publishes every change on
 //! `receipt-updates`.
 //!
-//! Exactly-once state: a batch's receipt updates are acknowledged by Kafka *before* the batch
-//! is stored, and the batch is stored together with the next offset of every partition it read.
-//! On assignment the consumer seeks to those stored offsets, not to the group's committed ones
-//! (which are only committed for lag monitoring). A crash anywhere replays exactly the records
-//! whose effects were not stored, and re-publishes identical updates that consumers ignore by
-//! version.
+//! Kafka is the source of truth and sled a cache of it. Per batch, in this order: apply; publish
+//! the receipt updates, dead letters and the changed states (to the compacted changelog, input
+//! partition `p` to changelog partition `p`) and await every acknowledgement; store states,
+//! offsets and changelog positions in one atomic sled write; commit the group offsets. A crash
+//! anywhere replays records whose effects were not committed, onto state that already holds
+//! them: the merge is idempotent, so the replay re-publishes identical updates (same sid, same
+//! version) that consumers ignore by version. An instance assigned a partition restores its
+//! state from the changelog first, from where its own copy ends, so scaling out, a new disk or an
+//! old node rejoining all continue with the state and versions of one never-stopped instance.
 //!
-//! Layout: [`apply`] merges a batch without Kafka; [`run`] is the consume → apply → publish →
-//! store loop; `context` seeks partitions to the stored offsets on assignment.
+//! Layout: [`apply`] merges a batch without Kafka; [`run`] runs the handler below on the consume
+//! engine of `receipts-bus`; restore reads the changelog into sled.
 
 pub mod apply;
-mod context;
 mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use receipts_bus::errors::{Backoff, is_fatal};
-use receipts_bus::record::{ERROR_HEADER, ORIGIN_HEADER, content_type_headers};
-use receipts_bus::{KafkaSettings, TopicNames};
-use receipts_domain::Timestamp;
+use prost::Message as _;
+use receipts_bus::changelog::{RestoreError, restore_partition};
+use receipts_bus::consume::{BoxError, ConsumeError};
+use receipts_bus::{
+    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Outgoing, Partition, PublishError,
+    Publisher, Record, TopicNames, Transient,
+};
+use receipts_domain::{ChannelMessageId, ReceiptState, Timestamp};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{ProjectorStore, SledProjectorStore, StoreError};
+use receipts_store::{PartitionOffset, ProjectorStore, SledProjectorStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::apply::{BatchOutcome, Record, apply_batch};
-use crate::context::{ProjectorConsumer, SeekToStored};
+use crate::apply::{BatchOutcome, apply_batch};
 use crate::metrics::ProjectorMetrics;
 
 /// Everything the projector needs to run. Defaults suit a local broker.
@@ -58,6 +58,8 @@ pub struct ProjectorConfig {
     pub parked_check_secs: u64,
     /// Create missing topics at start with this many partitions (0: expect them to exist).
     pub create_topics_partitions: i32,
+    /// Not ready once the broker has been unreachable (or batches failed) for this long.
+    pub stale_after_secs: u64,
     /// Address of the metrics endpoint; empty disables it.
     pub metrics_listen: String,
     pub telemetry: TelemetryConfig,
@@ -92,6 +94,7 @@ impl Default for ProjectorConfig {
             parked_ttl_secs: 24 * 3600,
             parked_check_secs: 60,
             create_topics_partitions: 4,
+            stale_after_secs: 30,
             metrics_listen: "127.0.0.1:9464".into(),
             telemetry: TelemetryConfig::default(),
         }
@@ -128,20 +131,29 @@ impl Validate for ProjectorConfig {
 /// Why the projector stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("kafka setup: {0}")]
+    #[error("kafka setup")]
     Bus(#[from] receipts_bus::BusError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
-    #[error("publishing to {topic} failed: {source}")]
-    Publish {
-        topic: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("a blocking task failed: {0}")]
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("restoring partition state")]
+    Restore(#[from] RestoreError<StoreError>),
+    #[error(transparent)]
+    Consume(#[from] Box<ConsumeError<ProjectorError>>),
+    #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl Transient for ProjectorError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ProjectorError::Publish(e) => e.is_transient(),
+            ProjectorError::Restore(e) => e.is_transient(),
+            ProjectorError::Bus(e) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 fn now() -> Timestamp {
@@ -157,22 +169,74 @@ pub async fn run(
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    let component = metrics.readiness().component("projector");
     if config.create_topics_partitions > 0 {
         let specs = config.topics.specs(config.create_topics_partitions);
         receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
     }
+    receipts_bus::topics::ensure_changelog(
+        &config.kafka,
+        &config.topics.delivery_events,
+        &config.topics.projector_changelog,
+    )
+    .await?;
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn ProjectorStore> =
         Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&data_dir)).await??);
-    Projector::new(config, store, metrics)?.run(shutdown).await
+    let client_id = receipts_bus::settings::client_id(&config.group_id);
+    let stored = {
+        let store = store.clone();
+        move |partition: &Partition| -> Result<Option<i64>, BoxError> {
+            Ok(store.next_offset(&partition.topic, partition.partition)?)
+        }
+    };
+    let options = ConsumerOptions::group(
+        "projector",
+        &client_id,
+        &config.group_id,
+        &[&config.topics.delivery_events],
+    )
+    .batch(
+        config.batch.max_records,
+        Duration::from_millis(config.batch.max_wait_ms),
+    )
+    .stale_after(Duration::from_secs(config.stale_after_secs));
+    let consumer = Consumer::new(&config.kafka, options, Arc::new(stored), component)?;
+    let metrics = ProjectorMetrics::register(metrics);
+    let mut projector = Projector {
+        publisher: Publisher::new(&config.kafka, &client_id)?,
+        config,
+        store,
+        metrics,
+    };
+    info!(
+        topic = %projector.config.topics.delivery_events,
+        changelog = %projector.config.topics.projector_changelog,
+        group = %projector.config.group_id,
+        data_dir = %projector.config.data_dir.display(),
+        "projector started"
+    );
+    let parked_check = tokio::spawn(check_parked(
+        projector.store.clone(),
+        projector.metrics.clone(),
+        Duration::from_secs(projector.config.parked_ttl_secs),
+        Duration::from_secs(projector.config.parked_check_secs),
+        shutdown.clone(),
+    ));
+    let result = consumer.run(&mut projector, &shutdown).await;
+    parked_check.abort();
+    drop(consumer);
+    let store = projector.store.clone();
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    info!("projector stopped");
+    result.map_err(|e| ProjectorError::Consume(Box::new(e)))
 }
 
-/// A running projector: its clients, its store and its metrics.
+/// The projector's handler on the consume engine: its publisher, its store and its metrics.
 pub struct Projector {
     config: ProjectorConfig,
     store: Arc<dyn ProjectorStore>,
-    consumer: ProjectorConsumer,
-    producer: FutureProducer,
+    publisher: Publisher,
     metrics: ProjectorMetrics,
 }
 
@@ -184,216 +248,151 @@ impl std::fmt::Debug for Projector {
     }
 }
 
-impl Projector {
-    pub fn new(
-        config: ProjectorConfig,
-        store: Arc<dyn ProjectorStore>,
-        metrics: &Metrics,
-    ) -> Result<Self, ProjectorError> {
-        let client_id = format!("{}-{}", config.group_id, std::process::id());
-        let mut consumer_config = config.kafka.consumer_config(&client_id, &config.group_id);
-        // A stored offset that fell off the log is lost data: fail loudly, never reset silently.
-        // Partitions without a stored offset are assigned from the beginning explicitly.
-        consumer_config.set("auto.offset.reset", "error");
-        consumer_config.set("statistics.interval.ms", "5000");
-        let metrics = ProjectorMetrics::register(metrics);
-        let consumer: ProjectorConsumer =
-            consumer_config.create_with_context(SeekToStored::new(
-                store.clone(),
-                config.topics.delivery_events.clone(),
-                metrics.lag.clone(),
-            ))?;
-        consumer.subscribe(&[&config.topics.delivery_events])?;
-        let producer = config.kafka.producer(&client_id)?;
-        Ok(Projector {
-            config,
-            store,
-            consumer,
-            producer,
-            metrics,
-        })
-    }
+impl Handler for Projector {
+    type Error = ProjectorError;
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-        info!(
-            topic = %self.config.topics.delivery_events,
-            group = %self.config.group_id,
-            data_dir = %self.config.data_dir.display(),
-            "projector started"
-        );
-        let parked_check = tokio::spawn(check_parked(
-            self.store.clone(),
-            self.metrics.clone(),
-            Duration::from_secs(self.config.parked_ttl_secs),
-            Duration::from_secs(self.config.parked_check_secs),
-            shutdown.clone(),
-        ));
-        let result = self.consume(&shutdown).await;
-        parked_check.abort();
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush()).await??;
-        info!("projector stopped");
-        result
-    }
-
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
-        let max_wait = Duration::from_millis(self.config.batch.max_wait_ms);
-        let mut backoff = Backoff::default();
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message,
-            };
-            let first = match first {
-                Ok(message) => message.detach(),
-                Err(error) if !is_fatal(&error) => {
-                    let delay = backoff.next_delay();
-                    warn!(%error, retry_in_ms = delay.as_millis() as u64, "consuming delivery events failed");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            backoff.reset();
-            let started = Instant::now();
-            let mut records = vec![first];
-            let deadline = tokio::time::Instant::now() + max_wait;
-            while records.len() < self.config.batch.max_records {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => records.push(message.detach()),
-                    // The batch ends here; the error shows again on the next receive.
-                    Ok(Err(error)) if !is_fatal(&error) => break,
-                    Ok(Err(error)) => return Err(error.into()),
-                    Err(_) => break,
-                }
-            }
-            self.process(records).await?;
-            self.metrics
-                .batch_seconds
-                .observe(started.elapsed().as_secs_f64());
+    async fn assigned(&mut self, partitions: &[Partition]) -> Result<(), ProjectorError> {
+        for partition in partitions {
+            self.restore(partition.partition).await?;
         }
-    }
-
-    /// Apply, publish (and await acknowledgements), then store: in that order.
-    async fn process(&self, records: Vec<Record>) -> Result<(), ProjectorError> {
-        let store = self.store.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || apply_batch(&*store, records, now())).await??;
-        self.publish(&outcome).await?;
-        self.metrics.record(&outcome.stats);
-        let (store, BatchOutcome { store: batch, .. }) = (self.store.clone(), outcome);
-        let offsets = batch.offsets.clone();
-        tokio::task::spawn_blocking(move || store.commit(&batch)).await??;
-        self.after_store(&offsets);
         Ok(())
     }
 
-    async fn publish(&self, outcome: &BatchOutcome) -> Result<(), ProjectorError> {
+    /// Apply, publish (and await acknowledgements), then store: in that order.
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ProjectorError> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let mut outcome =
+            tokio::task::spawn_blocking(move || apply_batch(&*store, &records, now())).await??;
+        self.publish(&mut outcome).await?;
+        self.metrics.record(&outcome.stats);
+        let (store, batch) = (self.store.clone(), outcome.store);
+        tokio::task::spawn_blocking(move || store.commit(&batch)).await??;
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Commit::Batch)
+    }
+}
+
+impl Projector {
+    /// Brings the local copy of `partition`'s state up to the end of its changelog partition.
+    async fn restore(&self, partition: i32) -> Result<(), ProjectorError> {
+        let topic = self.config.topics.projector_changelog.clone();
+        let (store, kafka) = (self.store.clone(), self.config.kafka.clone());
+        let from = store.next_offset(&topic, partition)?;
+        let restored = tokio::task::spawn_blocking(move || {
+            restore_partition(&kafka, &topic, partition, from, |records, next| {
+                let states = changelog_states(records)?;
+                let position = PartitionOffset {
+                    topic: topic.clone(),
+                    partition,
+                    next_offset: next,
+                };
+                store.restore(&states, &position)
+            })
+        })
+        .await??;
+        if restored.records > 0 {
+            info!(
+                partition,
+                records = restored.records,
+                "projector state restored from the changelog"
+            );
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, outcome: &mut BatchOutcome) -> Result<(), ProjectorError> {
         let topics = &self.config.topics;
-        let mut pending = Vec::with_capacity(outcome.updates.len() + outcome.dead_letters.len());
+        let mut pending =
+            Vec::with_capacity(outcome.updates.len() * 2 + outcome.dead_letters.len());
+        let headers = content_type_headers_list(Encoding::Protobuf);
         for change in &outcome.updates {
-            let key = change.receipt.registration.conversation.as_str().to_owned();
+            let key = change.receipt.registration.conversation.as_str();
             let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
-            pending.push((
-                topics.receipt_updates.as_str(),
-                key.into_bytes(),
-                payload,
-                content_type_headers(Encoding::Protobuf),
-            ));
+            let mut record = Outgoing::new(&topics.receipt_updates, key, payload);
+            record.headers = headers.clone();
+            pending.push(record);
         }
         for dead in &outcome.dead_letters {
-            let record = &dead.record;
             warn!(
-                partition = record.partition(),
-                offset = record.offset(),
+                origin = %dead.record.origin(),
                 reason = %dead.reason,
                 "delivery event dead-lettered"
             );
-            let origin = format!(
-                "{}/{}/{}",
-                record.topic(),
-                record.partition(),
-                record.offset()
-            );
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: ERROR_HEADER,
-                    value: Some(dead.reason.as_str()),
-                })
-                .insert(Header {
-                    key: ORIGIN_HEADER,
-                    value: Some(origin.as_str()),
-                });
-            if let Some(original) = record.headers() {
-                use rdkafka::message::Headers;
-                for header in original.iter() {
-                    headers = headers.insert(header);
-                }
-            }
-            pending.push((
-                topics.delivery_events_dlq.as_str(),
-                record.key().unwrap_or_default().to_vec(),
-                record.payload().unwrap_or_default().to_vec(),
-                headers,
+            pending.push(Outgoing::dead_letter(
+                &topics.delivery_events_dlq,
+                &dead.record,
+                &dead.reason,
             ));
         }
-
-        // Every record is enqueued, in order, before any acknowledgement is awaited, so a batch
-        // travels together instead of one record per round trip. A full queue is waited out.
-        let failed = |topic: &str, source| ProjectorError::Publish {
-            topic: topic.to_owned(),
-            source,
-        };
-        let mut acks = Vec::with_capacity(pending.len());
-        for (topic, key, payload, headers) in &pending {
-            let mut record = FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(headers.clone());
-            let ack = loop {
-                match self.producer.send_result(record) {
-                    Ok(ack) => break ack,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((source, _)) => return Err(failed(topic, source)),
-                }
-            };
-            acks.push((*topic, ack));
+        let first_changelog = pending.len();
+        for ((id, state), partition) in outcome
+            .store
+            .states
+            .iter()
+            .zip(&outcome.state_partitions)
+        {
+            let payload = v1::StoredReceiptState::from(state).encode_to_vec();
+            let mut record = Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
+                .to_partition(*partition);
+            record.headers = headers.clone();
+            pending.push(record);
         }
-        for (topic, ack) in acks {
-            match ack.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => return Err(failed(topic, source)),
-                Err(_) => return Err(failed(topic, KafkaError::Canceled)),
+        let landed = self.publisher.send_all(&pending).await?;
+        // The changelog positions this batch reaches are stored with it.
+        let mut positions: Vec<PartitionOffset> = Vec::new();
+        for at in &landed[first_changelog..] {
+            match positions.iter_mut().find(|p| p.partition == at.partition) {
+                Some(p) => p.next_offset = p.next_offset.max(at.offset + 1),
+                None => positions.push(PartitionOffset {
+                    topic: topics.projector_changelog.clone(),
+                    partition: at.partition,
+                    next_offset: at.offset + 1,
+                }),
             }
         }
+        outcome.store.offsets.extend(positions);
         self.metrics
             .updates_published
             .inc_by(outcome.updates.len() as u64);
         Ok(())
     }
+}
 
-    /// Commits the stored offsets to the group: advisory, for lag monitoring by any Kafka tool
-    /// and by the `projector_partition_lag` metric.
-    fn after_store(&self, offsets: &[receipts_store::PartitionOffset]) {
-        let mut list = TopicPartitionList::new();
-        for offset in offsets {
-            if let Err(error) = list.add_partition_offset(
-                &offset.topic,
-                offset.partition,
-                Offset::Offset(offset.next_offset),
-            ) {
-                debug!(%error, "cannot list offset for commit");
-            }
-        }
-        if list.count() > 0
-            && let Err(error) = self.consumer.commit(&list, CommitMode::Async)
-        {
-            debug!(%error, "advisory offset commit failed");
-        }
+fn content_type_headers_list(encoding: Encoding) -> Vec<(String, Vec<u8>)> {
+    vec![(
+        receipts_proto::codec::CONTENT_TYPE_HEADER.to_owned(),
+        encoding.content_type().as_bytes().to_vec(),
+    )]
+}
+
+/// Decodes changelog records into states, with the time each was written.
+fn changelog_states(
+    records: &[Record],
+) -> Result<Vec<(ChannelMessageId, ReceiptState, Timestamp)>, StoreError> {
+    let mut states = Vec::with_capacity(records.len());
+    for record in records {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: record.origin(),
+            reason,
+        };
+        let key = record
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .ok_or_else(|| corrupt("the key is not a channel message id".into()))?;
+        let id = ChannelMessageId::parse(key).map_err(|e| corrupt(e.to_string()))?;
+        let Some(payload) = record.payload() else {
+            continue;
+        };
+        let stored =
+            v1::StoredReceiptState::decode(payload).map_err(|e| corrupt(e.to_string()))?;
+        let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(e.to_string()))?;
+        let written = Timestamp::from_unix_millis(record.timestamp_millis().unwrap_or(0));
+        states.push((id, state, written));
     }
+    Ok(states)
 }
 
 /// Periodically reports parked reports older than the TTL. They stay stored and listable.

@@ -14,17 +14,11 @@ pub(crate) struct OutcomeLabel {
     outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct PartitionLabel {
-    pub(crate) partition: i32,
-}
-
 #[derive(Clone, Debug)]
 pub(crate) struct ProjectorMetrics {
     records: Family<OutcomeLabel, Counter>,
     pub(crate) updates_published: Counter,
     pub(crate) batch_seconds: Histogram,
-    pub(crate) lag: Family<PartitionLabel, Gauge>,
     pub(crate) parked: Gauge,
     pub(crate) parked_expired: Gauge,
 }
@@ -35,7 +29,6 @@ impl ProjectorMetrics {
             records: Family::default(),
             updates_published: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            lag: Family::default(),
             parked: Gauge::default(),
             parked_expired: Gauge::default(),
         };
@@ -53,11 +46,6 @@ impl ProjectorMetrics {
             "projector_batch_seconds",
             "time to apply, publish and store one batch",
             this.batch_seconds.clone(),
-        );
-        metrics.register(
-            "projector_partition_lag",
-            "records behind the high watermark, per delivery-events partition",
-            this.lag.clone(),
         );
         metrics.register(
             "projector_parked",

@@ -1,0 +1,190 @@
+//! Producing a batch of records and waiting until Kafka acknowledged every one.
+//!
+//! Every record of a batch is enqueued, in order, before any acknowledgement is awaited, so a
+//! batch travels together instead of one record per round trip. A full local queue is waited
+//! out. The acknowledgements say where each record landed, which a changelog writer keeps.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::record::{ERROR_HEADER, ORIGIN_HEADER, Record};
+use crate::{BusError, KafkaSettings};
+
+/// One record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub topic: String,
+    /// `None`: the partitioner picks it from the key.
+    pub partition: Option<i32>,
+    pub key: Vec<u8>,
+    /// `None` is a tombstone.
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Outgoing {
+    pub fn new(topic: &str, key: impl Into<Vec<u8>>, payload: Vec<u8>) -> Self {
+        Outgoing {
+            topic: topic.to_owned(),
+            key: key.into(),
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// `record` for a dead-letter topic: its key, payload and headers, plus why it was put
+    /// aside and where it came from.
+    pub fn dead_letter(topic: &str, record: &Record, reason: &str) -> Self {
+        let mut outgoing = Outgoing {
+            topic: topic.to_owned(),
+            partition: None,
+            key: record.key().unwrap_or_default().to_vec(),
+            payload: Some(record.payload().unwrap_or_default().to_vec()),
+            headers: vec![
+                (ERROR_HEADER.to_owned(), reason.as_bytes().to_vec()),
+                (ORIGIN_HEADER.to_owned(), record.origin().into_bytes()),
+            ],
+        };
+        for (name, value) in record.headers() {
+            if let Some(value) = value {
+                outgoing.headers.push((name.to_owned(), value.to_vec()));
+            }
+        }
+        outgoing
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Producing failed; nothing of the batch may be taken as written.
+#[derive(Debug, thiserror::Error)]
+#[error("producing to {topic} failed")]
+pub struct PublishError {
+    pub topic: String,
+    #[source]
+    pub source: KafkaError,
+}
+
+impl PublishError {
+    /// Whether trying the batch again later can succeed (the broker is away, a timeout), as
+    /// opposed to a record the broker will never take.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self.source,
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::Fatal
+            )
+        )
+    }
+}
+
+/// An idempotent, `acks=all` producer that publishes batches.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, BusError> {
+        Ok(Publisher {
+            producer: settings.producer(client_id)?,
+        })
+    }
+
+    /// Produces `records` in order and returns once every one is acknowledged, with where each
+    /// landed (in the same order).
+    pub async fn send_all(&self, records: &[Outgoing]) -> Result<Vec<Landed>, PublishError> {
+        let failed = |topic: &str, source| PublishError {
+            topic: topic.to_owned(),
+            source,
+        };
+        let mut acks = Vec::with_capacity(records.len());
+        for outgoing in records {
+            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+            for (key, value) in &outgoing.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record = FutureRecord::to(&outgoing.topic)
+                .key(&outgoing.key)
+                .headers(headers);
+            if let Some(payload) = &outgoing.payload {
+                record = record.payload(payload);
+            }
+            if let Some(partition) = outgoing.partition {
+                record = record.partition(partition);
+            }
+            let ack = loop {
+                match self.producer.send_result(record) {
+                    Ok(ack) => break ack,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((source, _)) => return Err(failed(&outgoing.topic, source)),
+                }
+            };
+            acks.push((outgoing.topic.as_str(), ack));
+        }
+        let mut landed = Vec::with_capacity(acks.len());
+        for (topic, ack) in acks {
+            match ack.await {
+                Ok(Ok(delivery)) => landed.push(Landed {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+                Ok(Err((source, _))) => return Err(failed(topic, source)),
+                Err(_) => return Err(failed(topic, KafkaError::Canceled)),
+            }
+        }
+        Ok(landed)
+    }
+
+    /// The number of records of `topic`'s `partition` (high minus low watermark).
+    pub fn partition_size(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<i64, BusError> {
+        let (low, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(topic, partition, timeout)?;
+        Ok(high - low)
+    }
+
+    /// Waits until everything produced so far is acknowledged (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        Ok(self.producer.flush(timeout)?)
+    }
+}
