@@ -197,3 +197,36 @@ pub fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<Option<u
         .map(|t| t.partitions().len())
         .filter(|n| *n > 0))
 }
+
+/// The start and end (low and high watermark) of every partition of `topic`; empty when it
+/// does not exist.
+pub fn watermarks(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<i32, (i64, i64)>, BusError> {
+    let consumer: BaseConsumer = settings
+        .client_config("receipts-metadata")
+        .create()
+        .map_err(BusError::Kafka)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut marks = std::collections::BTreeMap::new();
+    for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in found.partitions() {
+            let range =
+                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(30))?;
+            marks.insert(partition.id(), range);
+        }
+    }
+    Ok(marks)
+}
+
+/// The end (high watermark) of every partition of `topic`; empty when it does not exist.
+pub fn partition_ends(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<i32, i64>, BusError> {
+    Ok(watermarks(settings, topic)?
+        .into_iter()
+        .map(|(partition, (_, high))| (partition, high))
+        .collect())
+}

@@ -293,9 +293,11 @@ impl EngineContext {
             match self.start_offset(&partition, committed.as_ref()) {
                 Ok(offset) => {
                     info!(consumer = %self.name, %partition, ?offset, "partition assigned");
-                    if let Err(e) =
-                        assignment.add_partition_offset(element.topic(), element.partition(), offset)
-                    {
+                    if let Err(e) = assignment.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
                         error!(consumer = %self.name, %partition, error = %e, "cannot assign partition");
                         continue;
                     }
@@ -602,7 +604,8 @@ impl Consumer {
                 let before = records.len();
                 records.retain(|r| {
                     let partition = Partition::new(r.topic(), r.partition());
-                    generations.get(&partition).is_some() && generations.get(&partition) == current.get(&partition)
+                    generations.get(&partition).is_some()
+                        && generations.get(&partition) == current.get(&partition)
                 });
                 if records.len() < before {
                     info!(consumer = %self.options.name, dropped = before - records.len(), "records of revoked partitions dropped from the batch");
@@ -612,7 +615,10 @@ impl Consumer {
                 }
             }
             let records: Arc<[Record]> = records.into();
-            let Some(commit) = self.process(handler, &records, &mut trouble, shutdown).await? else {
+            let Some(commit) = self
+                .process(handler, &records, &mut trouble, shutdown)
+                .await?
+            else {
                 return Ok(());
             };
             self.commit(&records, commit);

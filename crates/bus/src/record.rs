@@ -103,6 +103,13 @@ impl Record {
     }
 }
 
+/// For tools and tests that read with a client of their own.
+impl From<OwnedMessage> for Record {
+    fn from(message: OwnedMessage) -> Self {
+        Record(message)
+    }
+}
+
 /// Why a record can never be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PoisonRecord {

@@ -193,6 +193,17 @@ pub struct ReceiptChange {
     pub receipt: Receipt,
     /// The status before this change; `None` when the change created the receipt.
     pub previous_status: Option<DeliveryStatus>,
+    /// The error code before this change.
+    pub previous_error_code: Option<u32>,
+}
+
+impl ReceiptChange {
+    /// Whether a webhook subscriber is told about this change: its status or error code moved
+    /// (a later provider time alone, or more expected receipts, is no news).
+    pub fn is_news(&self) -> bool {
+        self.previous_status != Some(self.receipt.status())
+            || self.previous_error_code != self.receipt.error_code()
+    }
 }
 
 /// What a status report did to the state.
@@ -251,14 +262,24 @@ impl ReceiptState {
         })
     }
 
-    fn change(&mut self, previous_status: Option<DeliveryStatus>) -> ReceiptChange {
+    fn change(
+        &mut self,
+        previous_status: Option<DeliveryStatus>,
+        previous_error_code: Option<u32>,
+    ) -> ReceiptChange {
         self.version += 1;
         ReceiptChange {
             receipt: self
                 .receipt()
                 .expect("a change is only made to a registered receipt"),
             previous_status,
+            previous_error_code,
         }
+    }
+
+    fn current_error_code(&self) -> Option<u32> {
+        self.registration.as_ref()?;
+        self.best.as_ref().and_then(|r| r.error_code)
     }
 
     pub fn apply_report(&mut self, report: StatusReport) -> ReportOutcome {
@@ -269,19 +290,21 @@ impl ReceiptState {
         {
             return ReportOutcome::Unchanged;
         }
-        let previous_status = self.current_status();
+        let (previous_status, previous_error_code) =
+            (self.current_status(), self.current_error_code());
         self.best = Some(report);
         if self.registration.is_none() {
             return ReportOutcome::Parked;
         }
-        ReportOutcome::Changed(self.change(previous_status))
+        ReportOutcome::Changed(self.change(previous_status, previous_error_code))
     }
 
     pub fn register(
         &mut self,
         registration: Registration,
     ) -> Result<RegisterOutcome, RegistrationConflict> {
-        let previous_status = self.current_status();
+        let (previous_status, previous_error_code) =
+            (self.current_status(), self.current_error_code());
         match &mut self.registration {
             None => self.registration = Some(registration),
             Some(current) => {
@@ -301,6 +324,8 @@ impl ReceiptState {
                 current.registered_at = registered_at;
             }
         }
-        Ok(RegisterOutcome::Changed(self.change(previous_status)))
+        Ok(RegisterOutcome::Changed(
+            self.change(previous_status, previous_error_code),
+        ))
     }
 }

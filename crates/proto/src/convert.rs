@@ -376,6 +376,7 @@ impl From<&ReceiptChange> for v1::ReceiptUpdated {
                 .previous_status
                 .map_or(v1::DeliveryStatus::Unspecified, status_to_wire)
                 .into(),
+            previous_error_code: c.previous_error_code.unwrap_or(0),
         }
     }
 }
@@ -391,6 +392,7 @@ impl TryFrom<&v1::ReceiptUpdated> for ReceiptChange {
                 .ok_or(ConversionError::Missing("receipt"))?
                 .try_into()?,
             previous_status: status_from_wire("previous_status", u.previous_status)?,
+            previous_error_code: Some(u.previous_error_code).filter(|code| *code != 0),
         })
     }
 }

@@ -20,12 +20,18 @@ use tokio::sync::watch;
 pub enum ComponentState {
     Starting,
     /// Bringing the state of newly assigned partitions up to date before processing them.
-    Restoring { partitions: usize },
+    Restoring {
+        partitions: usize,
+    },
     Ready,
     /// The broker has not answered for longer than the component tolerates.
-    Unreachable { seconds: u64 },
+    Unreachable {
+        seconds: u64,
+    },
     /// The component ended; the service must not be taken as current any more.
-    Stopped { reason: String },
+    Stopped {
+        reason: String,
+    },
 }
 
 impl fmt::Display for ComponentState {
@@ -197,7 +203,10 @@ mod tests {
     #[test]
     fn ready_only_while_every_component_is() {
         let readiness = Readiness::default();
-        assert!(readiness.is_ready(), "nothing registered is nothing to wait for");
+        assert!(
+            readiness.is_ready(),
+            "nothing registered is nothing to wait for"
+        );
         let watcher = readiness.subscribe();
         let a = readiness.component("projector");
         let b = readiness.component("read-model");

@@ -5,15 +5,14 @@
 //! configuration, and then keeps following changes. A record without payload (tombstone)
 //! deletes its key's configuration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use receipts_bus::KafkaSettings;
-use receipts_proto::codec::{self, Encoding};
+use receipts_bus::consume::{ConsumeError, nothing_stored};
+use receipts_bus::{
+    BusError, Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, Record,
+    Transient,
+};
 use receipts_proto::v1;
 use receipts_webhook::payload::EVENT_TYPE;
 use tokio::sync::watch;
@@ -90,103 +89,122 @@ fn in_scope(config: &v1::WebhookConfig, receipt: &v1::Receipt) -> bool {
 }
 
 /// Decodes one `webhook-configs` record: `None` for a tombstone.
-pub fn decode_record<M: Message>(
-    message: &M,
-) -> Result<(String, Option<v1::WebhookConfig>), String> {
-    let key = message
+pub fn decode_record(record: &Record) -> Result<(String, Option<v1::WebhookConfig>), String> {
+    let key = record
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .ok_or("record has no key")?;
-    let Some(payload) = message.payload() else {
+    if record.payload().is_none() {
         return Ok((key, None));
-    };
-    let encoding = Encoding::from_content_type(receipts_bus::record::content_type(message))
-        .map_err(|e| e.to_string())?;
-    let config: v1::WebhookConfig = codec::decode(payload, encoding).map_err(|e| e.to_string())?;
+    }
+    let config: v1::WebhookConfig =
+        receipts_bus::record::decode(record).map_err(|e| e.to_string())?;
     Ok((key, Some(config)))
 }
 
-/// Reads `topic` into `directory` until `shutdown`; `ready` turns true once the topic's end (as
-/// of the start) was reached.
-pub async fn follow(
-    kafka: &KafkaSettings,
-    topic: &str,
+/// Why the configuration follower cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("reading the ends of the webhook-configs partitions")]
+    Ends(#[from] BusError),
+    #[error("a blocking task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Transient for FollowError {
+    fn is_transient(&self) -> bool {
+        match self {
+            FollowError::Ends(e) => e.is_transient(),
+            FollowError::Join(_) => false,
+        }
+    }
+}
+
+struct Follower {
+    kafka: KafkaSettings,
+    topic: String,
     directory: SharedDirectory,
-    shutdown: CancellationToken,
-) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>), DispatcherError> {
-    let client_id = format!("receipts-dispatcher-configs-{}", std::process::id());
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        kafka
-            .consumer_config(&client_id, &client_id)
-            .set("auto.offset.reset", "earliest")
-            .create()?,
-    );
-    let (highs, assignment) = {
-        let (consumer, topic) = (consumer.clone(), topic.to_owned());
-        tokio::task::spawn_blocking(move || -> Result<_, rdkafka::error::KafkaError> {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-            let mut highs = HashMap::new();
-            let mut assignment = TopicPartitionList::new();
-            for partition in metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| t.partitions())
-            {
-                let (low, high) =
-                    consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(30))?;
-                if high > low {
-                    highs.insert(partition.id(), high);
-                }
-                assignment.add_partition_offset(&topic, partition.id(), Offset::Beginning)?;
-            }
-            Ok((highs, assignment))
+    remaining: BTreeMap<i32, i64>,
+    ready: watch::Sender<bool>,
+}
+
+impl Handler for Follower {
+    type Error = FollowError;
+
+    async fn assigned(&mut self, _partitions: &[Partition]) -> Result<(), FollowError> {
+        let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
+        let ends = tokio::task::spawn_blocking(move || {
+            receipts_bus::changelog::partition_ends(&kafka, &topic)
         })
-        .await??
-    };
-    consumer.assign(&assignment)?;
-    let (ready_tx, ready) = watch::channel(highs.is_empty());
-    let topic = topic.to_owned();
-    let task = tokio::spawn(async move {
-        let mut remaining = highs;
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                message = consumer.recv() => message,
-            };
-            let message = match message {
-                Ok(m) => m,
-                Err(error) => {
-                    warn!(%error, topic, "reading webhook configs failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            match decode_record(&message) {
-                Ok((key, config)) => directory
+        .await??;
+        self.remaining = ends.into_iter().filter(|(_, high)| *high > 0).collect();
+        self.check_ready();
+        Ok(())
+    }
+
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, FollowError> {
+        for record in records.iter() {
+            match decode_record(record) {
+                Ok((key, config)) => self
+                    .directory
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .apply(key, config),
                 Err(reason) => {
-                    warn!(offset = message.offset(), %reason, "undecodable webhook config skipped")
+                    warn!(origin = %record.origin(), %reason, "undecodable webhook config skipped")
                 }
             }
-            if !remaining.is_empty() {
-                let partition = message.partition();
-                if remaining
-                    .get(&partition)
-                    .is_some_and(|high| message.offset() + 1 >= *high)
-                {
-                    remaining.remove(&partition);
-                }
-                if remaining.is_empty() {
-                    let count = directory.read().map(|d| d.len()).unwrap_or_default();
-                    info!(webhooks = count, "webhook configuration read to its end");
-                    ready_tx.send_replace(true);
-                }
+            if self
+                .remaining
+                .get(&record.partition())
+                .is_some_and(|high| record.offset() + 1 >= *high)
+            {
+                self.remaining.remove(&record.partition());
             }
         }
-    });
+        self.check_ready();
+        Ok(Commit::Batch)
+    }
+}
+
+impl Follower {
+    fn check_ready(&self) {
+        if self.remaining.is_empty() && !*self.ready.borrow() {
+            let count = self.directory.read().map(|d| d.len()).unwrap_or_default();
+            info!(webhooks = count, "webhook configuration read to its end");
+            self.ready.send_replace(true);
+        }
+    }
+}
+
+/// Reads `topic` into `directory` until `shutdown`; `ready` turns true once the topic's end (as
+/// of the start) was reached. The task ends with the follower's error if it cannot go on.
+#[allow(clippy::type_complexity)]
+pub fn follow(
+    kafka: &KafkaSettings,
+    topic: &str,
+    directory: SharedDirectory,
+    component: receipts_runtime::health::Component,
+    shutdown: CancellationToken,
+) -> Result<
+    (
+        watch::Receiver<bool>,
+        tokio::task::JoinHandle<Result<(), ConsumeError<FollowError>>>,
+    ),
+    DispatcherError,
+> {
+    let client_id = receipts_bus::settings::client_id("receipts-dispatcher-configs");
+    let options = ConsumerOptions::all_partitions("webhook-configs", &client_id, &[topic]);
+    let consumer = Consumer::new(kafka, options, Arc::new(nothing_stored), component)?;
+    let (ready_tx, ready) = watch::channel(false);
+    let mut follower = Follower {
+        kafka: kafka.clone(),
+        topic: topic.to_owned(),
+        directory,
+        remaining: BTreeMap::new(),
+        ready: ready_tx,
+    };
+    let task = tokio::spawn(async move { consumer.run(&mut follower, &shutdown).await });
     Ok((ready, task))
 }
 

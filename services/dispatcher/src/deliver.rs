@@ -13,26 +13,28 @@
 //! carries the version in `X-Receipts-Receipt-Version`. Two versions in flight at the same
 //! moment may still arrive out of order; the receiver can tell by that header or `DateUpdated`.
 //!
-//! Outcomes: delivered → the pending entry is removed and the delivered version raised; a
-//! transient failure → the next attempt is produced to the retry topic with its due time, then
-//! the pending entry is removed; rejected, exhausted or gone → the delivery is produced to the
-//! dead-letter topic with its last error, then removed; 410 Gone also writes the webhook's
-//! configuration back to `webhook-configs` with `disabled_at` set. A failure to produce leaves
-//! the entry pending and tries again a second later. Everything is at least once: a crash after
-//! a request was answered but before its outcome was stored sends it again, with the same
-//! `I-Twilio-Idempotency-Token`.
+//! Outcomes are *settled*: delivered → the delivered version is raised and the delivery marked
+//! settled; a transient failure → the next attempt is produced to the retry topic (to the same
+//! partition) with its due time, and the delivery marked as living there at that attempt;
+//! rejected, exhausted or gone → the delivery is produced to the dead-letter topic with its last
+//! error and marked settled; 410 Gone also writes the webhook's configuration back to
+//! `webhook-configs` with `disabled_at` set. Every mark is written to the dispatcher changelog
+//! and acknowledged before it is stored, and only then does the attempt stop holding back its
+//! partition's committed offset ([`Unsettled`]). A failure to produce leaves the attempt pending
+//! and tries again a second later. Everything is at least once: a crash or a partition move
+//! after a request was answered but before its outcome was settled sends it again, with the
+//! same `I-Twilio-Idempotency-Token`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use receipts_bus::TopicNames;
-use receipts_bus::record::{ERROR_HEADER, content_type_headers};
-use receipts_proto::codec::{self, Encoding};
+use receipts_bus::record::ERROR_HEADER;
+use receipts_bus::{Outgoing, Partition, Publisher, TopicNames};
+use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::Secret;
+use receipts_store::PartitionOffset;
 use receipts_webhook::{
     AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
 };
@@ -43,9 +45,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
-use crate::job::{DUE_AT_HEADER, DeliveryJob};
+use crate::job::{DUE_AT_HEADER, DeliveryJob, Source};
 use crate::metrics::{DispatcherMetrics, EndpointLabel};
-use crate::store::DispatcherStore;
+use crate::store::{DispatcherStore, Entry, SETTLED, delivered_entry, progress_entry};
 use crate::{now_ms, timestamp_now};
 
 /// When an endpoint's circuit opens and for how long.
@@ -96,11 +98,66 @@ pub(crate) struct DeliveryContext {
     pub(crate) directory: SharedDirectory,
     pub(crate) accounts: HashMap<String, Secret>,
     pub(crate) schedule: RetrySchedule,
-    pub(crate) producer: FutureProducer,
+    pub(crate) publisher: Publisher,
     pub(crate) topics: TopicNames,
     pub(crate) metrics: DispatcherMetrics,
     pub(crate) endpoint_concurrency: usize,
     pub(crate) breaker: BreakerConfig,
+    pub(crate) unsettled: Arc<Unsettled>,
+}
+
+/// The source offsets of attempts not settled yet, per partition: a partition's committed
+/// offset never passes the oldest of them, so a new owner reads that record again.
+#[derive(Debug, Default)]
+pub(crate) struct Unsettled {
+    offsets: Mutex<HashMap<(String, i32), BTreeMap<i64, u32>>>,
+}
+
+impl Unsettled {
+    pub(crate) fn add(&self, source: &Source) {
+        *lock(&self.offsets)
+            .entry((source.topic.clone(), source.partition))
+            .or_default()
+            .entry(source.offset)
+            .or_default() += 1;
+    }
+
+    pub(crate) fn remove(&self, source: &Source) {
+        let mut offsets = lock(&self.offsets);
+        let key = (source.topic.clone(), source.partition);
+        if let Some(partition) = offsets.get_mut(&key) {
+            if let Some(count) = partition.get_mut(&source.offset) {
+                *count -= 1;
+                if *count == 0 {
+                    partition.remove(&source.offset);
+                }
+            }
+            if partition.is_empty() {
+                offsets.remove(&key);
+            }
+        }
+    }
+
+    /// The oldest unsettled source offset of a partition.
+    pub(crate) fn oldest(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.offsets)
+            .get(&(topic.to_owned(), partition))
+            .and_then(|p| p.keys().next().copied())
+    }
+
+    fn forget(&self, partition: &Partition) {
+        lock(&self.offsets).remove(&(partition.topic.clone(), partition.partition));
+    }
+}
+
+/// How an attempt ended, for what it leaves behind.
+#[derive(Debug, Clone, Copy)]
+enum Settlement {
+    Delivered,
+    /// The next attempt, this one, lives on the retry topic.
+    Retrying(u32),
+    /// Dead-lettered or dropped: nothing more to do.
+    Done,
 }
 
 impl std::fmt::Debug for DeliveryContext {
@@ -134,7 +191,7 @@ impl Deliverer {
         })
     }
 
-    /// Adds stored pending deliveries.
+    /// Adds deliveries to attempt when due.
     pub(crate) fn enqueue(&self, jobs: Vec<DeliveryJob>) {
         if jobs.is_empty() {
             return;
@@ -146,6 +203,53 @@ impl Deliverer {
         }
         drop(due);
         self.wake.notify_one();
+    }
+
+    /// Whether an attempt of `token` at `attempt` is queued already (a record read twice).
+    pub(crate) fn is_queued(&self, job: &DeliveryJob) -> bool {
+        lock(&self.due)
+            .values()
+            .any(|queued| queued.token == job.token && queued.attempt == job.attempt)
+            || lock(&self.endpoints).values().any(|e| {
+                lock(&e.queue)
+                    .iter()
+                    .any(|queued| queued.token == job.token && queued.attempt == job.attempt)
+            })
+    }
+
+    /// Forgets the queued attempts read from `partitions`, taken over by another instance.
+    /// Attempts already in flight finish (and may be repeated by the new owner).
+    pub(crate) fn drop_partitions(&self, partitions: &[Partition]) {
+        let revoked = |job: &DeliveryJob| {
+            job.source.as_ref().is_some_and(|s| {
+                partitions
+                    .iter()
+                    .any(|p| p.topic == s.topic && p.partition == s.partition)
+            })
+        };
+        let mut dropped = 0usize;
+        {
+            let mut due = lock(&self.due);
+            let before = due.len();
+            due.retain(|_, job| !revoked(job));
+            dropped += before - due.len();
+        }
+        for endpoint in lock(&self.endpoints).values() {
+            let mut queue = lock(&endpoint.queue);
+            let before = queue.len();
+            queue.retain(|job| !revoked(job));
+            dropped += before - queue.len();
+        }
+        for partition in partitions {
+            self.context.unsettled.forget(partition);
+        }
+        self.context.metrics.backlog.dec_by(dropped as i64);
+        if dropped > 0 {
+            info!(
+                dropped,
+                "queued deliveries of revoked partitions left to their new owner"
+            );
+        }
     }
 
     /// Puts a delivery whose outcome could not be stored back in the queue.
@@ -259,7 +363,7 @@ impl Deliverer {
         let Some(config) = config else {
             info!(webhook = %job.webhook_key, "webhook no longer configured, delivery dropped");
             cx.metrics.dropped("unconfigured");
-            return self.finish(job, false).await;
+            return self.settle(job, Settlement::Done).await;
         };
         if config.disabled_at.is_some() {
             let reason = format!("endpoint disabled: {}", config.disabled_reason);
@@ -272,7 +376,7 @@ impl Deliverer {
             Ok(Some(delivered)) if delivered >= job.receipt.version => {
                 debug!(receipt = %job.receipt.sid, version = job.receipt.version, delivered, "stale delivery dropped");
                 cx.metrics.dropped("stale");
-                return self.finish(job, false).await;
+                return self.settle(job, Settlement::Done).await;
             }
             Ok(_) => {}
             Err(error) => warn!(%error, "cannot read the delivered version"),
@@ -287,7 +391,7 @@ impl Deliverer {
         };
         let Some(payload) = DeliveryPayload::of(&job.receipt) else {
             cx.metrics.dropped("no_status");
-            return self.finish(job, false).await;
+            return self.settle(job, Settlement::Done).await;
         };
         let request = WebhookRequest {
             url: config.post_webhook_url.clone(),
@@ -310,7 +414,7 @@ impl Deliverer {
             AttemptOutcome::Delivered { status } => {
                 debug!(endpoint = %request.url, status, attempt = job.attempt, "webhook delivered");
                 self.record(endpoint, true);
-                self.finish(job, true).await;
+                self.settle(job, Settlement::Delivered).await;
             }
             AttemptOutcome::Gone => {
                 self.record(endpoint, true);
@@ -379,17 +483,20 @@ impl Deliverer {
         retry.attempt = next;
         retry.due_at_ms = now_ms() + delay.as_millis() as i64;
         retry.last_error = Some(reason);
-        let due = retry.due_at_ms.to_string();
-        let headers = content_type_headers(Encoding::Json).insert(Header {
-            key: DUE_AT_HEADER,
-            value: Some(due.as_str()),
-        });
-        let topic = &self.context.topics.webhook_retries;
-        if self
-            .produce(topic, retry.record_key(), &retry.to_json(), headers)
-            .await
-        {
-            self.finish(job, false).await;
+        let mut record = Outgoing::new(
+            &self.context.topics.webhook_retries,
+            retry.record_key(),
+            retry.to_json(),
+        )
+        .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+        .header(DUE_AT_HEADER, retry.due_at_ms.to_string());
+        // The retry partition of a conversation is its receipt-updates partition, so the
+        // retry moves with the partition that owns the delivery.
+        if let Some(source) = &job.source {
+            record = record.to_partition(source.partition);
+        }
+        if self.produce(record).await {
+            self.settle(job, Settlement::Retrying(next)).await;
         } else {
             self.requeue(job);
         }
@@ -398,17 +505,16 @@ impl Deliverer {
     async fn dead_letter(self: &Arc<Self>, mut job: DeliveryJob, reason: String) {
         warn!(webhook = %job.webhook_key, endpoint = %job.url, receipt = %job.receipt.sid, %reason, "webhook delivery dead-lettered");
         job.last_error = Some(reason.clone());
-        let headers = content_type_headers(Encoding::Json).insert(Header {
-            key: ERROR_HEADER,
-            value: Some(reason.as_str()),
-        });
-        let topic = &self.context.topics.webhook_dlq;
-        if self
-            .produce(topic, job.record_key(), &job.to_json(), headers)
-            .await
-        {
+        let record = Outgoing::new(
+            &self.context.topics.webhook_dlq,
+            job.record_key(),
+            job.to_json(),
+        )
+        .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+        .header(ERROR_HEADER, reason.as_str());
+        if self.produce(record).await {
             self.context.metrics.dead_lettered.inc();
-            self.finish(job, false).await;
+            self.settle(job, Settlement::Done).await;
         } else {
             self.requeue(job);
         }
@@ -424,16 +530,9 @@ impl Deliverer {
         warn!(webhook = %key, endpoint = %config.post_webhook_url, "webhook endpoint disabled after 410 Gone");
         self.context.metrics.endpoints_disabled.inc();
         let payload = codec::encode(&config, Encoding::Protobuf);
-        let topic = &self.context.topics.webhook_configs;
-        if !self
-            .produce(
-                topic,
-                key,
-                &payload,
-                content_type_headers(Encoding::Protobuf),
-            )
-            .await
-        {
+        let record = Outgoing::new(&self.context.topics.webhook_configs, key, payload)
+            .header(CONTENT_TYPE_HEADER, Encoding::Protobuf.content_type());
+        if !self.produce(record).await {
             error!(webhook = %key, "cannot write the disabled configuration; disabled in memory only");
         }
         self.context
@@ -443,31 +542,95 @@ impl Deliverer {
             .apply(key.to_owned(), Some(config));
     }
 
-    async fn produce(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) -> bool {
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers);
-        match self.context.producer.send(record, PRODUCE_TIMEOUT).await {
-            Ok(_) => true,
-            Err((error, _)) => {
-                error!(%error, topic, "producing failed; the delivery stays pending");
+    async fn produce(&self, record: Outgoing) -> bool {
+        let sent = tokio::time::timeout(
+            PRODUCE_TIMEOUT,
+            self.context
+                .publisher
+                .send_all(std::slice::from_ref(&record)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                error!(error = %receipts_bus::consume::error_chain(&error), "producing failed; the delivery stays pending");
+                false
+            }
+            Err(_) => {
+                error!(topic = %record.topic, "producing timed out; the delivery stays pending");
                 false
             }
         }
     }
 
-    /// Ends a pending delivery in the store.
-    async fn finish(&self, job: DeliveryJob, delivered: bool) {
-        let store = self.context.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.finish(&job, delivered)).await;
-        self.context.metrics.backlog.dec();
+    /// Records how an attempt ended: in the changelog (acknowledged) first, then locally; then
+    /// the attempt stops holding back its partition's committed offset.
+    async fn settle(&self, job: DeliveryJob, settlement: Settlement) {
+        let cx = &self.context;
+        let mut entries: Vec<Entry> = Vec::with_capacity(2);
+        match settlement {
+            Settlement::Delivered => {
+                entries.push(progress_entry(&job.token, SETTLED));
+                let newest = cx
+                    .store
+                    .delivered_version(&job.webhook_key, &job.receipt.sid)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+                    .max(job.receipt.version);
+                entries.push(delivered_entry(&job.webhook_key, &job.receipt.sid, newest));
+            }
+            Settlement::Retrying(attempt) => entries.push(progress_entry(&job.token, attempt)),
+            Settlement::Done => entries.push(progress_entry(&job.token, SETTLED)),
+        }
+        let mut positions = Vec::new();
+        if let Some(source) = &job.source {
+            let records: Vec<Outgoing> = entries
+                .iter()
+                .map(|(key, value)| Outgoing {
+                    topic: cx.topics.dispatcher_changelog.clone(),
+                    partition: Some(source.partition),
+                    key: key.clone(),
+                    payload: Some(value.clone()),
+                    headers: Vec::new(),
+                })
+                .collect();
+            let mut backoff = receipts_bus::errors::Backoff::default();
+            let landed = loop {
+                match cx.publisher.send_all(&records).await {
+                    Ok(landed) => break landed,
+                    Err(error) if error.is_transient() && !self.shutdown.is_cancelled() => {
+                        warn!(error = %receipts_bus::consume::error_chain(&error), "writing a delivery's outcome to the changelog failed, trying again");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    Err(error) => {
+                        // Not settled: whoever reads its record next attempts it again.
+                        error!(error = %receipts_bus::consume::error_chain(&error), "cannot write a delivery's outcome to the changelog");
+                        cx.metrics.backlog.dec();
+                        return;
+                    }
+                }
+            };
+            if let Some(last) = landed.iter().map(|l| l.offset).max() {
+                positions.push(PartitionOffset {
+                    topic: cx.topics.dispatcher_changelog.clone(),
+                    partition: source.partition,
+                    next_offset: last + 1,
+                });
+            }
+        }
+        let store = cx.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.write(&entries, &positions)).await;
+        cx.metrics.backlog.dec();
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                error!(%error, "cannot store a delivery's outcome; it is sent again after a restart")
+                error!(%error, "cannot store a delivery's outcome; it is restored from the changelog")
             }
             Err(error) => error!(%error, "storing a delivery's outcome failed"),
+        }
+        if let Some(source) = &job.source {
+            cx.unsettled.remove(source);
         }
     }
 }

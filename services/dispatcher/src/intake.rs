@@ -1,215 +1,220 @@
-//! The intake loop: `receipt-updates` and the retry topic, read in one consumer group, become
-//! pending deliveries in sled, stored in one atomic batch with the next offsets.
+//! The intake: `receipt-updates` and the retry topic, read in one consumer group on the consume
+//! engine, become attempts in the deliverer's queue.
 //!
-//! A receipt update fires a webhook when the receipt's status or error code changed (a newer
-//! snapshot with the same status and error code, e.g. a later provider timestamp or more
-//! expected receipts, fires nothing) and its status is one Twilio names (`queued`, the REST
-//! API's null, fires nothing). Snapshots not newer than the last one seen are duplicates of the
-//! projector's re-publishing and are ignored. A retry record is stored as it is; it is attempted
-//! when due, so a retry waiting for hours holds back nothing.
+//! A receipt update fires a webhook when it is news — its status or error code moved, which the
+//! record itself says (`previous_status`, `previous_error_code`) — and its status is one Twilio
+//! names (`queued`, the REST API's null, fires nothing). The decision needs no state, so a record
+//! read again (after a crash, or by a partition's new owner) decides the same. What was already
+//! done is in the dispatcher's state, restored from its changelog when a partition is assigned:
+//! a delivery that is settled, or whose next attempt already lives on the retry topic, is not
+//! attempted again; a version older than one already delivered to that webhook is stale.
+//!
+//! The two topics are co-partitioned (both keyed by conversation), so the group assigns
+//! partition `p` of both to one instance, and changelog partition `p` holds their state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use receipts_bus::assignment::rebalance_from_stored;
-use receipts_bus::errors::{Backoff, is_fatal};
-use receipts_proto::codec::{self, Encoding};
+use receipts_bus::changelog::{RestoreError, restore_partition};
+use receipts_bus::{Commit, Handler, KafkaSettings, Partition, Record, Transient};
 use receipts_proto::v1;
+use receipts_store::PartitionOffset;
 use receipts_webhook::payload::status_word;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::configs::SharedDirectory;
-use crate::deliver::Deliverer;
-use crate::job::DeliveryJob;
+use crate::deliver::{Deliverer, Unsettled};
+use crate::job::{DeliveryJob, Source};
 use crate::metrics::DispatcherMetrics;
-use crate::store::{DispatcherStore, IntakeBatch, SeenReceipt};
-use crate::{DispatcherError, now_ms};
+use crate::now_ms;
+use crate::store::{DispatcherStore, SETTLED, StoreError};
 
-pub(crate) type IntakeConsumer = StreamConsumer<SeekToStored>;
-
-/// On assignment, starts each partition at the offset stored in sled (the beginning when none
-/// is stored): the group's committed offsets are only advisory.
-pub(crate) struct SeekToStored {
-    store: Arc<DispatcherStore>,
+/// Why the intake cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("restoring dispatcher state")]
+    Restore(#[from] RestoreError<StoreError>),
+    #[error("a blocking task failed")]
+    Join(#[from] tokio::task::JoinError),
 }
 
-impl SeekToStored {
-    pub(crate) fn new(store: Arc<DispatcherStore>) -> Self {
-        SeekToStored { store }
-    }
-}
-
-impl ClientContext for SeekToStored {}
-
-impl ConsumerContext for SeekToStored {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        event: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        rebalance_from_stored(consumer, event, tpl, |topic, partition| {
-            self.store.next_offset(topic, partition)
-        });
+impl Transient for IntakeError {
+    fn is_transient(&self) -> bool {
+        match self {
+            IntakeError::Restore(e) => e.is_transient(),
+            IntakeError::Store(_) | IntakeError::Join(_) => false,
+        }
     }
 }
 
 pub(crate) struct Intake {
-    pub(crate) consumer: IntakeConsumer,
+    pub(crate) kafka: KafkaSettings,
     pub(crate) store: Arc<DispatcherStore>,
     pub(crate) directory: SharedDirectory,
     pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) unsettled: Arc<Unsettled>,
     pub(crate) metrics: DispatcherMetrics,
     pub(crate) updates_topic: String,
     pub(crate) retries_topic: String,
-    pub(crate) max_records: usize,
+    pub(crate) changelog_topic: String,
 }
 
-impl Intake {
-    pub(crate) async fn run(&self, shutdown: &CancellationToken) -> Result<(), DispatcherError> {
-        let mut backoff = Backoff::default();
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message,
-            };
-            let first = match first {
-                Ok(m) => m.detach(),
-                Err(error) if !is_fatal(&error) => {
-                    let delay = backoff.next_delay();
-                    warn!(%error, retry_in_ms = delay.as_millis() as u64, "consuming failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            backoff.reset();
-            let mut records = vec![first];
-            while records.len() < self.max_records {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(Ok(message)) => records.push(message.detach()),
-                    Ok(Err(error)) => {
-                        warn!(%error, "consuming failed");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.process(records).await?;
-        }
-    }
+impl Handler for Intake {
+    type Error = IntakeError;
 
-    async fn process(&self, records: Vec<OwnedMessage>) -> Result<(), DispatcherError> {
-        let batch = self.batch(&records)?;
-        let store = self.store.clone();
-        let (batch, ()) =
-            tokio::task::spawn_blocking(move || store.commit(&batch).map(|()| (batch, ())))
-                .await??;
-        let mut list = TopicPartitionList::new();
-        for (topic, partition, next) in &batch.offsets {
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*next));
-        }
-        self.deliverer.enqueue(batch.jobs);
-        if list.count() > 0
-            && let Err(error) = self.consumer.commit(&list, CommitMode::Async)
-        {
-            debug!(%error, "advisory offset commit failed");
+    /// Restores the changelog partition of every newly assigned partition number.
+    async fn assigned(&mut self, partitions: &[Partition]) -> Result<(), IntakeError> {
+        let numbers: HashSet<i32> = partitions.iter().map(|p| p.partition).collect();
+        for partition in numbers {
+            let (kafka, store, topic) = (
+                self.kafka.clone(),
+                self.store.clone(),
+                self.changelog_topic.clone(),
+            );
+            let from = store.changelog_position(&topic, partition)?;
+            tokio::task::spawn_blocking(move || {
+                restore_partition(&kafka, &topic, partition, from, |records, next| {
+                    let entries: Vec<(Vec<u8>, Vec<u8>)> = records
+                        .iter()
+                        .filter_map(|r| Some((r.key()?.to_vec(), r.payload()?.to_vec())))
+                        .collect();
+                    store.write(
+                        &entries,
+                        &[PartitionOffset {
+                            topic: topic.clone(),
+                            partition,
+                            next_offset: next,
+                        }],
+                    )
+                })
+            })
+            .await??;
         }
         Ok(())
     }
 
-    fn batch(&self, records: &[OwnedMessage]) -> Result<IntakeBatch, DispatcherError> {
-        let mut seen: HashMap<String, SeenReceipt> = HashMap::new();
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
-        let mut jobs = Vec::new();
+    fn revoked(&mut self, partitions: &[Partition]) {
+        self.deliverer.drop_partitions(partitions);
+    }
+
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, IntakeError> {
         let now = now_ms();
-        for record in records {
-            let next = offsets
+        let mut jobs = Vec::new();
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut tokens: HashSet<(String, u32)> = HashSet::new();
+        for record in records.iter() {
+            let end = ends
                 .entry((record.topic().to_owned(), record.partition()))
-                .or_default();
-            *next = (*next).max(record.offset() + 1);
-            if record.topic() == self.retries_topic {
-                match record.payload().map(DeliveryJob::from_json) {
-                    Some(Ok(job)) => jobs.push(job),
-                    _ => {
-                        warn!(offset = record.offset(), "undecodable retry record skipped");
-                        self.metrics.update("undecodable");
-                    }
+                .or_insert(0);
+            *end = (*end).max(record.offset() + 1);
+            let source = Source {
+                topic: record.topic().to_owned(),
+                partition: record.partition(),
+                offset: record.offset(),
+            };
+            for mut job in self.jobs_of(record, now) {
+                if !tokens.insert((job.token.clone(), job.attempt)) || !self.still_to_do(&job)? {
+                    continue;
                 }
-                continue;
+                job.source = Some(source.clone());
+                if self.deliverer.is_queued(&job) {
+                    continue;
+                }
+                self.unsettled.add(&source);
+                jobs.push(job);
             }
-            if record.topic() != self.updates_topic {
-                continue;
-            }
-            let Some(update) = decode_update(record) else {
-                warn!(
-                    partition = record.partition(),
-                    offset = record.offset(),
-                    "undecodable receipt update skipped"
-                );
-                self.metrics.update("undecodable");
-                continue;
+        }
+        self.deliverer.enqueue(jobs);
+        // Committed offsets never pass a record with an unsettled delivery.
+        let commit = ends
+            .into_iter()
+            .map(|((topic, partition), end)| {
+                let next = self
+                    .unsettled
+                    .oldest(&topic, partition)
+                    .map_or(end, |oldest| oldest.min(end));
+                (Partition::new(&topic, partition), next)
+            })
+            .collect();
+        Ok(Commit::Offsets(commit))
+    }
+}
+
+impl Intake {
+    /// The attempts a record asks for, before looking at what was done already.
+    fn jobs_of(&self, record: &Record, now: i64) -> Vec<DeliveryJob> {
+        if record.topic() == self.retries_topic {
+            return match record.payload().map(DeliveryJob::from_json) {
+                Some(Ok(job)) => vec![job],
+                _ => {
+                    warn!(origin = %record.origin(), "undecodable retry record skipped");
+                    self.metrics.update("undecodable");
+                    Vec::new()
+                }
             };
-            let Some(receipt) = update.receipt else {
-                self.metrics.update("undecodable");
-                continue;
-            };
-            let last = match seen.get(&receipt.sid) {
-                Some(last) => Some(*last),
-                None => self.store.seen(&receipt.sid)?,
-            };
-            if last.is_some_and(|l| l.version >= receipt.version) {
-                self.metrics.update("duplicate");
-                continue;
-            }
-            let changed = match last {
-                Some(l) => l.status != receipt.status || l.error_code != receipt.error_code,
-                None => update.previous_status != receipt.status,
-            };
-            seen.insert(
-                receipt.sid.clone(),
-                SeenReceipt {
-                    version: receipt.version,
-                    status: receipt.status,
-                    error_code: receipt.error_code,
-                },
-            );
-            if !changed || status_word(receipt.status()).is_none() {
-                self.metrics.update("unchanged");
-                continue;
-            }
-            self.metrics.update("fired");
-            let directory = self
-                .directory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (key, config) in directory.targets(&receipt) {
-                jobs.push(DeliveryJob::new(
+        }
+        if record.topic() != self.updates_topic {
+            return Vec::new();
+        }
+        let Ok(update) = receipts_bus::record::decode::<v1::ReceiptUpdated>(record) else {
+            warn!(origin = %record.origin(), "undecodable receipt update skipped");
+            self.metrics.update("undecodable");
+            return Vec::new();
+        };
+        let Some(receipt) = update.receipt else {
+            self.metrics.update("undecodable");
+            return Vec::new();
+        };
+        let news = update.previous_status != receipt.status
+            || update.previous_error_code != receipt.error_code;
+        if !news || status_word(receipt.status()).is_none() {
+            self.metrics.update("unchanged");
+            return Vec::new();
+        }
+        self.metrics.update("fired");
+        let directory = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        directory
+            .targets(&receipt)
+            .into_iter()
+            .map(|(key, config)| {
+                DeliveryJob::new(
                     receipt.clone(),
                     key.to_owned(),
                     config.post_webhook_url.clone(),
                     now,
-                ));
-            }
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `job` still needs attempting, by what the state says was done.
+    fn still_to_do(&self, job: &DeliveryJob) -> Result<bool, StoreError> {
+        if self
+            .store
+            .delivered_version(&job.webhook_key, &job.receipt.sid)?
+            .is_some_and(|delivered| delivered >= job.receipt.version)
+        {
+            debug!(token = %job.token, "already delivered");
+            self.metrics.update("duplicate");
+            return Ok(false);
         }
-        Ok(IntakeBatch {
-            seen: seen.into_iter().collect(),
-            jobs,
-            offsets: offsets
-                .into_iter()
-                .map(|((topic, partition), next)| (topic, partition, next))
-                .collect(),
+        // A replay from the dead-letter topic asks for a settled delivery again, on purpose.
+        if job.replayed_from.is_some() {
+            return Ok(true);
+        }
+        Ok(match self.store.progress(&job.token)? {
+            None => true,
+            Some(SETTLED) => {
+                self.metrics.update("duplicate");
+                false
+            }
+            // The attempt living on the retry topic is the one to make; older copies are done.
+            Some(live) => job.attempt >= live,
         })
     }
-}
-
-fn decode_update(record: &OwnedMessage) -> Option<v1::ReceiptUpdated> {
-    let encoding = Encoding::from_content_type(receipts_bus::record::content_type(record)).ok()?;
-    codec::decode(record.payload()?, encoding).ok()
 }

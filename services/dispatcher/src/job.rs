@@ -36,6 +36,18 @@ pub struct DeliveryJob {
     /// `partition/offset` of the DLQ entry this delivery was replayed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_from: Option<String>,
+    /// The record this attempt was read from; its partition's committed offset stays before
+    /// it until the attempt is settled. Never serialised: it is where *this* copy came from.
+    #[serde(skip)]
+    pub source: Option<Source>,
+}
+
+/// Where a pending attempt was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// The idempotency token of `receipt_sid` at `version` for `webhook_key`.
@@ -61,13 +73,14 @@ impl DeliveryJob {
             created_at_ms: now_ms,
             last_error: None,
             replayed_from: None,
+            source: None,
         }
     }
 
-    /// The sled key of this attempt: one delivery has at most one pending attempt, but the
-    /// next one can be read back from the retry topic before this one is removed.
+    /// Tells attempts apart in the due queue: one delivery has at most one pending attempt,
+    /// but the next one can be read back from the retry topic before this one is settled.
     pub fn pending_key(&self) -> Vec<u8> {
-        format!("j/{}/{:010}", self.token, self.attempt).into_bytes()
+        format!("{}/{:010}", self.token, self.attempt).into_bytes()
     }
 
     /// The record key on the retry and dead-letter topics: the conversation, like

@@ -4,14 +4,21 @@
 //!
 //! Flow: the compacted `webhook-configs` topic is read to its end into memory before anything
 //! is dispatched, then followed live ([`configs`]). One consumer group reads `receipt-updates`
-//! and the retry topic; each batch becomes pending deliveries stored in sled together with the
-//! offsets ([`intake`], [`store`]). Due deliveries are attempted per endpoint, each endpoint with
-//! its own in-flight cap and circuit breaker; failures go to the retry topic with their due
-//! time, hopeless ones to the dead-letter topic, and 410 Gone disables the endpoint by writing
-//! its configuration back ([`deliver`]). [`replay`] sends dead-lettered deliveries back.
+//! and the retry topic on the consume engine; each batch becomes attempts in memory
+//! ([`intake`]). Due attempts are made per endpoint, each endpoint with its own in-flight cap
+//! and circuit breaker; failures go to the retry topic with their due time, hopeless ones to the
+//! dead-letter topic, and 410 Gone disables the endpoint by writing its configuration back
+//! ([`deliver`]). [`replay`] sends dead-lettered deliveries back.
 //!
-//! Delivery is at least once: nothing pending is lost by a crash, and a request may be repeated
-//! with the same `I-Twilio-Idempotency-Token`.
+//! State moves with its partition (DESIGN §4a): what was settled per delivery is written to the
+//! compacted dispatcher changelog before it is stored in sled ([`store`]), and the group's
+//! committed offset of a partition never passes a record whose deliveries are unsettled. An
+//! instance assigned a partition restores its state from the changelog and reads from the
+//! committed offset, so a move re-sends nothing that was delivered, pending retries continue on
+//! the new owner, and only attempts in flight at the moment of the move may repeat.
+//!
+//! Delivery is at least once: nothing pending is lost by a crash or a move, and a request may be
+//! repeated with the same `I-Twilio-Idempotency-Token`.
 
 pub mod configs;
 pub mod deliver;
@@ -26,8 +33,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::Consumer;
-use receipts_bus::{KafkaSettings, TopicNames};
+use receipts_bus::consume::{ConsumeError, nothing_stored};
+use receipts_bus::{Consumer, ConsumerOptions, KafkaSettings, Publisher, TopicNames};
 use receipts_domain::AccountSid;
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
@@ -37,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use crate::deliver::BreakerConfig;
-use crate::deliver::{Deliverer, DeliveryContext};
-use crate::intake::{Intake, SeekToStored};
+use crate::deliver::{Deliverer, DeliveryContext, Unsettled};
+use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
 use crate::store::{DispatcherStore, StoreError};
@@ -65,6 +72,8 @@ pub struct DispatcherConfig {
     pub endpoint_concurrency: usize,
     pub breaker: BreakerConfig,
     pub batch_max_records: usize,
+    /// Not ready once the broker has been unreachable for this long.
+    pub stale_after_secs: u64,
     /// Create missing topics at start with this many partitions (0: expect them to exist).
     pub create_topics_partitions: i32,
     /// How often the DLQ size gauge is refreshed.
@@ -88,6 +97,7 @@ impl Default for DispatcherConfig {
             endpoint_concurrency: 4,
             breaker: BreakerConfig::default(),
             batch_max_records: 1_000,
+            stale_after_secs: 30,
             create_topics_partitions: 4,
             dlq_poll_secs: 30,
             metrics_listen: "127.0.0.1:9467".into(),
@@ -141,17 +151,23 @@ impl Validate for DispatcherConfig {
 /// Why the dispatcher stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatcherError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("kafka setup: {0}")]
+    #[error("kafka setup")]
     Bus(#[from] receipts_bus::BusError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Client(#[from] receipts_webhook::ClientError),
+    #[error(transparent)]
+    Intake(#[from] Box<ConsumeError<IntakeError>>),
+    #[error(transparent)]
+    Configs(#[from] Box<ConsumeError<configs::FollowError>>),
+    #[error(transparent)]
+    Publish(#[from] receipts_bus::PublishError),
+    #[error("reading the dead-letter topic")]
+    ReadDeadLetters(#[from] receipts_bus::changelog::RestoreError<std::convert::Infallible>),
     #[error("replay: {0}")]
     Replay(String),
-    #[error("a blocking task failed: {0}")]
+    #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
 
@@ -180,6 +196,13 @@ pub async fn run(
         let specs = config.topics.specs(config.create_topics_partitions);
         receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
     }
+    receipts_bus::topics::ensure_changelog(
+        &config.kafka,
+        &config.topics.receipt_updates,
+        &config.topics.dispatcher_changelog,
+    )
+    .await?;
+    let readiness = metrics.readiness().clone();
     let metrics = DispatcherMetrics::register(metrics);
     let data_dir = config.data_dir.clone();
     let store =
@@ -191,16 +214,17 @@ pub async fn run(
         &config.kafka,
         &config.topics.webhook_configs,
         directory.clone(),
+        readiness.component("webhook-configs"),
         shutdown.clone(),
-    )
-    .await?;
+    )?;
     tokio::select! {
         _ = shutdown.cancelled() => { follower.abort(); return Ok(()) }
         _ = ready.wait_for(|ready| *ready) => {}
     }
 
-    let client_id = format!("{}-{}", config.group_id, std::process::id());
-    let producer = config.kafka.producer(&client_id)?;
+    let client_id = receipts_bus::settings::client_id(&config.group_id);
+    let publisher = Publisher::new(&config.kafka, &client_id)?;
+    let unsettled = Arc::new(Unsettled::default());
     let deliverer = Deliverer::new(
         DeliveryContext {
             client: WebhookClient::new(
@@ -215,46 +239,51 @@ pub async fn run(
                 .map(|(sid, token)| (sid.clone(), token.clone()))
                 .collect::<HashMap<_, _>>(),
             schedule: config.retry.clone(),
-            producer: producer.clone(),
+            publisher: publisher.clone(),
             topics: config.topics.clone(),
             metrics: metrics.clone(),
             endpoint_concurrency: config.endpoint_concurrency,
             breaker: config.breaker,
+            unsettled: unsettled.clone(),
         },
         shutdown.clone(),
     );
-    let pending = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.pending()).await??
-    };
-    info!(pending = pending.len(), "pending deliveries restored");
-    deliverer.enqueue(pending);
     let delivering = tokio::spawn(
         deliverer
             .clone()
             .run(Duration::from_millis(config.attempt_timeout_ms + 1_000)),
     );
 
-    let mut consumer_config = config.kafka.consumer_config(&client_id, &config.group_id);
-    consumer_config.set("auto.offset.reset", "error");
-    let consumer: intake::IntakeConsumer =
-        consumer_config.create_with_context(SeekToStored::new(store.clone()))?;
-    consumer.subscribe(&[
-        &config.topics.receipt_updates,
-        &config.topics.webhook_retries,
-    ])?;
-    let intake = Intake {
-        consumer,
+    let options = ConsumerOptions::group(
+        "dispatcher",
+        &client_id,
+        &config.group_id,
+        &[
+            &config.topics.receipt_updates,
+            &config.topics.webhook_retries,
+        ],
+    )
+    .batch(config.batch_max_records, Duration::ZERO)
+    .stale_after(Duration::from_secs(config.stale_after_secs));
+    let consumer = Consumer::new(
+        &config.kafka,
+        options,
+        Arc::new(nothing_stored),
+        readiness.component("dispatcher"),
+    )?;
+    let mut intake = Intake {
+        kafka: config.kafka.clone(),
         store: store.clone(),
         directory,
         deliverer,
+        unsettled,
         metrics: metrics.clone(),
         updates_topic: config.topics.receipt_updates.clone(),
         retries_topic: config.topics.webhook_retries.clone(),
-        max_records: config.batch_max_records,
+        changelog_topic: config.topics.dispatcher_changelog.clone(),
     };
     let dlq_gauge = tokio::spawn(watch_dlq_size(
-        producer,
+        publisher,
         config.topics.webhook_dlq.clone(),
         metrics,
         Duration::from_secs(config.dlq_poll_secs),
@@ -262,12 +291,21 @@ pub async fn run(
     info!(
         updates = %config.topics.receipt_updates,
         retries = %config.topics.webhook_retries,
+        changelog = %config.topics.dispatcher_changelog,
         group = %config.group_id,
         "dispatcher started"
     );
-    let result = intake.run(&shutdown).await;
+    let mut follower = follower;
+    let result = tokio::select! {
+        result = consumer.run(&mut intake, &shutdown) => result.map_err(|e| DispatcherError::Intake(Box::new(e))),
+        followed = &mut follower => match followed {
+            Ok(Err(e)) => Err(DispatcherError::Configs(Box::new(e))),
+            _ => Ok(()),
+        },
+    };
     shutdown.cancel();
     drop(intake);
+    drop(consumer);
     let _ = delivering.await;
     dlq_gauge.abort();
     follower.abort();
@@ -278,7 +316,7 @@ pub async fn run(
 
 /// Keeps `dispatcher_dlq_records` at the DLQ's high minus low watermark.
 async fn watch_dlq_size(
-    producer: rdkafka::producer::FutureProducer,
+    publisher: Publisher,
     topic: String,
     metrics: DispatcherMetrics,
     every: Duration,
@@ -286,11 +324,9 @@ async fn watch_dlq_size(
     let mut interval = tokio::time::interval(every);
     loop {
         interval.tick().await;
-        let (producer, topic) = (producer.clone(), topic.clone());
+        let (publisher, topic) = (publisher.clone(), topic.clone());
         let size = tokio::task::spawn_blocking(move || {
-            rdkafka::producer::Producer::client(&producer)
-                .fetch_watermarks(&topic, 0, Duration::from_secs(10))
-                .map(|(low, high)| high - low)
+            publisher.partition_size(&topic, 0, Duration::from_secs(10))
         })
         .await;
         match size {

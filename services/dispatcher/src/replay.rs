@@ -6,17 +6,11 @@
 //! replay interrupted between producing an entry and its marker can resend that one entry; the
 //! receiver recognises it by its `I-Twilio-Idempotency-Token`.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::HashSet;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message};
-use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
-use receipts_bus::record::content_type_headers;
-use receipts_bus::{KafkaSettings, TopicNames};
-use receipts_proto::codec::Encoding;
+use receipts_bus::{KafkaSettings, Outgoing, Publisher, TopicNames};
+use receipts_proto::codec::{CONTENT_TYPE_HEADER, Encoding};
 
 use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
 use crate::{DispatcherError, now_ms};
@@ -85,7 +79,10 @@ pub async fn replay_dlq(
         }
     }
     report.matched = candidates.len();
-    let producer = kafka.producer("receipts-dispatcher-replay")?;
+    let publisher = Publisher::new(
+        kafka,
+        &receipts_bus::settings::client_id("receipts-dispatcher-replay"),
+    )?;
     let bar = if progress {
         ProgressBar::new(candidates.len() as u64).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
@@ -103,30 +100,18 @@ pub async fn replay_dlq(
         job.attempt = 0;
         job.due_at_ms = now_ms();
         job.replayed_from = Some(origin.clone());
-        let due = job.due_at_ms.to_string();
-        let payload = job.to_json();
-        let record = FutureRecord::to(&topics.webhook_retries)
-            .key(job.record_key())
-            .payload(&payload)
-            .headers(content_type_headers(Encoding::Json).insert(Header {
-                key: DUE_AT_HEADER,
-                value: Some(due.as_str()),
-            }));
-        producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
-        let marker_key = format!("replayed/{origin}");
-        let marker = FutureRecord::<str, [u8]>::to(&topics.webhook_dlq)
-            .key(&marker_key)
-            .headers(rdkafka::message::OwnedHeaders::new().insert(Header {
-                key: REPLAYED_HEADER,
-                value: Some(origin.as_str()),
-            }));
-        producer
-            .send(marker, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
+        let retry = Outgoing::new(&topics.webhook_retries, job.record_key(), job.to_json())
+            .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+            .header(DUE_AT_HEADER, job.due_at_ms.to_string());
+        publisher.send_all(&[retry]).await?;
+        let marker = Outgoing {
+            topic: topics.webhook_dlq.clone(),
+            key: format!("replayed/{origin}").into_bytes(),
+            payload: None,
+            ..Default::default()
+        }
+        .header(REPLAYED_HEADER, origin.as_str());
+        publisher.send_all(&[marker]).await?;
         report.replayed += 1;
     }
     bar.finish_with_message(format!(
@@ -147,54 +132,23 @@ enum Entry {
 
 /// Every record of `topic` up to the high watermarks as of now.
 fn read_to_end(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Entry>, DispatcherError> {
-    let client_id = format!("receipts-dispatcher-replay-{}", std::process::id());
-    let consumer: BaseConsumer = kafka.consumer_config(&client_id, &client_id).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions())
-    {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(30))?;
-        if high > low {
-            remaining.insert(partition.id(), high);
-            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
-        }
-    }
     let mut entries = Vec::new();
-    if remaining.is_empty() {
-        return Ok(entries);
-    }
-    consumer.assign(&assignment)?;
-    while !remaining.is_empty() {
-        let Some(message) = consumer.poll(Duration::from_secs(30)) else {
-            return Err(DispatcherError::Replay(format!(
-                "the dead-letter topic {topic} stopped before its end"
-            )));
-        };
-        let message = message?;
-        let origin = format!("{}/{}", message.partition(), message.offset());
-        let replayed = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == REPLAYED_HEADER))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned());
-        if let Some(of) = replayed {
-            entries.push(Entry::Marker(of));
-        } else if let Some(Ok(job)) = message.payload().map(DeliveryJob::from_json) {
-            let at_ms = message.timestamp().to_millis().unwrap_or_default();
-            entries.push(Entry::Job { origin, job, at_ms });
-        }
-        if remaining
-            .get(&message.partition())
-            .is_some_and(|high| message.offset() + 1 >= *high)
-        {
-            remaining.remove(&message.partition());
-        }
+    for partition in receipts_bus::changelog::partition_ends(kafka, topic)?.into_keys() {
+        receipts_bus::changelog::restore_partition(kafka, topic, partition, None, |records, _| {
+            for record in records {
+                let origin = format!("{}/{}", record.partition(), record.offset());
+                let replayed = record
+                    .header(REPLAYED_HEADER)
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                if let Some(of) = replayed {
+                    entries.push(Entry::Marker(of));
+                } else if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json) {
+                    let at_ms = record.timestamp_millis().unwrap_or_default();
+                    entries.push(Entry::Job { origin, job, at_ms });
+                }
+            }
+            Ok::<_, std::convert::Infallible>(())
+        })?;
     }
     Ok(entries)
 }

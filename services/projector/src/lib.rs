@@ -169,6 +169,19 @@ pub async fn run(
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn ProjectorStore> =
+        Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&data_dir)).await??);
+    run_with_store(config, store, metrics, shutdown).await
+}
+
+/// [`run`] on a store the caller opened (a bench watches it while the projector runs).
+pub async fn run_with_store(
+    config: ProjectorConfig,
+    store: Arc<dyn ProjectorStore>,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
     let component = metrics.readiness().component("projector");
     if config.create_topics_partitions > 0 {
         let specs = config.topics.specs(config.create_topics_partitions);
@@ -180,9 +193,6 @@ pub async fn run(
         &config.topics.projector_changelog,
     )
     .await?;
-    let data_dir = config.data_dir.clone();
-    let store: Arc<dyn ProjectorStore> =
-        Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&data_dir)).await??);
     let client_id = receipts_bus::settings::client_id(&config.group_id);
     let stored = {
         let store = store.clone();
@@ -328,12 +338,7 @@ impl Projector {
             ));
         }
         let first_changelog = pending.len();
-        for ((id, state), partition) in outcome
-            .store
-            .states
-            .iter()
-            .zip(&outcome.state_partitions)
-        {
+        for ((id, state), partition) in outcome.store.states.iter().zip(&outcome.state_partitions) {
             let payload = v1::StoredReceiptState::from(state).encode_to_vec();
             let mut record = Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
                 .to_partition(*partition);
@@ -386,8 +391,7 @@ fn changelog_states(
         let Some(payload) = record.payload() else {
             continue;
         };
-        let stored =
-            v1::StoredReceiptState::decode(payload).map_err(|e| corrupt(e.to_string()))?;
+        let stored = v1::StoredReceiptState::decode(payload).map_err(|e| corrupt(e.to_string()))?;
         let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(e.to_string()))?;
         let written = Timestamp::from_unix_millis(record.timestamp_millis().unwrap_or(0));
         states.push((id, state, written));

@@ -1,20 +1,29 @@
-//! The read-model loop: `receipt-updates` → sled, with the offsets in the same write.
+//! The read model: `receipt-updates` → sled, with the offsets in the same write, on the consume
+//! engine of `receipts-bus`.
+//!
+//! A replica reads every partition itself, starting each at the offset stored with its state.
+//! A replica with nothing stored for a partition whose beginning retention has removed (a new
+//! replica, a new disk, or one that was away longer than retention) first bootstraps from the
+//! projector's compacted changelog — the table of every current receipt — and then follows
+//! `receipt-updates` from the oldest record still there. Snapshots are applied only when newer
+//! than the stored version, so the overlap changes nothing; timelines of receipts older than the
+//! retained updates begin at the bootstrap point.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use receipts_bus::errors::{Backoff, is_fatal};
-use receipts_domain::ReceiptChange;
-use receipts_proto::codec::{self, Encoding};
+use receipts_bus::changelog::{RestoreError, restore_partition};
+use receipts_bus::consume::BoxError;
+use receipts_bus::{
+    BusError, Commit, Consumer, ConsumerOptions, Handler, Partition, Record, Transient,
+};
+use receipts_domain::{ReceiptChange, ReceiptState};
 use receipts_proto::v1;
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{PartitionOffset, QueryStore};
+use receipts_store::{PartitionOffset, QueryStore, StoreError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,26 +35,48 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+fn outcome(outcome: &'static str) -> OutcomeLabel {
+    OutcomeLabel { outcome }
+}
+
+/// Why the read model cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("reading topic bounds")]
+    Bus(#[from] BusError),
+    #[error("bootstrapping from the projector changelog")]
+    Bootstrap(#[from] RestoreError<StoreError>),
+    #[error("a blocking task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Transient for ReadModelError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ReadModelError::Bus(e) => e.is_transient(),
+            ReadModelError::Bootstrap(e) => e.is_transient(),
+            ReadModelError::Store(_) | ReadModelError::Join(_) => false,
+        }
+    }
+}
+
 /// Reads every partition of `receipt-updates` into the store and tells watchers what changed.
 pub struct ReadModel {
-    consumer: Arc<StreamConsumer>,
-    topic: String,
+    config: QueryConfig,
     store: Arc<dyn QueryStore>,
     updates: broadcast::Sender<Arc<ReceiptChange>>,
-    max_records: usize,
     records: Family<OutcomeLabel, Counter>,
+    component: receipts_runtime::health::Component,
 }
 
 impl std::fmt::Debug for ReadModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadModel")
-            .field("topic", &self.topic)
+            .field("topic", &self.config.topics.receipt_updates)
             .finish_non_exhaustive()
     }
-}
-
-fn outcome(outcome: &'static str) -> OutcomeLabel {
-    OutcomeLabel { outcome }
 }
 
 impl ReadModel {
@@ -55,12 +86,6 @@ impl ReadModel {
         updates: broadcast::Sender<Arc<ReceiptChange>>,
         metrics: &Metrics,
     ) -> Result<Self, QueryError> {
-        // A replica reads every partition itself, so it joins no group: the group id is only
-        // required by librdkafka and never used for assignment.
-        let client_id = format!("receipts-query-{}", std::process::id());
-        let mut consumer_config = config.kafka.consumer_config(&client_id, &client_id);
-        consumer_config.set("auto.offset.reset", "error");
-        let consumer: Arc<StreamConsumer> = Arc::new(consumer_config.create()?);
         let records = Family::default();
         metrics.register(
             "query_updates",
@@ -68,86 +93,137 @@ impl ReadModel {
             records.clone(),
         );
         Ok(ReadModel {
-            consumer,
-            topic: config.topics.receipt_updates.clone(),
+            config: config.clone(),
             store,
             updates,
-            max_records: config.batch_max_records,
             records,
+            component: metrics.readiness().component("read-model"),
         })
     }
 
-    /// Assigns every partition at the offset stored with the state (the beginning if none),
-    /// waiting while the topic does not exist yet. Returns false if shut down while waiting.
-    async fn assign(&self, shutdown: &CancellationToken) -> Result<bool, QueryError> {
-        let mut backoff = Backoff::default();
-        let partitions = loop {
-            let metadata = {
-                let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-                tokio::task::spawn_blocking(move || {
-                    consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
+        let topic = self.config.topics.receipt_updates.clone();
+        // Where each partition starts: the stored offset, or — when nothing is stored or the
+        // stored offset fell off the log — the oldest record still there, after a bootstrap.
+        let marks = {
+            let (kafka, topic) = (self.config.kafka.clone(), topic.clone());
+            let mut backoff = receipts_bus::errors::Backoff::default();
+            loop {
+                let (kafka, name) = (kafka.clone(), topic.clone());
+                match tokio::task::spawn_blocking(move || {
+                    receipts_bus::changelog::watermarks(&kafka, &name)
                 })
                 .await?
-            };
-            let partitions: Vec<i32> = match metadata {
-                Ok(metadata) => metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name() == self.topic)
-                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                    .collect(),
-                Err(error) if is_fatal(&error) => return Err(error.into()),
-                Err(_) => Vec::new(),
-            };
-            if !partitions.is_empty() {
-                break partitions;
-            }
-            let delay = backoff.next_delay();
-            warn!(topic = %self.topic, retry_in_ms = delay.as_millis() as u64, "waiting for the receipt updates topic");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in partitions {
-            let offset = match self.store.next_offset(&self.topic, partition)? {
-                Some(next) => Offset::Offset(next),
-                None => Offset::Beginning,
-            };
-            assignment.add_partition_offset(&self.topic, partition, offset)?;
-        }
-        info!(topic = %self.topic, partitions = assignment.count(), "reading receipt updates");
-        self.consumer.assign(&assignment)?;
-        Ok(true)
-    }
-
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
-        if !self.assign(&shutdown).await? {
-            return Ok(());
-        }
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message?.detach(),
-            };
-            let mut records = vec![first];
-            // Take what is already buffered, without waiting: the read model's latency is the
-            // time of one batch.
-            while records.len() < self.max_records {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(message) => records.push(message?.detach()),
-                    Err(_) => break,
+                {
+                    Ok(marks) if !marks.is_empty() => break marks,
+                    Ok(_) => {}
+                    Err(e) if !e.is_transient() => return Err(e.into()),
+                    Err(_) => {}
+                }
+                let delay = backoff.next_delay();
+                warn!(%topic, retry_in_ms = delay.as_millis() as u64, "waiting for the receipt updates topic");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
                 }
             }
-            self.apply(records).await?;
+        };
+        let mut starts: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+        let mut bootstrap = false;
+        for (&partition, &(low, _)) in &marks {
+            let stored = self.store.next_offset(&topic, partition)?;
+            if stored.unwrap_or(0) < low {
+                bootstrap = true;
+                starts.insert(partition, Some(low));
+            } else {
+                starts.insert(partition, stored);
+            }
         }
+        let starts = Arc::new(starts);
+        let stored = move |partition: &Partition| -> Result<Option<i64>, BoxError> {
+            Ok(starts.get(&partition.partition).copied().flatten())
+        };
+        let client_id = receipts_bus::settings::client_id("receipts-query");
+        let options = ConsumerOptions::all_partitions("read-model", &client_id, &[&topic])
+            .batch(self.config.batch_max_records, std::time::Duration::ZERO);
+        let consumer = Consumer::new(
+            &self.config.kafka,
+            options,
+            Arc::new(stored),
+            self.component.clone(),
+        )?;
+        let mut handler = ReadModelHandler {
+            kafka: self.config.kafka.clone(),
+            changelog: self.config.topics.projector_changelog.clone(),
+            bootstrap,
+            store: self.store,
+            updates: self.updates,
+            records: self.records,
+        };
+        consumer
+            .run(&mut handler, &shutdown)
+            .await
+            .map_err(|e| QueryError::Consume(Box::new(e)))
+    }
+}
+
+struct ReadModelHandler {
+    kafka: receipts_bus::KafkaSettings,
+    changelog: String,
+    bootstrap: bool,
+    store: Arc<dyn QueryStore>,
+    updates: broadcast::Sender<Arc<ReceiptChange>>,
+    records: Family<OutcomeLabel, Counter>,
+}
+
+impl Handler for ReadModelHandler {
+    type Error = ReadModelError;
+
+    async fn assigned(&mut self, _partitions: &[Partition]) -> Result<(), ReadModelError> {
+        if !std::mem::take(&mut self.bootstrap) {
+            return Ok(());
+        }
+        let (kafka, changelog) = (self.kafka.clone(), self.changelog.clone());
+        let partitions: Vec<i32> = {
+            let (kafka, changelog) = (kafka.clone(), changelog.clone());
+            tokio::task::spawn_blocking(move || {
+                receipts_bus::changelog::partition_ends(&kafka, &changelog)
+            })
+            .await??
+            .into_keys()
+            .collect()
+        };
+        info!(%changelog, partitions = partitions.len(), "bootstrapping the read model from the projector changelog");
+        let mut receipts = 0u64;
+        for partition in partitions {
+            let (kafka, changelog, store) = (kafka.clone(), changelog.clone(), self.store.clone());
+            let restored = tokio::task::spawn_blocking(move || {
+                restore_partition(&kafka, &changelog, partition, None, |records, _| {
+                    let changes = snapshots(records);
+                    store.apply(&changes, &[]).map(|_| ())
+                })
+            })
+            .await;
+            match restored {
+                Ok(Ok(restored)) => receipts += restored.records,
+                Ok(Err(e)) => {
+                    self.bootstrap = true;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    self.bootstrap = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        info!(records = receipts, "read model bootstrapped");
+        Ok(())
     }
 
-    async fn apply(&self, records: Vec<rdkafka::message::OwnedMessage>) -> Result<(), QueryError> {
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ReadModelError> {
         let mut changes = Vec::with_capacity(records.len());
         let mut offsets: Vec<PartitionOffset> = Vec::new();
-        for record in &records {
+        for record in records.iter() {
             let next_offset = record.offset() + 1;
             match offsets
                 .iter_mut()
@@ -165,7 +241,7 @@ impl ReadModel {
                 Err(reason) => {
                     // The projector is the only writer; a record it did not write correctly is
                     // counted and skipped, never retried forever.
-                    warn!(partition = record.partition(), offset = record.offset(), %reason, "undecodable receipt update skipped");
+                    warn!(origin = %record.origin(), %reason, "undecodable receipt update skipped");
                     self.records.get_or_create(&outcome("undecodable")).inc();
                 }
             }
@@ -195,14 +271,37 @@ impl ReadModel {
                 }
             }
         }
-        Ok(())
+        Ok(Commit::Batch)
     }
 }
 
-fn decode(record: &rdkafka::message::OwnedMessage) -> Result<ReceiptChange, String> {
-    let encoding = Encoding::from_content_type(receipts_bus::record::content_type(record))
-        .map_err(|e| e.to_string())?;
-    let payload = record.payload().ok_or("record has no payload")?;
-    let wire: v1::ReceiptUpdated = codec::decode(payload, encoding).map_err(|e| e.to_string())?;
+/// The current receipts in projector changelog records (parked reports have none yet).
+fn snapshots(records: &[Record]) -> Vec<ReceiptChange> {
+    let mut changes = Vec::with_capacity(records.len());
+    for record in records {
+        let state = receipts_bus::record::decode::<v1::StoredReceiptState>(record)
+            .map_err(|e| e.to_string())
+            .and_then(|stored| ReceiptState::try_from(&stored).map_err(|e| e.to_string()));
+        match state {
+            Ok(state) => {
+                if let Some(receipt) = state.receipt() {
+                    changes.push(ReceiptChange {
+                        receipt,
+                        previous_status: None,
+                        previous_error_code: None,
+                    });
+                }
+            }
+            Err(reason) => {
+                warn!(origin = %record.origin(), %reason, "undecodable changelog record skipped")
+            }
+        }
+    }
+    changes
+}
+
+fn decode(record: &Record) -> Result<ReceiptChange, String> {
+    let wire: v1::ReceiptUpdated =
+        receipts_bus::record::decode(record).map_err(|e| e.to_string())?;
     ReceiptChange::try_from(&wire).map_err(|e| e.to_string())
 }

@@ -141,21 +141,23 @@ impl Validate for QueryConfig {
 /// Why the query service stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("configuration: {0}")]
+    #[error("configuration")]
     Config(#[from] ConfigError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("kafka setup: {0}")]
+    #[error("kafka setup")]
     Bus(#[from] receipts_bus::BusError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
-    #[error("gRPC server: {0}")]
+    #[error(transparent)]
+    Consume(#[from] Box<receipts_bus::consume::ConsumeError<consume::ReadModelError>>),
+    #[error(transparent)]
+    ConfigReader(Box<receipts_bus::consume::ConsumeError<webhook_configs::ConfigReadError>>),
+    #[error("gRPC server")]
     Serve(#[from] tonic::transport::Error),
-    #[error("REST server: {0}")]
+    #[error("REST server")]
     Rest(#[from] std::io::Error),
-    #[error("reflection: {0}")]
+    #[error("reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("a blocking task failed: {0}")]
+    #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
 
@@ -184,7 +186,8 @@ pub async fn run(
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
-    let (webhooks, config_reader) = WebhookConfigs::new(&config)?;
+    let (webhooks, config_reader) =
+        WebhookConfigs::new(&config, metrics.readiness().component("webhook-configs"))?;
     let webhooks = Arc::new(webhooks);
     let rest = match rest_listener {
         Some(listener) => {
@@ -212,10 +215,33 @@ pub async fn run(
         config.watch_buffer,
         shutdown.clone(),
     );
+    // gRPC health follows readiness: NOT_SERVING while the read model or the configuration
+    // reader restores, cannot reach the broker, or stopped.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DeliveryQueryServer<QueryService>>()
-        .await;
+    let mut ready = metrics.readiness().subscribe();
+    let follow_readiness = tokio::spawn(async move {
+        loop {
+            let serving = *ready.borrow_and_update();
+            if serving {
+                health
+                    .set_serving::<DeliveryQueryServer<QueryService>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            } else {
+                health
+                    .set_not_serving::<DeliveryQueryServer<QueryService>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(receipts_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -243,12 +269,21 @@ pub async fn run(
             None => Ok(()),
         }
     };
+    // A consumer that stops for good stops the service: it must not go on answering from a
+    // read model nobody updates.
+    let stop_on_failure = |result: Result<(), QueryError>| {
+        if result.is_err() {
+            shutdown.cancel();
+        }
+        result
+    };
     let (read_result, config_result, serve_result, rest_result) = tokio::join!(
-        reader.run(shutdown.clone()),
-        config_reader.run(shutdown.clone()),
+        async { stop_on_failure(reader.run(shutdown.clone()).await) },
+        async { stop_on_failure(config_reader.run(shutdown.clone()).await) },
         server,
         rest
     );
+    follow_readiness.abort();
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
     info!("query service stopped");
     read_result?;

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use receipts_bus::errors::{Backoff, is_fatal};
+use receipts_bus::consume::{ConsumeError, nothing_stored};
+use receipts_bus::{
+    BusError, Commit, Consumer, ConsumerOptions, Handler, Outgoing, Partition, Publisher, Record,
+    Transient,
+};
 use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, WebhookSid};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::convert::timestamp_to_wire;
@@ -25,7 +25,7 @@ use receipts_proto::v1;
 use receipts_proto::webhooks::webhook_key;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{QueryConfig, QueryError};
 
@@ -122,7 +122,7 @@ impl View {
 /// The webhook configuration of every account: reads from memory, writes through Kafka.
 pub struct WebhookConfigs {
     view: Arc<View>,
-    producer: FutureProducer,
+    publisher: Publisher,
     topic: String,
     /// Serialises this instance's read-modify-write cycles, so two concurrent updates of one
     /// scope cannot lose each other's fields and the per-conversation limit holds here.
@@ -139,39 +139,52 @@ impl std::fmt::Debug for WebhookConfigs {
 
 /// Reads `webhook-configs` into the shared view; see the module docs.
 pub struct ConfigReader {
-    consumer: Arc<StreamConsumer>,
+    consumer: Consumer,
+    handler: ConfigHandler,
+}
+
+struct ConfigHandler {
+    kafka: receipts_bus::KafkaSettings,
     topic: String,
     view: Arc<View>,
+    /// Each partition's end when it was assigned: reads wait until these are reached.
+    targets: BTreeMap<i32, i64>,
 }
 
 impl std::fmt::Debug for ConfigReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigReader")
-            .field("topic", &self.topic)
+            .field("topic", &self.handler.topic)
             .finish_non_exhaustive()
     }
 }
 
 impl WebhookConfigs {
-    pub fn new(config: &QueryConfig) -> Result<(Self, ConfigReader), QueryError> {
-        let client_id = format!("receipts-query-webhooks-{}", std::process::id());
-        let producer = config.kafka.producer(&client_id)?;
-        let mut consumer_config = config.kafka.consumer_config(&client_id, &client_id);
-        consumer_config.set("auto.offset.reset", "error");
-        let consumer: Arc<StreamConsumer> = Arc::new(consumer_config.create()?);
-        let view = Arc::new(View::default());
+    pub fn new(
+        config: &QueryConfig,
+        component: receipts_runtime::health::Component,
+    ) -> Result<(Self, ConfigReader), QueryError> {
+        let client_id = receipts_bus::settings::client_id("receipts-query-webhooks");
+        let publisher = Publisher::new(&config.kafka, &client_id)?;
         let topic = config.topics.webhook_configs.clone();
+        let options = ConsumerOptions::all_partitions("webhook-configs", &client_id, &[&topic]);
+        let consumer = Consumer::new(&config.kafka, options, Arc::new(nothing_stored), component)?;
+        let view = Arc::new(View::default());
         Ok((
             WebhookConfigs {
                 view: view.clone(),
-                producer,
+                publisher,
                 topic: topic.clone(),
                 writes: Mutex::new(()),
             },
             ConfigReader {
                 consumer,
-                topic,
-                view,
+                handler: ConfigHandler {
+                    kafka: config.kafka.clone(),
+                    topic,
+                    view,
+                    targets: BTreeMap::new(),
+                },
             },
         ))
     }
@@ -311,27 +324,42 @@ impl WebhookConfigs {
 
     /// Produces one record and waits until the reader has read it back.
     async fn produce(&self, key: &str, payload: Option<&[u8]>) -> Result<(), ConfigCallError> {
-        let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key);
-        if let Some(payload) = payload {
-            record = record
-                .payload(payload)
-                .headers(receipts_bus::record::content_type_headers(
-                    Encoding::Protobuf,
-                ));
+        let mut record = Outgoing {
+            topic: self.topic.clone(),
+            key: key.as_bytes().to_vec(),
+            payload: payload.map(<[u8]>::to_vec),
+            ..Default::default()
+        };
+        if payload.is_some() {
+            record = record.header(
+                receipts_proto::codec::CONTENT_TYPE_HEADER,
+                Encoding::Protobuf.content_type(),
+            );
         }
-        let delivery = self
-            .producer
-            .send(record, READ_BACK_TIMEOUT)
-            .await
-            .map_err(|(error, _)| {
-                warn!(%error, "webhook configuration write failed");
-                ConfigCallError::Unavailable(format!("kafka: {error}"))
-            })?;
+        let sent = tokio::time::timeout(
+            READ_BACK_TIMEOUT,
+            self.publisher.send_all(std::slice::from_ref(&record)),
+        )
+        .await;
+        let landed = match sent {
+            Ok(Ok(landed)) => landed[0],
+            Ok(Err(error)) => {
+                warn!(error = %receipts_bus::consume::error_chain(&error), "webhook configuration write failed");
+                return Err(ConfigCallError::Unavailable(
+                    "the webhook-configs topic cannot be written".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(ConfigCallError::Unavailable(
+                    "the webhook-configs write was not acknowledged in time".into(),
+                ));
+            }
+        };
         self.view
             .wait_until("the write to be read back", |p| {
                 p.next
-                    .get(&delivery.partition)
-                    .is_some_and(|next| *next > delivery.offset)
+                    .get(&landed.partition)
+                    .is_some_and(|next| *next > landed.offset)
             })
             .await
     }
@@ -522,113 +550,107 @@ fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallErro
 }
 
 impl ConfigReader {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueryError> {
-        let Some(targets) = self.assign(&shutdown).await? else {
-            return Ok(());
-        };
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), QueryError> {
+        self.consumer
+            .run(&mut self.handler, &shutdown)
+            .await
+            .map_err(QueryError::from)
+    }
+}
+
+/// Why the configuration reader cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigReadError {
+    #[error("reading the ends of the webhook-configs partitions")]
+    Ends(#[from] BusError),
+    #[error("a blocking task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Transient for ConfigReadError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ConfigReadError::Ends(e) => e.is_transient(),
+            ConfigReadError::Join(_) => false,
+        }
+    }
+}
+
+impl From<ConsumeError<ConfigReadError>> for QueryError {
+    fn from(e: ConsumeError<ConfigReadError>) -> Self {
+        QueryError::ConfigReader(Box::new(e))
+    }
+}
+
+impl Handler for ConfigHandler {
+    type Error = ConfigReadError;
+
+    /// Notes every partition's end at start: the topic counts as loaded once they are reached.
+    async fn assigned(&mut self, _partitions: &[Partition]) -> Result<(), ConfigReadError> {
+        let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
+        self.targets = tokio::task::spawn_blocking(move || {
+            receipts_bus::changelog::partition_ends(&kafka, &topic)
+        })
+        .await??;
+        let targets = self.targets.clone();
         self.view.progress.send_modify(|p| {
-            p.loaded = targets.values().all(|high| *high <= 0);
+            p.loaded = targets
+                .iter()
+                .all(|(partition, high)| p.next.get(partition).copied().unwrap_or(0) >= *high);
         });
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                message = self.consumer.recv() => message?,
-            };
-            let key = message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned());
-            let (partition, offset) = (message.partition(), message.offset());
-            match (key, message.payload()) {
-                (None, _) => {
-                    warn!(
-                        partition,
-                        offset, "webhook configuration without a key skipped"
-                    );
-                }
-                (Some(key), None) => {
+        Ok(())
+    }
+
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ConfigReadError> {
+        for record in records.iter() {
+            self.apply(record);
+        }
+        Ok(Commit::Batch)
+    }
+}
+
+impl ConfigHandler {
+    fn apply(&self, record: &Record) {
+        let key = record
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        let (partition, offset) = (record.partition(), record.offset());
+        match (key, record.payload()) {
+            (None, _) => {
+                warn!(
+                    partition,
+                    offset, "webhook configuration without a key skipped"
+                );
+            }
+            (Some(key), None) => {
+                self.view
+                    .configs
+                    .write()
+                    .expect("no panics holding the lock")
+                    .remove(&key);
+            }
+            (Some(key), Some(_)) => match receipts_bus::record::decode::<v1::WebhookConfig>(record)
+            {
+                Ok(config) => {
                     self.view
                         .configs
                         .write()
                         .expect("no panics holding the lock")
-                        .remove(&key);
+                        .insert(key, config);
                 }
-                (Some(key), Some(payload)) => {
-                    let decoded =
-                        Encoding::from_content_type(receipts_bus::record::content_type(&message))
-                            .map_err(|e| e.to_string())
-                            .and_then(|encoding| {
-                                codec::decode::<v1::WebhookConfig>(payload, encoding)
-                                    .map_err(|e| e.to_string())
-                            });
-                    match decoded {
-                        Ok(config) => {
-                            self.view
-                                .configs
-                                .write()
-                                .expect("no panics holding the lock")
-                                .insert(key, config);
-                        }
-                        Err(reason) => {
-                            warn!(partition, offset, %reason, "undecodable webhook configuration skipped");
-                        }
-                    }
+                Err(reason) => {
+                    warn!(partition, offset, %reason, "undecodable webhook configuration skipped");
                 }
-            }
-            self.view.progress.send_modify(|p| {
-                p.next.insert(partition, offset + 1);
-                if !p.loaded {
-                    p.loaded = targets.iter().all(|(partition, high)| {
-                        p.next.get(partition).copied().unwrap_or(0) >= *high
-                    });
-                }
-            });
+            },
         }
-    }
-
-    /// Assigns every partition from its beginning and returns each partition's end at start,
-    /// waiting while the topic does not exist yet (until then reads and writes are unavailable).
-    /// `None` if shut down while waiting.
-    async fn assign(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<BTreeMap<i32, i64>>, QueryError> {
-        let mut backoff = Backoff::default();
-        let targets = loop {
-            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-            let ends = tokio::task::spawn_blocking(move || {
-                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-                let mut ends = BTreeMap::new();
-                for found in metadata.topics().iter().filter(|t| t.name() == topic) {
-                    for partition in found.partitions() {
-                        let (_, high) = consumer.fetch_watermarks(
-                            &topic,
-                            partition.id(),
-                            Duration::from_secs(30),
-                        )?;
-                        ends.insert(partition.id(), high);
-                    }
-                }
-                Ok::<_, rdkafka::error::KafkaError>(ends)
-            })
-            .await?;
-            match ends {
-                Ok(ends) if !ends.is_empty() => break ends,
-                Err(error) if is_fatal(&error) => return Err(error.into()),
-                _ => {}
+        self.view.progress.send_modify(|p| {
+            p.next.insert(partition, offset + 1);
+            if !p.loaded {
+                p.loaded = self
+                    .targets
+                    .iter()
+                    .all(|(partition, high)| p.next.get(partition).copied().unwrap_or(0) >= *high);
             }
-            let delay = backoff.next_delay();
-            warn!(topic = %self.topic, retry_in_ms = delay.as_millis() as u64, "waiting for the webhook configuration topic");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(None),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in targets.keys() {
-            assignment.add_partition_offset(&self.topic, *partition, Offset::Beginning)?;
-        }
-        info!(topic = %self.topic, partitions = assignment.count(), "reading webhook configuration");
-        self.consumer.assign(&assignment)?;
-        Ok(Some(targets))
+        });
     }
 }

@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use receipts_bus::TopicSpec;
@@ -98,6 +97,7 @@ async fn envelopes_round_trip_through_a_real_broker() {
             .await
             .expect("records arrive within a minute")
             .unwrap();
+        let message = receipts_bus::Record::from(message.detach());
         match decode_delivery_event(&message) {
             Ok(event) => {
                 assert_eq!(

@@ -281,6 +281,7 @@ pub(crate) fn update(receipt: v1::Receipt, previous: v1::DeliveryStatus) -> v1::
     v1::ReceiptUpdated {
         receipt: Some(receipt),
         previous_status: previous.into(),
+        previous_error_code: 0,
     }
 }
 

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use receipts_bus::record::{content_type, decode_delivery_event};
+use receipts_bus::Record;
+use receipts_bus::record::decode_delivery_event;
 use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames, TopicSpec};
 use receipts_domain::{DeliveryEvent, DeliveryEventKind, StatusReport};
@@ -164,11 +164,12 @@ pub(crate) async fn read_events(reader: &StreamConsumer, count: usize) -> Vec<Pr
             .await
             .unwrap_or_else(|_| panic!("only {} of {count} events arrived", produced.len()))
             .unwrap();
+        let record = Record::from(message.detach());
         produced.push(Produced {
-            key: String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
-            content_type: String::from_utf8_lossy(content_type(&message).unwrap_or_default())
+            key: String::from_utf8(record.key().unwrap().to_vec()).unwrap(),
+            content_type: String::from_utf8_lossy(record.content_type().unwrap_or_default())
                 .into_owned(),
-            event: decode_delivery_event(&message).unwrap(),
+            event: decode_delivery_event(&record).unwrap(),
         });
     }
     produced

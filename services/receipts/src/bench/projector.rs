@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use receipts_bus::record::decode_delivery_event;
-use receipts_projector::{BatchConfig, Projector, ProjectorConfig};
+use receipts_domain::DeliveryEvent;
+use receipts_projector::{BatchConfig, ProjectorConfig};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::metrics::Metrics;
@@ -82,7 +82,11 @@ async fn measure(
     // The raw limit first: it also warms the broker's caches for the projector.
     let (raw, undecodable) =
         raw_consume(&broker.kafka, &topics.delivery_events, &ends, |message| {
-            decode_delivery_event(message).is_ok()
+            use rdkafka::Message;
+            message
+                .payload()
+                .and_then(|p| codec::decode::<v1::Envelope>(p, Encoding::Protobuf).ok())
+                .is_some_and(|wire| DeliveryEvent::try_from(&wire).is_ok())
         })
         .await?;
     anyhow::ensure!(undecodable == 0, "{undecodable} records did not decode");
@@ -108,8 +112,10 @@ async fn measure(
     };
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
-    let projector = Projector::new(config, store.clone(), &metrics)?;
-    let running = tokio::spawn(projector.run(shutdown.clone()));
+    let running = tokio::spawn({
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        async move { receipts_projector::run_with_store(config, store, &metrics, shutdown).await }
+    });
     let stored = {
         let (store, topic, ends) = (store.clone(), topics.delivery_events.clone(), ends.clone());
         move || -> anyhow::Result<u64> {

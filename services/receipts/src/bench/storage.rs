@@ -7,10 +7,10 @@
 //! process's resident memory (`VmRSS`) is read with both databases open, as `receipts dev` holds
 //! them. No broker is involved.
 
+use receipts_bus::Record;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{OwnedMessage, Timestamp as KafkaTimestamp};
 use receipts_domain::Timestamp;
 use receipts_projector::apply::apply_batch;
 use receipts_proto::codec::{self, Encoding};
@@ -96,7 +96,7 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
     let projector = SledProjectorStore::open(&dir.join("projector"))?;
     let query = SledQueryStore::open(&dir.join("query"))?;
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
-    let records: Vec<OwnedMessage> = workload
+    let records: Vec<Record> = workload
         .events
         .iter()
         .map(|event| {
@@ -104,16 +104,15 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
             let partition = (key.iter().map(|b| *b as u32).sum::<u32>() % PARTITIONS as u32) as i32;
             let offset = next_offset.entry(partition).or_insert(0);
             *offset += 1;
-            OwnedMessage::new(
+            Record::detached(
+                TOPIC,
+                partition,
+                *offset - 1,
+                Some(key),
                 Some(codec::encode(
                     &v1::Envelope::from(event),
                     Encoding::Protobuf,
                 )),
-                Some(key),
-                TOPIC.to_owned(),
-                KafkaTimestamp::NotAvailable,
-                partition,
-                *offset - 1,
                 None,
             )
         })
@@ -124,13 +123,13 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
     let (mut applied_updates, mut update_offset) = (0u64, 0i64);
     let mut query_time = Duration::ZERO;
     loop {
-        let batch: Vec<OwnedMessage> = records.by_ref().take(BATCH).collect();
+        let batch: Vec<Record> = records.by_ref().take(BATCH).collect();
         if batch.is_empty() {
             break;
         }
         let outcome = apply_batch(
             &projector,
-            batch,
+            &batch,
             Timestamp::from_unix_millis(1_764_000_000_000),
         )?;
         projector.commit(&outcome.store)?;
