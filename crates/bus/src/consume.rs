@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -308,7 +310,11 @@ impl EngineContext {
                 }
             }
         }
-        if let Err(e) = consumer.assign(&assignment) {
+        let assigned_now = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(&assignment),
+            _ => consumer.assign(&assignment),
+        };
+        if let Err(e) = assigned_now {
             error!(consumer = %self.name, error = %e, "assignment failed");
             return;
         }
@@ -322,10 +328,23 @@ impl EngineContext {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn revoke(&self, consumer: &BaseConsumer<Self>) {
+    /// Gives up the partitions in `tpl` (every partition, under the eager protocol).
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let revoked: Vec<Partition> = {
             let mut state = self.shared.lock();
-            let revoked: Vec<Partition> = state.generation.drain().map(|(p, _)| p).collect();
+            let revoked: Vec<Partition> = if cooperative {
+                tpl.elements()
+                    .iter()
+                    .map(|e| Partition::new(e.topic(), e.partition()))
+                    .filter(|p| state.generation.remove(p).is_some())
+                    .collect()
+            } else {
+                state.generation.drain().map(|(p, _)| p).collect()
+            };
             let mut commit = TopicPartitionList::new();
             for partition in &revoked {
                 if let Some(next) = state.durable.remove(partition) {
@@ -347,7 +366,12 @@ impl EngineContext {
         };
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         info!(consumer = %self.name, partitions = revoked.len(), lost = consumer.assignment_lost(), "partitions revoked");
-        if let Err(e) = consumer.unassign() {
+        let unassigned = if cooperative {
+            consumer.incremental_unassign(tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = unassigned {
             error!(consumer = %self.name, error = %e, "unassignment failed");
         }
     }
@@ -362,11 +386,11 @@ impl ConsumerContext for EngineContext {
     ) {
         match event {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
             other => {
                 let code: rdkafka::error::RDKafkaErrorCode = other.into();
                 error!(consumer = %self.name, error = %code, "rebalance failed");
-                self.revoke(consumer);
+                self.revoke(consumer, tpl);
             }
         }
     }
@@ -428,6 +452,9 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 pub struct Consumer {
     options: ConsumerOptions,
     consumer: Arc<StreamConsumer<EngineContext>>,
+    /// Asks the broker whether it is back while the consumer is idle; a client of its own, so
+    /// that its metadata requests never touch the consumer's view of its subscription.
+    probe: Arc<BaseConsumer>,
     shared: Arc<Shared>,
     component: Component,
 }
@@ -472,9 +499,13 @@ impl Consumer {
             let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
         }
+        let probe: BaseConsumer = settings
+            .client_config(&format!("{}-probe", options.client_id))
+            .create()?;
         Ok(Consumer {
             options,
             consumer: Arc::new(consumer),
+            probe: Arc::new(probe),
             shared,
             component,
         })
@@ -759,11 +790,9 @@ impl Consumer {
         if trouble.since.is_none() {
             return;
         }
-        let consumer = self.consumer.clone();
+        let probe = self.probe.clone();
         let reachable = tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
+            probe.fetch_metadata(None, Duration::from_secs(2)).is_ok()
         })
         .await
         .unwrap_or(false);

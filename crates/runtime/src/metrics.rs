@@ -103,7 +103,7 @@ pub fn router(metrics: Metrics) -> Router {
 async fn readiness(State(metrics): State<Metrics>) -> impl IntoResponse {
     let report = metrics.readiness.report();
     if report.ready {
-        (StatusCode::OK, "ok\n".to_owned())
+        (StatusCode::OK, "ok".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

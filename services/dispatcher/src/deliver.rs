@@ -173,6 +173,8 @@ impl std::fmt::Debug for DeliveryContext {
 pub(crate) struct Deliverer {
     context: DeliveryContext,
     due: Mutex<BTreeMap<(i64, Vec<u8>), DeliveryJob>>,
+    /// Every attempt between its enqueueing and its settlement, by token and attempt.
+    pending: Mutex<std::collections::HashSet<(String, u32)>>,
     wake: Notify,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     tracker: TaskTracker,
@@ -184,6 +186,7 @@ impl Deliverer {
         Arc::new(Deliverer {
             context,
             due: Mutex::default(),
+            pending: Mutex::default(),
             wake: Notify::new(),
             endpoints: Mutex::default(),
             tracker: TaskTracker::new(),
@@ -197,24 +200,20 @@ impl Deliverer {
             return;
         }
         let mut due = lock(&self.due);
+        let mut pending = lock(&self.pending);
         for job in jobs {
             self.context.metrics.backlog.inc();
+            pending.insert((job.token.clone(), job.attempt));
             due.insert((job.due_at_ms, job.pending_key()), job);
         }
+        drop(pending);
         drop(due);
         self.wake.notify_one();
     }
 
-    /// Whether an attempt of `token` at `attempt` is queued already (a record read twice).
+    /// Whether the same attempt is pending already (its record was read twice).
     pub(crate) fn is_queued(&self, job: &DeliveryJob) -> bool {
-        lock(&self.due)
-            .values()
-            .any(|queued| queued.token == job.token && queued.attempt == job.attempt)
-            || lock(&self.endpoints).values().any(|e| {
-                lock(&e.queue)
-                    .iter()
-                    .any(|queued| queued.token == job.token && queued.attempt == job.attempt)
-            })
+        lock(&self.pending).contains(&(job.token.clone(), job.attempt))
     }
 
     /// Forgets the queued attempts read from `partitions`, taken over by another instance.
@@ -228,17 +227,18 @@ impl Deliverer {
             })
         };
         let mut dropped = 0usize;
-        {
-            let mut due = lock(&self.due);
-            let before = due.len();
-            due.retain(|_, job| !revoked(job));
-            dropped += before - due.len();
-        }
+        let mut forget = |job: &DeliveryJob| {
+            if revoked(job) {
+                lock(&self.pending).remove(&(job.token.clone(), job.attempt));
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        };
+        lock(&self.due).retain(|_, job| forget(job));
         for endpoint in lock(&self.endpoints).values() {
-            let mut queue = lock(&endpoint.queue);
-            let before = queue.len();
-            queue.retain(|job| !revoked(job));
-            dropped += before - queue.len();
+            lock(&endpoint.queue).retain(|job| forget(job));
         }
         for partition in partitions {
             self.context.unsettled.forget(partition);
@@ -607,6 +607,7 @@ impl Deliverer {
                         // Not settled: whoever reads its record next attempts it again.
                         error!(error = %receipts_bus::consume::error_chain(&error), "cannot write a delivery's outcome to the changelog");
                         cx.metrics.backlog.dec();
+                        lock(&self.pending).remove(&(job.token.clone(), job.attempt));
                         return;
                     }
                 }
@@ -632,6 +633,7 @@ impl Deliverer {
         if let Some(source) = &job.source {
             cx.unsettled.remove(source);
         }
+        lock(&self.pending).remove(&(job.token.clone(), job.attempt));
     }
 }
 

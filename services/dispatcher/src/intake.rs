@@ -36,6 +36,8 @@ pub enum IntakeError {
     Store(#[from] StoreError),
     #[error("restoring dispatcher state")]
     Restore(#[from] RestoreError<StoreError>),
+    #[error("kafka setup")]
+    Bus(#[from] receipts_bus::BusError),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -44,6 +46,7 @@ impl Transient for IntakeError {
     fn is_transient(&self) -> bool {
         match self {
             IntakeError::Restore(e) => e.is_transient(),
+            IntakeError::Bus(e) => e.is_transient(),
             IntakeError::Store(_) | IntakeError::Join(_) => false,
         }
     }
@@ -66,6 +69,13 @@ impl Handler for Intake {
 
     /// Restores the changelog partition of every newly assigned partition number.
     async fn assigned(&mut self, partitions: &[Partition]) -> Result<(), IntakeError> {
+        // The input exists now (it may not have at start): so must its changelog.
+        receipts_bus::topics::ensure_changelog(
+            &self.kafka,
+            &self.updates_topic,
+            &self.changelog_topic,
+        )
+        .await?;
         let numbers: HashSet<i32> = partitions.iter().map(|p| p.partition).collect();
         for partition in numbers {
             let (kafka, store, topic) = (
@@ -115,13 +125,17 @@ impl Handler for Intake {
                 offset: record.offset(),
             };
             for mut job in self.jobs_of(record, now) {
-                if !tokens.insert((job.token.clone(), job.attempt)) || !self.still_to_do(&job)? {
+                if !tokens.insert((job.token.clone(), job.attempt))
+                    || self.deliverer.is_queued(&job)
+                {
+                    // The projector published this version again while it is still pending.
+                    self.metrics.update("duplicate");
+                    continue;
+                }
+                if !self.still_to_do(&job)? {
                     continue;
                 }
                 job.source = Some(source.clone());
-                if self.deliverer.is_queued(&job) {
-                    continue;
-                }
                 self.unsettled.add(&source);
                 jobs.push(job);
             }

@@ -262,6 +262,13 @@ impl Handler for Projector {
     type Error = ProjectorError;
 
     async fn assigned(&mut self, partitions: &[Partition]) -> Result<(), ProjectorError> {
+        // The input exists now (it may not have at start): so must its changelog.
+        receipts_bus::topics::ensure_changelog(
+            &self.config.kafka,
+            &self.config.topics.delivery_events,
+            &self.config.topics.projector_changelog,
+        )
+        .await?;
         for partition in partitions {
             self.restore(partition.partition).await?;
         }
@@ -337,18 +344,22 @@ impl Projector {
                 &dead.reason,
             ));
         }
-        let first_changelog = pending.len();
+        // The derived events first, the changelog after their acknowledgements: a state change
+        // in the changelog is always one whose updates reached Kafka, so a partition restored
+        // from it never holds a change whose update was lost with a crash in between.
+        self.publisher.send_all(&pending).await?;
+        let mut changelog = Vec::with_capacity(outcome.store.states.len());
         for ((id, state), partition) in outcome.store.states.iter().zip(&outcome.state_partitions) {
             let payload = v1::StoredReceiptState::from(state).encode_to_vec();
             let mut record = Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
                 .to_partition(*partition);
             record.headers = headers.clone();
-            pending.push(record);
+            changelog.push(record);
         }
-        let landed = self.publisher.send_all(&pending).await?;
+        let landed = self.publisher.send_all(&changelog).await?;
         // The changelog positions this batch reaches are stored with it.
         let mut positions: Vec<PartitionOffset> = Vec::new();
-        for at in &landed[first_changelog..] {
+        for at in &landed {
             match positions.iter_mut().find(|p| p.partition == at.partition) {
                 Some(p) => p.next_offset = p.next_offset.max(at.offset + 1),
                 None => positions.push(PartitionOffset {

@@ -1,3 +1,4 @@
 //! The Kafka adapter against a real broker.
 
+mod engine;
 mod roundtrip;

@@ -589,6 +589,8 @@ webhook_configs = "{webhook_configs}"
 webhook_retries = "{webhook_retries}"
 webhook_dlq = "{webhook_dlq}"
 delivery_events_dlq = "{delivery_events_dlq}"
+projector_changelog = "{projector_changelog}"
+dispatcher_changelog = "{dispatcher_changelog}"
 
 [accounts]
 {account} = "{token}"
@@ -612,6 +614,8 @@ failure_threshold = 1000
         webhook_retries = harness.topics.webhook_retries,
         webhook_dlq = harness.topics.webhook_dlq,
         delivery_events_dlq = harness.topics.delivery_events_dlq,
+        projector_changelog = harness.topics.projector_changelog,
+        dispatcher_changelog = harness.topics.dispatcher_changelog,
         account = ACCOUNT,
         token = TOKEN,
         delays = config.retry.delays_ms,

@@ -126,6 +126,10 @@ impl ProjectorCommand {
                 "TOPICS__DELIVERY_EVENTS_DLQ",
                 topics.delivery_events_dlq.clone(),
             ),
+            (
+                "TOPICS__PROJECTOR_CHANGELOG",
+                topics.projector_changelog.clone(),
+            ),
             ("GROUP_ID", config.group_id),
             ("DATA_DIR", data_dir.display().to_string()),
             // Smaller batches than the default: more batch boundaries to be killed around.

@@ -2,5 +2,6 @@
 
 mod crash;
 mod flow;
+mod handoff;
 mod rebalance;
 mod support;

@@ -66,14 +66,27 @@ async fn reflection_and_health_work_without_proto_files() {
     });
     assert!(described, "DeliveryQuery is described with its methods");
 
+    // Serving once the read model and the configuration reader are current (they start at
+    // once here: the topics exist and are empty).
     let mut health = HealthClient::new(channel(running.address).await);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "receipts.v1.DeliveryQuery".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status(), ServingStatus::Serving);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "receipts.v1.DeliveryQuery".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status.status() == ServingStatus::Serving {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {:?} after 30 s",
+            status.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     running.stop().await;
 }

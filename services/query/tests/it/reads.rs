@@ -369,6 +369,59 @@ async fn a_restart_resumes_and_answers_identically() {
     running.stop().await;
 }
 
+/// A replica started after retention removed every `receipt-updates` record it would need
+/// bootstraps from the projector changelog and serves every receipt and summary; what arrives
+/// afterwards is applied on top.
+#[tokio::test]
+async fn a_replica_started_after_retention_bootstraps_from_the_projector_changelog() {
+    let harness = Harness::new().await;
+    let mut projection = seed_example();
+    harness.publish(&projection.changes).await;
+    harness.write_changelog(&projection.states).await;
+    harness.trim_updates().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.start(dir.path()).await;
+    let client_one = client(running.address, ACCOUNT, TOKEN).await;
+    let request = v1::GetConversationRollupRequest {
+        conversation_sid: sid("CH", 1),
+    };
+    eventually("the example, from the changelog", || {
+        let mut client = client_one.clone();
+        let request = request.clone();
+        async move {
+            let rollup = client
+                .get_conversation_rollup(request)
+                .await
+                .ok()?
+                .into_inner();
+            (rollup.receipts == 6
+                && rollup.counts.as_ref()?.read == 2
+                && rollup.messages_with_failures == 1)
+                .then_some(())
+        }
+    })
+    .await;
+    // New updates after the bootstrap apply on top of it.
+    let before = projection.changes.len();
+    projection.report(&format!("SM{:032x}", 4), DeliveryStatus::Read, 9_000, None);
+    harness.publish(&projection.changes[before..]).await;
+    eventually("the read after the bootstrap", || {
+        let mut client = client_one.clone();
+        let request = request.clone();
+        async move {
+            let rollup = client
+                .get_conversation_rollup(request)
+                .await
+                .ok()?
+                .into_inner();
+            (rollup.counts.as_ref()?.read == 3).then_some(())
+        }
+    })
+    .await;
+    running.stop().await;
+}
+
 /// Started before the receipt-updates topic exists, the service waits for it and then reads it.
 #[tokio::test]
 async fn a_missing_topic_is_waited_for() {

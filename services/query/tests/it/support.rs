@@ -126,6 +126,54 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Writes each state to the projector changelog, as the projector does.
+    pub(crate) async fn write_changelog(&self, states: &BTreeMap<String, ReceiptState>) {
+        for (cmid, state) in states {
+            let payload = prost::Message::encode_to_vec(&v1::StoredReceiptState::from(state));
+            let record = FutureRecord::to(&self.topics.projector_changelog)
+                .key(cmid)
+                .payload(&payload);
+            self.producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+
+    /// Deletes every record of `receipt-updates` written so far, as retention would.
+    pub(crate) async fn trim_updates(&self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let topic = &self.topics.receipt_updates;
+        let probe: BaseConsumer = self
+            .kafka
+            .client_config("query-test-trim")
+            .create()
+            .unwrap();
+        let mut trimmed = rdkafka::TopicPartitionList::new();
+        for partition in 0..2 {
+            let (_, high) = probe
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                .unwrap();
+            trimmed
+                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))
+                .unwrap();
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .kafka
+            .client_config("query-test-trim")
+            .create()
+            .unwrap();
+        admin
+            .delete_records(&trimmed, &AdminOptions::new())
+            .await
+            .unwrap();
+    }
+}
+
 pub(crate) async fn client(address: SocketAddr, account: &str, token: &str) -> Client {
     let channel = GrpcChannel::from_shared(format!("http://{address}"))
         .unwrap()
@@ -230,7 +278,7 @@ pub(crate) async fn http(
 /// Produces real receipt changes by running the projector's merge.
 #[derive(Default)]
 pub(crate) struct Projection {
-    states: BTreeMap<String, ReceiptState>,
+    pub(crate) states: BTreeMap<String, ReceiptState>,
     pub(crate) changes: Vec<ReceiptChange>,
     /// The chat service of the registrations that follow.
     pub(crate) chat_service: Option<ChatServiceSid>,
