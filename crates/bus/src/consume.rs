@@ -635,8 +635,9 @@ impl Consumer {
                 let before = records.len();
                 records.retain(|r| {
                     let partition = Partition::new(r.topic(), r.partition());
-                    generations.get(&partition).is_some()
-                        && generations.get(&partition) == current.get(&partition)
+                    generations
+                        .get(&partition)
+                        .is_some_and(|generation| current.get(&partition) == Some(generation))
                 });
                 if records.len() < before {
                     info!(consumer = %self.options.name, dropped = before - records.len(), "records of revoked partitions dropped from the batch");

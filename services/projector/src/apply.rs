@@ -71,7 +71,7 @@ pub fn apply_batch(
             .and_modify(|o| *o = (*o).max(next))
             .or_insert(next);
 
-        let event = match decode_delivery_event(&record) {
+        let event = match decode_delivery_event(record) {
             Ok(event) => event,
             Err(poison) => {
                 outcome.dead_letter(record, &poison);

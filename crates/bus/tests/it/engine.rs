@@ -25,10 +25,13 @@ impl Transient for Never {
     }
 }
 
+/// (instance, partition, offset) of every record processed.
+type Seen = Arc<Mutex<Vec<(&'static str, i32, i64)>>>;
+
 /// Notes every record it processes, by instance.
 struct Recorder {
     instance: &'static str,
-    seen: Arc<Mutex<Vec<(&'static str, i32, i64)>>>,
+    seen: Seen,
 }
 
 impl Handler for Recorder {
@@ -74,7 +77,7 @@ async fn a_rebalance_during_a_batch_hands_every_record_over_exactly_once() {
         .unwrap();
     let group = receipts_testkit::unique("engine-group");
     let publisher = Publisher::new(&kafka, "engine-test").unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::default();
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
 

@@ -3,6 +3,7 @@
 
 mod crash;
 mod flow;
+mod handoff;
 mod isolation;
 mod retries;
 mod support;

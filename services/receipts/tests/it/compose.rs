@@ -178,7 +178,7 @@ fn host_ports(entry: &Yaml) -> Option<u32> {
         Yaml::String(spec) => {
             // [ip:][host:]container[/protocol]
             let spec = spec.split('/').next().unwrap();
-            spec.rsplitn(3, ':').nth(1).unwrap_or("").to_owned()
+            spec.rsplit(':').nth(1).unwrap_or("").to_owned()
         }
         Yaml::Hash(_) => match &entry["published"] {
             Yaml::Integer(port) => port.to_string(),
