@@ -20,7 +20,7 @@ pub mod settings;
 pub mod topics;
 
 pub use consume::{Commit, Consumer, ConsumerOptions, Handler, Partition, Transient};
-pub use publish::{Landed, Outgoing, PublishError, Publisher};
+pub use publish::{Landed, Outgoing, PartialPublish, PublishError, Publisher};
 pub use record::Record;
 pub use settings::KafkaSettings;
 pub use topics::{TopicNames, TopicSpec};

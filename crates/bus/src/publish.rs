@@ -4,6 +4,7 @@
 //! batch travels together instead of one record per round trip. A full local queue is waited
 //! out. The acknowledgements say where each record landed, which a changelog writer keeps.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -99,10 +100,23 @@ impl PublishError {
     }
 }
 
-/// An idempotent, `acks=all` producer that publishes batches.
+/// Some records of a batch were not acknowledged in time or at all.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka acknowledged {acknowledged} of {total} records")]
+pub struct PartialPublish {
+    pub acknowledged: usize,
+    pub total: usize,
+    #[source]
+    pub source: PublishError,
+}
+
+/// An idempotent, `acks=all` producer that publishes batches. A producer that librdkafka
+/// declares fatally failed (possible with idempotence) never recovers, so it is replaced by a
+/// new one with the same settings.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<Mutex<FutureProducer>>,
+    config: rdkafka::ClientConfig,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -113,60 +127,64 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, BusError> {
+        Self::with_properties(settings, client_id, &[])
+    }
+
+    /// A publisher with extra librdkafka properties, e.g. `message.timeout.ms`.
+    pub fn with_properties(
+        settings: &KafkaSettings,
+        client_id: &str,
+        properties: &[(&str, String)],
+    ) -> Result<Self, BusError> {
+        let mut config = settings.producer_config(client_id);
+        for (key, value) in properties {
+            config.set(*key, value);
+        }
         Ok(Publisher {
-            producer: settings.producer(client_id)?,
+            producer: Arc::new(Mutex::new(config.create()?)),
+            config,
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Produces `records` in order and returns once every one is acknowledged, with where each
     /// landed (in the same order).
     pub async fn send_all(&self, records: &[Outgoing]) -> Result<Vec<Landed>, PublishError> {
-        let failed = |topic: &str, source| PublishError {
-            topic: topic.to_owned(),
-            source,
+        self.send_within(records, None)
+            .await
+            .map_err(|partial| partial.source)
+    }
+
+    /// [`Publisher::send_all`], waiting at most `timeout` for the acknowledgements; on failure
+    /// says how many records were acknowledged.
+    pub async fn send_within(
+        &self,
+        records: &[Outgoing],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Landed>, PartialPublish> {
+        let producer = self.producer();
+        let result = send(&producer, records, timeout).await;
+        if result.is_err() {
+            self.replace_if_fatal(&producer);
+        }
+        result
+    }
+
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
         };
-        let mut acks = Vec::with_capacity(records.len());
-        for outgoing in records {
-            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
-            for (key, value) in &outgoing.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut record = FutureRecord::to(&outgoing.topic)
-                .key(&outgoing.key)
-                .headers(headers);
-            if let Some(payload) = &outgoing.payload {
-                record = record.payload(payload);
-            }
-            if let Some(partition) = outgoing.partition {
-                record = record.partition(partition);
-            }
-            let ack = loop {
-                match self.producer.send_result(record) {
-                    Ok(ack) => break ack,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((source, _)) => return Err(failed(&outgoing.topic, source)),
-                }
-            };
-            acks.push((outgoing.topic.as_str(), ack));
+        tracing::warn!(?code, %reason, "kafka producer failed fatally, creating a new one");
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => *self.producer.lock().unwrap_or_else(PoisonError::into_inner) = fresh,
+            Err(error) => tracing::warn!(%error, "cannot create a new kafka producer"),
         }
-        let mut landed = Vec::with_capacity(acks.len());
-        for (topic, ack) in acks {
-            match ack.await {
-                Ok(Ok(delivery)) => landed.push(Landed {
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                }),
-                Ok(Err((source, _))) => return Err(failed(topic, source)),
-                Err(_) => return Err(failed(topic, KafkaError::Canceled)),
-            }
-        }
-        Ok(landed)
     }
 
     /// The number of records of `topic`'s `partition` (high minus low watermark).
@@ -177,7 +195,7 @@ impl Publisher {
         timeout: Duration,
     ) -> Result<i64, BusError> {
         let (low, high) = self
-            .producer
+            .producer()
             .client()
             .fetch_watermarks(topic, partition, timeout)?;
         Ok(high - low)
@@ -185,6 +203,79 @@ impl Publisher {
 
     /// Waits until everything produced so far is acknowledged (or `timeout` passes).
     pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        Ok(self.producer.flush(timeout)?)
+        Ok(self.producer().flush(timeout)?)
     }
+}
+
+async fn send(
+    producer: &FutureProducer,
+    records: &[Outgoing],
+    timeout: Option<Duration>,
+) -> Result<Vec<Landed>, PartialPublish> {
+    let total = records.len();
+    let failed = |acknowledged, topic: &str, source| PartialPublish {
+        acknowledged,
+        total,
+        source: PublishError {
+            topic: topic.to_owned(),
+            source,
+        },
+    };
+    let mut acks = Vec::with_capacity(records.len());
+    for outgoing in records {
+        let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+        for (key, value) in &outgoing.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record = FutureRecord::to(&outgoing.topic)
+            .key(&outgoing.key)
+            .headers(headers);
+        if let Some(payload) = &outgoing.payload {
+            record = record.payload(payload);
+        }
+        if let Some(partition) = outgoing.partition {
+            record = record.partition(partition);
+        }
+        let ack = loop {
+            match producer.send_result(record) {
+                Ok(ack) => break ack,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((source, _)) => return Err(failed(0, &outgoing.topic, source)),
+            }
+        };
+        acks.push((outgoing.topic.as_str(), ack));
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut landed = Vec::with_capacity(acks.len());
+    for (topic, ack) in acks {
+        let acknowledged = landed.len();
+        let delivered = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, ack).await {
+                Ok(delivered) => delivered,
+                Err(_) => {
+                    return Err(failed(
+                        acknowledged,
+                        topic,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                    ));
+                }
+            },
+            None => ack.await,
+        };
+        match delivered {
+            Ok(Ok(delivery)) => landed.push(Landed {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((source, _))) => return Err(failed(acknowledged, topic, source)),
+            Err(_) => return Err(failed(acknowledged, topic, KafkaError::Canceled)),
+        }
+    }
+    Ok(landed)
 }

@@ -236,7 +236,7 @@ impl Gateway {
                 format = format.as_str(),
                 acknowledged = e.acknowledged,
                 total = e.total,
-                reason = %e.cause,
+                reason = %receipts_bus::consume::error_chain(&e.source),
                 "status report not stored"
             );
         } else {

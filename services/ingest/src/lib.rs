@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use crate::config::{IngestConfig, WhatsappConfig};
-pub use crate::publish::{MAX_EVENT_BYTES, PublishError, PublishFailure};
+pub use crate::publish::{MAX_EVENT_BYTES, PublishError};
 
 use crate::http::Gateway;
 use crate::metrics::IngestMetrics;
@@ -59,13 +59,11 @@ use crate::publish::Publisher;
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("kafka setup: {0}")]
+    #[error("kafka setup")]
     Bus(#[from] receipts_bus::BusError),
-    #[error("serving HTTP: {0}")]
+    #[error("serving HTTP")]
     Serve(#[from] std::io::Error),
-    #[error("a blocking task failed: {0}")]
+    #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
 
@@ -85,18 +83,13 @@ pub async fn run(
         receipts_bus::topics::ensure_topics(&config.kafka, &[spec]).await?;
     }
     let metrics = IngestMetrics::register(metrics);
-    let mut producer_config = config
-        .kafka
-        .producer_config(&format!("receipts-ingest-{}", std::process::id()));
-    // The bound of a request's wait for acknowledgements; after it the answer is 503.
-    producer_config.set("message.timeout.ms", config.produce_timeout_ms.to_string());
     let topic = config.topics.delivery_events.clone();
     let timeout = Duration::from_millis(config.produce_timeout_ms);
     let latency = metrics.produce_seconds.clone();
-    let publisher = tokio::task::spawn_blocking(move || {
-        Publisher::new(producer_config, topic, timeout, latency)
-    })
-    .await??;
+    let kafka = config.kafka.clone();
+    let publisher =
+        tokio::task::spawn_blocking(move || Publisher::new(&kafka, topic, timeout, latency))
+            .await??;
     let gateway = Arc::new(Gateway {
         public_base_url: config.public_base_url.clone(),
         accounts: config.accounts.clone(),

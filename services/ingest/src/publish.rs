@@ -5,38 +5,17 @@
 //! librdkafka tries; a request is answered 2xx only when every one of its events is
 //! acknowledged, and 503 otherwise.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
-use rdkafka::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use receipts_bus::record::content_type_headers;
+use receipts_bus::{KafkaSettings, Outgoing, PartialPublish};
 use receipts_domain::DeliveryEvent;
-use receipts_proto::codec::{self, Encoding};
+use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
 use receipts_proto::v1;
 use tracing::warn;
 
 /// Kafka did not acknowledge every event of a request.
-#[derive(Debug, thiserror::Error)]
-#[error("kafka acknowledged {acknowledged} of {total} events: {cause}")]
-pub struct PublishError {
-    pub acknowledged: usize,
-    pub total: usize,
-    #[source]
-    pub cause: PublishFailure,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishFailure {
-    #[error(transparent)]
-    Kafka(#[from] KafkaError),
-    #[error("no acknowledgement within the produce timeout")]
-    TimedOut,
-    #[error("the producer went away before acknowledging")]
-    Canceled,
-}
+pub type PublishError = PartialPublish;
 
 /// The largest encoded event accepted. Real events are a few hundred bytes; the bound keeps
 /// every record far below the broker's and librdkafka's `message.max.bytes`, so a request is
@@ -68,9 +47,7 @@ impl Record {
 const ACK_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Publisher {
-    /// Replaced when librdkafka reports a fatal error, after which a producer refuses all work.
-    producer: Mutex<FutureProducer>,
-    config: ClientConfig,
+    publisher: receipts_bus::Publisher,
     topic: String,
     timeout: Duration,
     latency: Histogram,
@@ -78,99 +55,48 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     pub(crate) fn new(
-        config: ClientConfig,
+        kafka: &KafkaSettings,
         topic: String,
         timeout: Duration,
         latency: Histogram,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<Self, receipts_bus::BusError> {
+        // The bound of a request's wait for acknowledgements; after it the answer is 503.
+        let publisher = receipts_bus::Publisher::with_properties(
+            kafka,
+            &receipts_bus::settings::client_id("receipts-ingest"),
+            &[("message.timeout.ms", timeout.as_millis().to_string())],
+        )?;
         Ok(Publisher {
-            producer: Mutex::new(config.create()?),
-            config,
+            publisher,
             topic,
             timeout,
             latency,
         })
     }
 
-    fn producer(&self) -> FutureProducer {
-        self.producer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Produces every event, keyed by its channel message id, and waits until all are
     /// acknowledged or one has failed for good.
     pub(crate) async fn publish(&self, records: &[Record]) -> Result<(), PublishError> {
         let started = Instant::now();
-        let producer = self.producer();
-        let headers = content_type_headers(Encoding::Protobuf);
-        let mut pending = Vec::with_capacity(records.len());
-        let mut first_failure: Option<PublishFailure> = None;
-        for record in records {
-            let record = FutureRecord::to(&self.topic)
-                .key(&record.key)
-                .payload(&record.payload)
-                .headers(headers.clone());
-            match producer.send_result(record) {
-                Ok(delivery) => pending.push(delivery),
-                Err((error, _)) => {
-                    first_failure.get_or_insert(error.into());
-                }
-            }
-        }
-        let deadline = tokio::time::Instant::now() + self.timeout + ACK_GRACE;
-        let mut acknowledged = 0;
-        for delivery in pending {
-            match tokio::time::timeout_at(deadline, delivery).await {
-                Ok(Ok(Ok(_))) => acknowledged += 1,
-                Ok(Ok(Err((error, _)))) => {
-                    first_failure.get_or_insert(error.into());
-                }
-                Ok(Err(_canceled)) => {
-                    first_failure.get_or_insert(PublishFailure::Canceled);
-                }
-                Err(_elapsed) => {
-                    first_failure.get_or_insert(PublishFailure::TimedOut);
-                    break;
-                }
-            }
-        }
+        let outgoing: Vec<Outgoing> = records
+            .iter()
+            .map(|record| {
+                Outgoing::new(&self.topic, record.key.as_str(), record.payload.clone())
+                    .header(CONTENT_TYPE_HEADER, Encoding::Protobuf.content_type())
+            })
+            .collect();
+        let result = self
+            .publisher
+            .send_within(&outgoing, Some(self.timeout + ACK_GRACE))
+            .await;
         self.latency.observe(started.elapsed().as_secs_f64());
-        match first_failure {
-            None => Ok(()),
-            Some(cause) => {
-                self.replace_if_fatal(&producer).await;
-                Err(PublishError {
-                    acknowledged,
-                    total: records.len(),
-                    cause,
-                })
-            }
-        }
-    }
-
-    /// A producer with a fatal error (possible with idempotence) never recovers: start afresh.
-    async fn replace_if_fatal(&self, failed: &FutureProducer) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            return;
-        };
-        warn!(?code, %reason, "kafka producer failed fatally, creating a new one");
-        let config = self.config.clone();
-        match tokio::task::spawn_blocking(move || config.create::<FutureProducer>()).await {
-            Ok(Ok(fresh)) => {
-                *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-            }
-            Ok(Err(error)) => warn!(%error, "cannot create a new kafka producer"),
-            Err(error) => warn!(%error, "creating a new kafka producer panicked"),
-        }
+        result.map(|_| ())
     }
 
     /// Waits (bounded) for what is still queued, at shutdown.
     pub(crate) async fn flush(&self) {
-        let producer = self.producer();
-        let timeout = self.timeout;
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        let (publisher, timeout) = (self.publisher.clone(), self.timeout);
+        let flushed = tokio::task::spawn_blocking(move || publisher.flush(timeout)).await;
         if let Ok(Err(error)) = flushed {
             warn!(%error, "kafka producer did not flush before shutdown");
         }

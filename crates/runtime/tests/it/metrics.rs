@@ -94,3 +94,62 @@ fn render_is_openmetrics_text() {
     let metrics = Metrics::new();
     assert_eq!(metrics.render(), "# EOF\n");
 }
+
+/// `/healthz` tells the truth: 503 with the reason while a consumer is not current, and the
+/// `consumer_ready` gauge says which one; `/livez` answers regardless.
+#[tokio::test]
+async fn healthz_is_503_with_the_reason_while_a_consumer_is_not_current() {
+    use receipts_runtime::health::ComponentState;
+
+    let metrics = Metrics::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(metrics::serve(
+        listener,
+        metrics::router(metrics.clone()),
+        shutdown.clone(),
+    ));
+    let read_model = metrics.readiness().component("read-model");
+    read_model.set(ComponentState::Restoring { partitions: 3 });
+
+    let health = get(addr, "/healthz").await;
+    assert_eq!(health.status, 503);
+    assert!(
+        health
+            .body
+            .contains("read-model: restoring the state of 3 partition(s)"),
+        "{}",
+        health.body
+    );
+    assert!(
+        get(addr, "/metrics")
+            .await
+            .body
+            .contains("consumer_ready{consumer=\"read-model\"} 0\n")
+    );
+    assert_eq!(get(addr, "/livez").await.status, 200);
+
+    read_model.set(ComponentState::Ready);
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    assert!(
+        get(addr, "/metrics")
+            .await
+            .body
+            .contains("consumer_ready{consumer=\"read-model\"} 1\n")
+    );
+
+    read_model.set(ComponentState::Unreachable { seconds: 42 });
+    let health = get(addr, "/healthz").await;
+    assert_eq!(health.status, 503);
+    assert!(
+        health
+            .body
+            .contains("read-model: cannot reach the Kafka broker for 42 s"),
+        "{}",
+        health.body
+    );
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
