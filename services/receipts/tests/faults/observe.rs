@@ -151,17 +151,31 @@ pub(crate) async fn query_client(port: u16) -> anyhow::Result<QueryClient> {
     ))
 }
 
-/// The input produced up to a moment: the version every receipt had then.
+/// The input produced up to a moment, and what of it the system has not shown yet. Each check
+/// looks again only at what was missing the time before.
 pub(crate) struct Cutoff {
     pub(crate) at: Instant,
-    pub(crate) versions: HashMap<ReceiptSid, u64>,
+    /// Receipts whose version at the cutoff was not seen on `receipt-updates` yet.
+    unpublished: Vec<(ReceiptSid, u64)>,
+    /// Per partition, the needed record with the greatest offset seen so far: a query instance
+    /// that serves it has read the partition that far (it reads each partition in order).
+    newest: HashMap<i32, (i64, ReceiptChange)>,
+    /// Webhook-firing (receipt, version) pairs up to the cutoff not delivered yet.
+    undelivered: Vec<(ReceiptSid, u64)>,
 }
 
 impl Cutoff {
     pub(crate) fn of(model: &Model) -> Self {
+        let versions = model.versions();
+        let undelivered = versions
+            .iter()
+            .flat_map(|(sid, &v)| model.firing(sid, v).into_iter().map(|f| (sid.clone(), f)))
+            .collect();
         Cutoff {
             at: Instant::now(),
-            versions: model.versions(),
+            unpublished: versions.into_iter().collect(),
+            newest: HashMap::new(),
+            undelivered,
         }
     }
 }
@@ -196,22 +210,17 @@ impl std::fmt::Display for Behind {
 
 /// How far the system is from `cutoff`.
 pub(crate) async fn behind(
-    cutoff: &Cutoff,
-    model: &Mutex<Model>,
+    cutoff: &mut Cutoff,
     updates: &UpdateLog,
     queries: &[(String, u16)],
     receiver: &Receiver,
 ) -> Behind {
-    let mut behind = Behind::default();
-    // Per partition, the needed record with the greatest offset: a query instance that serves it
-    // has read the partition that far (it reads each partition in order).
-    let mut newest: HashMap<i32, (i64, ReceiptChange)> = HashMap::new();
     {
         let record = updates.record();
-        for (sid, &version) in &cutoff.versions {
-            let Some(published) = record.by_receipt.get(sid).and_then(|v| v.get(&version)) else {
-                behind.projector += 1;
-                continue;
+        let newest = &mut cutoff.newest;
+        cutoff.unpublished.retain(|(sid, version)| {
+            let Some(published) = record.by_receipt.get(sid).and_then(|v| v.get(version)) else {
+                return true;
             };
             let entry = newest
                 .entry(published.partition)
@@ -219,21 +228,21 @@ pub(crate) async fn behind(
             if published.offset > entry.0 {
                 *entry = (published.offset, published.change.clone());
             }
-        }
+            false
+        });
     }
     {
-        let model = model.lock().unwrap_or_else(PoisonError::into_inner);
         let delivered = receiver.record();
-        for (sid, &version) in &cutoff.versions {
+        cutoff.undelivered.retain(|(sid, v)| {
             let ok = delivered.ok_versions.get(sid.as_str());
-            for v in model.firing(sid, version) {
-                let done = ok.is_some_and(|ok| ok.range(v..).next().is_some());
-                if !done {
-                    behind.webhooks += 1;
-                }
-            }
-        }
+            ok.is_none_or(|ok| ok.range(v..).next().is_none())
+        });
     }
+    let mut behind = Behind {
+        projector: cutoff.unpublished.len(),
+        query: Vec::new(),
+        webhooks: cutoff.undelivered.len(),
+    };
     if behind.projector > 0 {
         behind.query = queries.iter().map(|(name, _)| name.clone()).collect();
         return behind;
@@ -242,7 +251,7 @@ pub(crate) async fn behind(
         let mut serves = true;
         match query_client(*port).await {
             Ok(mut client) => {
-                for (_, change) in newest.values() {
+                for (_, change) in cutoff.newest.values() {
                     let registration = &change.receipt.registration;
                     let request = v1::GetReceiptRequest {
                         conversation_sid: registration.conversation.as_str().to_owned(),

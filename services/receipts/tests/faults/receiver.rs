@@ -35,8 +35,8 @@ pub(crate) struct Record {
     peak_in_flight: usize,
     /// 2xx answers per idempotency token.
     pub(crate) ok_by_token: HashMap<String, u32>,
-    /// When each token was first answered 2xx.
-    pub(crate) first_ok: HashMap<String, Instant>,
+    /// When each token was answered 2xx.
+    pub(crate) ok_answers: HashMap<String, Vec<Instant>>,
     /// Versions answered 2xx, per receipt sid.
     pub(crate) ok_versions: HashMap<String, BTreeSet<u64>>,
     /// Status words answered 2xx, per (receipt, version).
@@ -88,6 +88,11 @@ impl Receiver {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.record().in_flight
+    }
+
+    /// Requests received so far.
+    pub(crate) fn requests(&self) -> usize {
+        self.record().requests
     }
 
     /// Starts a new window for [`Receiver::peak_in_flight`].
@@ -213,9 +218,10 @@ fn receive(record: &Mutex<Record>, answer: &AtomicU8, headers: &HeaderMap, body:
         }
     }
     record
-        .first_ok
+        .ok_answers
         .entry(token.clone())
-        .or_insert_with(Instant::now);
+        .or_default()
+        .push(Instant::now());
     *record.ok_by_token.entry(token).or_default() += 1;
     record
         .ok_versions

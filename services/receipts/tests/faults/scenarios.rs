@@ -46,8 +46,8 @@ struct Run {
     faults: Vec<Fault>,
     /// Attempts in flight at the faults that touched the dispatchers or their partitions.
     in_flight: u64,
-    /// When those faults happened.
-    dispatcher_faults: Vec<Instant>,
+    /// When each fault happened, and what it was.
+    fault_log: Vec<(Instant, String)>,
     target: usize,
     notes: Vec<String>,
     broker: Broker,
@@ -138,7 +138,7 @@ impl Run {
             model: Arc::default(),
             faults: Vec::new(),
             in_flight: 0,
-            dispatcher_faults: Vec::new(),
+            fault_log: Vec::new(),
             target,
             notes: Vec::new(),
             broker,
@@ -178,10 +178,9 @@ impl Run {
         Cutoff::of(&self.model.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    async fn behind(&self, cutoff: &Cutoff) -> Behind {
+    async fn behind(&self, cutoff: &mut Cutoff) -> Behind {
         behind(
             cutoff,
-            &self.model,
             &self.updates,
             &self.fleet.query_ports(),
             &self.receiver,
@@ -191,7 +190,7 @@ impl Run {
 
     /// Waits until the system caught up with `cutoff`, `within` at most; the time it took from
     /// the cutoff, or what was still missing.
-    async fn catch_up(&self, cutoff: &Cutoff, within: Duration) -> Result<Duration, Behind> {
+    async fn catch_up(&self, cutoff: &mut Cutoff, within: Duration) -> Result<Duration, Behind> {
         let deadline = cutoff.at + within;
         loop {
             let behind = self.behind(cutoff).await;
@@ -206,9 +205,9 @@ impl Run {
     }
 
     /// Records a fault that ended now and waits for the system to catch up with it.
-    async fn recovered(&mut self, what: impl Into<String>, cutoff: Cutoff) {
+    async fn recovered(&mut self, what: impl Into<String>, mut cutoff: Cutoff) {
         let what = what.into();
-        let recovery = match self.catch_up(&cutoff, self.scale.recover_within).await {
+        let recovery = match self.catch_up(&mut cutoff, self.scale.recover_within).await {
             Ok(took) => {
                 say(&format!(
                     "  {what}: caught up in {:.1} s",
@@ -239,8 +238,8 @@ impl Run {
             .take()
             .ok_or_else(|| anyhow::anyhow!("nothing was produced"))?;
         let reports = stream.finish().await?;
-        let cutoff = self.cutoff();
-        if let Err(behind) = self.catch_up(&cutoff, self.scale.drain_within).await {
+        let mut cutoff = self.cutoff();
+        if let Err(behind) = self.catch_up(&mut cutoff, self.scale.drain_within).await {
             self.notes.push(format!(
                 "the system did not drain within {} s: {behind}",
                 self.scale.drain_within.as_secs()
@@ -262,7 +261,7 @@ impl Run {
             &queries,
             &self.receiver,
             self.in_flight,
-            &self.dispatcher_faults,
+            &self.fault_log,
         )
         .await;
         let recovery = if self.faults.iter().any(|f| f.recovery.is_none()) {
@@ -350,11 +349,16 @@ pub(crate) async fn kills(scale: &Scale) -> anyhow::Result<Row> {
         run.until_produced((i as f64 + 1.0) / 11.0).await;
         let instances = run.fleet.running(kind);
         let victim = instances[rng.random_range(0..instances.len())].clone();
+        let (in_flight, arrived) = (run.receiver.in_flight(), run.receiver.requests());
+        run.fault_log
+            .push((Instant::now(), format!("kill -9 {kind}")));
+        run.fleet.kill(&victim)?;
         if kind == Kind::Dispatcher {
-            run.in_flight += run.receiver.in_flight() as u64;
-            run.dispatcher_faults.push(Instant::now());
+            // In flight at the kill: those in flight just before it and those that arrived
+            // until the process was gone.
+            run.in_flight += (in_flight + run.receiver.requests() - arrived) as u64;
         }
-        run.fleet.kill_and_restart(&victim)?;
+        run.fleet.restart(&victim)?;
         let cutoff = run.cutoff();
         say(&format!(
             "a: kill -9 {victim} ({} events produced)",
@@ -377,23 +381,23 @@ pub(crate) async fn broker_restart(scale: &Scale) -> anyhow::Result<Row> {
         run.produced()
     ));
     let stopped = Instant::now();
-    run.dispatcher_faults.push(stopped);
+    run.fault_log.push((stopped, "broker stopped".into()));
     tokio::task::block_in_place(|| run.broker.stop())?;
     tokio::time::sleep(scale.outage.saturating_sub(stopped.elapsed())).await;
     tokio::task::block_in_place(|| run.broker.restart())?;
     let cutoff = run.cutoff();
-    say(&format!(
-        "b: broker back after {:.0} s",
-        stopped.elapsed().as_secs_f64()
-    ));
-    run.recovered(
-        format!("broker down {:.0} s", stopped.elapsed().as_secs_f64()),
-        cutoff,
-    )
-    .await;
+    run.fault_log.push((Instant::now(), "broker back".into()));
+    // Stopping and starting take seconds of their own: clients see the broker away longer.
+    let away = stopped.elapsed().as_secs_f64();
+    say(&format!("b: broker back after {away:.0} s"));
+    run.recovered(format!("broker away {away:.0} s"), cutoff)
+        .await;
     run.in_flight += run.receiver.peak_in_flight() as u64;
-    run.finish(&format!("b. broker stopped {} s", scale.outage.as_secs()))
-        .await
+    run.finish(&format!(
+        "b. broker stopped {} s (away {away:.0} s)",
+        scale.outage.as_secs()
+    ))
+    .await
 }
 
 /// c. every service scaled from one instance to three (fresh data directories) and back to one
@@ -407,7 +411,7 @@ pub(crate) async fn scaling(scale: &Scale) -> anyhow::Result<Row> {
         run.produced()
     ));
     run.receiver.reset_peak();
-    run.dispatcher_faults.push(Instant::now());
+    run.fault_log.push((Instant::now(), "scale 1 -> 3".into()));
     for kind in Kind::ALL {
         run.fleet.add(kind)?;
         run.fleet.add(kind)?;
@@ -421,7 +425,7 @@ pub(crate) async fn scaling(scale: &Scale) -> anyhow::Result<Row> {
         run.produced()
     ));
     run.receiver.reset_peak();
-    run.dispatcher_faults.push(Instant::now());
+    run.fault_log.push((Instant::now(), "scale 3 -> 1".into()));
     for kind in Kind::ALL {
         for name in run.fleet.running(kind).into_iter().take(2) {
             tokio::task::block_in_place(|| run.fleet.stop(&name))?;
@@ -475,7 +479,8 @@ pub(crate) async fn fresh_instance_after_retention(scale: &Scale) -> anyhow::Res
         run.produced()
     ));
     run.receiver.reset_peak();
-    run.dispatcher_faults.push(Instant::now());
+    run.fault_log
+        .push((Instant::now(), "fresh instances joined".into()));
     for kind in Kind::ALL {
         run.fleet.add(kind)?;
     }
@@ -487,7 +492,8 @@ pub(crate) async fn fresh_instance_after_retention(scale: &Scale) -> anyhow::Res
         run.produced()
     ));
     run.receiver.reset_peak();
-    run.dispatcher_faults.push(Instant::now());
+    run.fault_log
+        .push((Instant::now(), "original instances stopped".into()));
     for name in &old {
         tokio::task::block_in_place(|| run.fleet.stop(name))?;
     }
@@ -508,7 +514,7 @@ pub(crate) async fn receiver_outage(scale: &Scale) -> anyhow::Result<Row> {
         run.produced()
     ));
     run.in_flight += run.receiver.in_flight() as u64;
-    run.dispatcher_faults.push(Instant::now());
+    run.fault_log.push((Instant::now(), "receiver down".into()));
     run.receiver.down().await;
     tokio::time::sleep(scale.receiver_down).await;
     run.receiver.up().await?;

@@ -287,14 +287,22 @@ impl Fleet {
         Ok(name)
     }
 
-    /// SIGKILLs `name` and starts it again at once on the same data directory and ports.
-    pub(crate) fn kill_and_restart(&self, name: &str) -> anyhow::Result<()> {
+    /// SIGKILLs `name`; it stays down until [`Fleet::restart`].
+    pub(crate) fn kill(&self, name: &str) -> anyhow::Result<()> {
         let mut state = self.state();
         let instance = find(&mut state.instances, name)?;
         if let Some(mut child) = instance.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        Ok(())
+    }
+
+    /// Starts a killed `name` again on the same data directory and ports.
+    pub(crate) fn restart(&self, name: &str) -> anyhow::Result<()> {
+        let mut state = self.state();
+        let instance = find(&mut state.instances, name)?;
+        anyhow::ensure!(instance.child.is_none(), "{name} is still running");
         instance.spawn()
     }
 

@@ -1,7 +1,7 @@
 //! The checks after a scenario drained: everything the query instances serve, everything
 //! published on `receipt-updates` and every webhook received, each against the model.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use receipts_domain::DeliverySummary;
@@ -30,7 +30,7 @@ pub(crate) async fn verify(
     queries: &[(String, u16)],
     receiver: &Receiver,
     in_flight_bound: u64,
-    fault_instants: &[Instant],
+    fault_log: &[(Instant, String)],
 ) -> Figures {
     let mut figures = Figures::default();
     check_updates(model, updates, &mut figures);
@@ -46,13 +46,7 @@ pub(crate) async fn verify(
             }
         }
     }
-    check_webhooks(
-        model,
-        receiver,
-        in_flight_bound,
-        fault_instants,
-        &mut figures,
-    );
+    check_webhooks(model, receiver, in_flight_bound, fault_log, &mut figures);
     figures
 }
 
@@ -264,7 +258,7 @@ fn check_webhooks(
     model: &Model,
     receiver: &Receiver,
     in_flight_bound: u64,
-    fault_instants: &[Instant],
+    fault_log: &[(Instant, String)],
     figures: &mut Figures,
 ) {
     let record = receiver.record();
@@ -319,35 +313,40 @@ fn check_webhooks(
         figures.notes.push(format!("webhooks e.g. lost {example}"));
     }
     if repeated > 0 {
-        // How long before the next fault each repeated delivery had first been answered 2xx.
-        let mut gaps: Vec<Option<Duration>> = record
-            .ok_by_token
+        // Which fault each repeat followed (the last one before its second 2xx), and how long
+        // before that fault the delivery had first been answered.
+        let mut by_fault: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+        for answers in record.ok_answers.values() {
+            let (Some(first), Some(second)) = (answers.first(), answers.get(1)) else {
+                continue;
+            };
+            let fault = fault_log
+                .iter()
+                .filter(|(at, _)| at < second)
+                .max_by_key(|(at, _)| *at);
+            let entry = by_fault
+                .entry(fault.map_or("no fault", |(_, label)| label.as_str()))
+                .or_default();
+            entry[0] += answers.len() as u64 - 1;
+            match fault.map(|(at, _)| at.checked_duration_since(*first)) {
+                // First answered after the fault began: it was in flight then.
+                Some(None) => entry[1] += 1,
+                Some(Some(gap)) if gap <= Duration::from_millis(600) => entry[2] += 1,
+                Some(Some(_)) | None => entry[3] += 1,
+            }
+        }
+        let parts: Vec<String> = by_fault
             .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(token, _)| {
-                let first = record.first_ok[token];
-                fault_instants
-                    .iter()
-                    .filter(|f| **f >= first)
-                    .map(|f| *f - first)
-                    .min()
+            .map(|(label, [n, in_flight, near, long])| {
+                format!(
+                    "after {label}: {n} (first answered after it began, so in flight at it: {in_flight}, \
+                     up to 0.6 s before it: {near}, longer before: {long})"
+                )
             })
             .collect();
-        gaps.sort();
-        let within = |limit: Duration| {
-            gaps.iter()
-                .filter(|g| g.is_some_and(|g| g <= limit))
-                .count()
-        };
-        figures.notes.push(format!(
-            "webhooks repeated: {} deliveries; first answered 2xx at most 0.1 s before a fault that \
-             touched the dispatchers: {}, at most 0.6 s: {}, at most 2 s: {}, earlier or with no fault after: {}",
-            gaps.len(),
-            within(Duration::from_millis(100)),
-            within(Duration::from_millis(600)),
-            within(Duration::from_secs(2)),
-            gaps.len() - within(Duration::from_secs(2)),
-        ));
+        figures
+            .notes
+            .push(format!("webhooks repeated: {}", parts.join("; ")));
     }
     figures.double_counted += record.token_clashes as u64;
 }
