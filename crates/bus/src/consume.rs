@@ -553,12 +553,16 @@ impl Consumer {
         let mut carried: Option<Record> = None;
         let mut epoch = u64::MAX;
         let mut generations: HashMap<Partition, u64> = HashMap::new();
+        // Starting until the first assignment (possibly of no partition at all) was handled.
+        let mut assigned_once = false;
         loop {
             let current = self.shared.epoch.load(Ordering::SeqCst);
             if current != epoch {
                 epoch = current;
-                self.handle_events(handler, &mut generations).await?;
-                self.component.set(ComponentState::Ready);
+                assigned_once |= self.handle_events(handler, &mut generations).await?;
+                if assigned_once {
+                    self.component.set(ComponentState::Ready);
+                }
                 if carried
                     .as_ref()
                     .is_some_and(|r| !self.is_current(r, &generations))
@@ -577,7 +581,7 @@ impl Consumer {
                     };
                     match received {
                         Err(_) => {
-                            self.idle(&mut trouble).await;
+                            self.idle(&mut trouble, assigned_once).await;
                             handler.idle();
                             continue;
                         }
@@ -600,7 +604,9 @@ impl Consumer {
                     }
                 }
             };
-            self.component.set(ComponentState::Ready);
+            if assigned_once {
+                self.component.set(ComponentState::Ready);
+            }
 
             let mut records = vec![first];
             let deadline = tokio::time::Instant::now() + self.options.max_wait;
@@ -662,12 +668,13 @@ impl Consumer {
     }
 
     /// Tells the handler about revoked and assigned partitions, restoring the assigned ones
-    /// before the loop goes on.
+    /// before the loop goes on. True if an assignment was among them.
     async fn handle_events<H: Handler>(
         &self,
         handler: &mut H,
         generations: &mut HashMap<Partition, u64>,
-    ) -> Result<(), ConsumeError<H::Error>> {
+    ) -> Result<bool, ConsumeError<H::Error>> {
+        let mut assigned = false;
         let events = {
             let mut state = self.shared.lock();
             *generations = state.generation.clone();
@@ -677,6 +684,7 @@ impl Consumer {
             match event {
                 Event::Revoked(partitions) => handler.revoked(&partitions),
                 Event::Assigned(partitions) => {
+                    assigned = true;
                     if partitions.is_empty() {
                         continue;
                     }
@@ -705,7 +713,7 @@ impl Consumer {
                 }
             }
         }
-        Ok(())
+        Ok(assigned)
     }
 
     /// Hands `records` to the handler until it succeeds or fails for good. `None`: shut down
@@ -787,7 +795,7 @@ impl Consumer {
 
     /// Nothing arrived for a tick: while the broker is in doubt, ask it directly, so that an
     /// idle consumer learns it is back without waiting for a record.
-    async fn idle(&self, trouble: &mut Trouble) {
+    async fn idle(&self, trouble: &mut Trouble, assigned_once: bool) {
         if trouble.since.is_none() {
             return;
         }
@@ -799,7 +807,11 @@ impl Consumer {
         .unwrap_or(false);
         if reachable {
             trouble.over(&self.options.name);
-            self.component.set(ComponentState::Ready);
+            self.component.set(if assigned_once {
+                ComponentState::Ready
+            } else {
+                ComponentState::Starting
+            });
         } else {
             self.check_stale(trouble);
         }
