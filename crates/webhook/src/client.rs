@@ -1,6 +1,12 @@
 //! One attempt of one webhook, over a `reqwest` client that never follows redirects, connects
 //! only to addresses the [`AddressPolicy`] permits, and gives up after the attempt timeout
 //! (5 s by default: Conversations webhooks time out after 5 s).
+//!
+//! The client uses no proxy, whatever `HTTP_PROXY`, `HTTPS_PROXY` or `ALL_PROXY` say: through a
+//! proxy, the guard would judge the proxy's address while the proxy resolved and reached the
+//! tenant's URL. `X-Twilio-Signature` is computed over the URL as it is sent (parsed and
+//! normalised: lowercase host, no default port, `/` for an empty path), which is the URL the
+//! receiver sees and validates against.
 
 use std::error::Error as StdError;
 use std::net::IpAddr;
@@ -12,7 +18,7 @@ use reqwest::redirect;
 
 use crate::outcome::{AttemptOutcome, classify_status};
 use crate::payload::{DeliveryPayload, Method};
-use crate::ssrf::{AddressPolicy, GuardedResolver, Refused};
+use crate::ssrf::{AddressPolicy, GuardedResolver, InnerResolver, Refused};
 use crate::{standard, twilio};
 
 /// The header that tells retries of one delivery apart from new deliveries.
@@ -59,10 +65,33 @@ pub struct WebhookClient {
 
 impl WebhookClient {
     pub fn new(policy: AddressPolicy, timeout: Duration) -> Result<Self, ClientError> {
+        Self::build_with(policy, timeout, None)
+    }
+
+    /// A client that resolves names with `resolver` (then the policy), for tests of what the
+    /// guard does with the answers of a hostile DNS server.
+    pub fn with_resolver(
+        policy: AddressPolicy,
+        timeout: Duration,
+        resolver: InnerResolver,
+    ) -> Result<Self, ClientError> {
+        Self::build_with(policy, timeout, Some(resolver))
+    }
+
+    fn build_with(
+        policy: AddressPolicy,
+        timeout: Duration,
+        resolver: Option<InnerResolver>,
+    ) -> Result<Self, ClientError> {
         let policy = Arc::new(policy);
+        let guard = match resolver {
+            Some(inner) => GuardedResolver::with_inner(policy.clone(), inner),
+            None => GuardedResolver::new(policy.clone()),
+        };
         let http = reqwest::Client::builder()
+            .no_proxy()
             .redirect(redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .dns_resolver(Arc::new(guard))
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -110,8 +139,10 @@ impl WebhookClient {
                 request.payload.form(),
             ),
         };
-        let signature = twilio::signature(&request.auth_token, &url, &params);
         let parsed = reqwest::Url::parse(&url).map_err(|e| format!("invalid URL: {e}"))?;
+        // Signed as sent: the receiver validates the URL it was called at, which is the
+        // normalised one, not the text the tenant configured.
+        let signature = twilio::signature(&request.auth_token, parsed.as_str(), &params);
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!(
                 "URL scheme {:?} is not http or https",

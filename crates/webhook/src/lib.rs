@@ -27,5 +27,7 @@ pub mod twilio;
 pub use client::{Attempt, ClientError, WebhookClient, WebhookRequest};
 pub use outcome::{AttemptOutcome, classify_status};
 pub use payload::{DeliveryPayload, Method};
+/// The resolver interface [`WebhookClient::with_resolver`] takes.
+pub use reqwest::dns as reqwest_dns;
 pub use retry::RetrySchedule;
-pub use ssrf::{AddressPolicy, Cidr};
+pub use ssrf::{AddressPolicy, Cidr, InnerResolver};

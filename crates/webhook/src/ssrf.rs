@@ -1,12 +1,17 @@
 //! The SSRF guard: a webhook URL is configured by a tenant, so the dispatcher must not become a
 //! way into the network it runs in. Addresses in loopback, private, shared (CGNAT), link-local,
 //! unique-local, multicast, reserved and documentation ranges, and the cloud metadata addresses,
-//! are refused unless an allow-list entry covers them. IPv4-mapped and NAT64 IPv6 addresses are
-//! judged by the IPv4 address they carry.
+//! are refused unless an allow-list entry covers them. IPv6 addresses that carry an IPv4 address
+//! (IPv4-mapped `::ffff:0:0/96`, IPv4-translated `::ffff:0:0:0/96`, IPv4-compatible, NAT64
+//! `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`) are judged by
+//! every IPv4 address they carry as well: a gateway on the path would deliver them there.
 //!
 //! The policy is applied where the address is known for certain: in the resolver that `reqwest`
-//! connects with (so a name cannot resolve to a safe address when checked and a private one when
-//! used), and to IP literals in the URL, which `reqwest` never resolves.
+//! connects with — the addresses it answers are the only ones `reqwest` connects to, so a name
+//! that answered a public address once and a private one the next time (DNS rebinding) is
+//! refused at that connect — and to IP literals in the URL, which `reqwest` never resolves. The
+//! client takes no proxy from the environment (see [`crate::client`]): through a proxy the guard
+//! would judge the proxy's address while the proxy resolved the tenant's name.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -153,15 +158,17 @@ impl AddressPolicy {
         AddressPolicy { allow }
     }
 
-    /// Whether a webhook may connect to `ip`.
+    /// Whether a webhook may connect to `ip`: allow-listed, or public and carrying no IPv4
+    /// address that is not.
     pub fn permits(&self, ip: IpAddr) -> bool {
         if self.allow.iter().any(|c| c.contains(ip)) {
             return true;
         }
-        match embedded_v4(ip) {
-            Some(v4) => self.permits(IpAddr::V4(v4)),
-            None => !FORBIDDEN.iter().any(|c| c.contains(ip)),
+        let embedded = embedded_v4(ip);
+        if !embedded.is_empty() {
+            return embedded.iter().all(|v4| self.permits(IpAddr::V4(*v4)));
         }
+        !FORBIDDEN.iter().any(|c| c.contains(ip))
     }
 
     pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
@@ -176,40 +183,99 @@ impl AddressPolicy {
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible or NAT64
-/// (`64:ff9b::a.b.c.d`) address.
-fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
-    let IpAddr::V6(v6) = ip else { return None };
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    let s = v6.segments();
-    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    let compatible = s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1);
-    (nat64 || compatible)
-        .then(|| Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8))
+fn v4_of(high: u16, low: u16) -> Ipv4Addr {
+    Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
 }
 
-/// The resolver webhooks connect through: system DNS, then the policy. A name with any refused
-/// address is refused whole, so a receiver cannot mix a public address with a private one.
-#[derive(Debug, Clone)]
+/// The IPv4 addresses an IPv6 address carries, by the transition mechanism its prefix names;
+/// empty for a plain IPv6 address.
+fn embedded_v4(ip: IpAddr) -> Vec<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else {
+        return Vec::new();
+    };
+    let s = v6.segments();
+    let b = v6.octets();
+    match s {
+        // IPv4-mapped ::ffff:a.b.c.d and IPv4-translated ::ffff:0:a.b.c.d.
+        [0, 0, 0, 0, 0, 0xffff, high, low] | [0, 0, 0, 0, 0xffff, 0, high, low] => {
+            vec![v4_of(high, low)]
+        }
+        // IPv4-compatible ::a.b.c.d (deprecated), but not :: and ::1.
+        [0, 0, 0, 0, 0, 0, high, low] if high != 0 || low > 1 => vec![v4_of(high, low)],
+        // NAT64 well-known prefix 64:ff9b::/96.
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => vec![v4_of(high, low)],
+        // NAT64 local-use prefix 64:ff9b:1::/48: operators pick the prefix length (RFC 6052),
+        // so both the /48 layout (octets 6-7 and 9-10) and the /96 layout are judged.
+        [0x64, 0xff9b, 1, ..] => vec![Ipv4Addr::new(b[6], b[7], b[9], b[10]), v4_of(s[6], s[7])],
+        // 6to4 2002:AABB:CCDD::/48: the site's IPv4 address follows the prefix.
+        [0x2002, high, low, ..] => vec![v4_of(high, low)],
+        // Teredo 2001:0::/32: the server's address, and the client's, stored inverted.
+        [
+            0x2001,
+            0,
+            server_high,
+            server_low,
+            _,
+            _,
+            client_high,
+            client_low,
+        ] => vec![
+            v4_of(server_high, server_low),
+            v4_of(!client_high, !client_low),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Resolves names for [`GuardedResolver`]; the system resolver unless a test brings its own.
+pub type InnerResolver = Arc<dyn Resolve>;
+
+/// The resolver webhooks connect through: system DNS (or an inner resolver), then the policy.
+/// A name with any refused address is refused whole, so a receiver cannot mix a public address
+/// with a private one. It runs at every new connection, and `reqwest` connects only to what it
+/// answered, so the address checked is the address connected to.
+#[derive(Clone)]
 pub struct GuardedResolver {
     policy: Arc<AddressPolicy>,
+    inner: Option<InnerResolver>,
+}
+
+impl fmt::Debug for GuardedResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedResolver")
+            .field("policy", &self.policy)
+            .field("inner", &self.inner.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl GuardedResolver {
     pub fn new(policy: Arc<AddressPolicy>) -> Self {
-        GuardedResolver { policy }
+        GuardedResolver {
+            policy,
+            inner: None,
+        }
+    }
+
+    /// Resolves with `inner` instead of the system resolver, then applies the policy.
+    pub fn with_inner(policy: Arc<AddressPolicy>, inner: InnerResolver) -> Self {
+        GuardedResolver {
+            policy,
+            inner: Some(inner),
+        }
     }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let inner = self.inner.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = match inner {
+                Some(inner) => inner.resolve(name).await?.collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             for addr in &addrs {
                 policy.check(&host, addr.ip())?;
             }
@@ -253,6 +319,18 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "ff02::1",
+            // NAT64 local-use, /48 layout (10.0.0.1) and /96 layout (169.254.169.254).
+            "64:ff9b:1:a00:0:100::",
+            "64:ff9b:1::a9fe:a9fe",
+            // 6to4 of 127.0.0.1 and of 192.168.0.1.
+            "2002:7f00:1::1",
+            "2002:c0a8:1::",
+            // Teredo: private server 10.0.0.1; client 127.0.0.1 stored inverted.
+            "2001:0:a00:1::1",
+            "2001:0:808:808::80ff:fefe",
+            // IPv4-translated ::ffff:0:10.0.0.1 and IPv4-compatible ::169.254.169.254.
+            "::ffff:0:a00:1",
+            "::a9fe:a9fe",
         ] {
             assert!(!policy.permits(ip(refused)), "{refused} must be refused");
         }
@@ -263,6 +341,10 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            // Teredo server 8.8.8.8, client 1.1.1.1 (inverted: fefe:fefe).
+            "2001:0:808:808::fefe:fefe",
         ] {
             assert!(policy.permits(ip(allowed)), "{allowed} must be allowed");
         }
