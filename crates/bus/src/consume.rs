@@ -726,10 +726,38 @@ impl Consumer {
         shutdown: &CancellationToken,
     ) -> Result<Option<Commit>, ConsumeError<H::Error>> {
         let mut backoff = Backoff::default();
+        let started = Instant::now();
         loop {
-            match handler.process(records.clone()).await {
+            // A batch that does not finish (acknowledgements that never come while the broker
+            // is away) makes the consumer stale as surely as a receive error does.
+            let processed = {
+                let processing = handler.process(records.clone());
+                tokio::pin!(processing);
+                let mut stalled = false;
+                loop {
+                    tokio::select! {
+                        result = &mut processing => break result,
+                        _ = tokio::time::sleep(IDLE_TICK) => {
+                            let lasted = started.elapsed();
+                            if lasted > self.options.stale_after {
+                                stalled = true;
+                                self.component.set(ComponentState::Stalled {
+                                    seconds: lasted.as_secs(),
+                                });
+                            }
+                        }
+                    }
+                }
+                .inspect(|_| {
+                    if stalled {
+                        info!(consumer = %self.options.name, after_secs = started.elapsed().as_secs(), "stalled batch finished");
+                    }
+                })
+            };
+            match processed {
                 Ok(commit) => {
                     trouble.over(&self.options.name);
+                    self.component.set(ComponentState::Ready);
                     return Ok(Some(commit));
                 }
                 Err(e) if e.is_transient() => {

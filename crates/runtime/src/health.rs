@@ -28,6 +28,11 @@ pub enum ComponentState {
     Unreachable {
         seconds: u64,
     },
+    /// One batch has been in hand for longer than the component tolerates (its writes are not
+    /// acknowledged, its store does not answer).
+    Stalled {
+        seconds: u64,
+    },
     /// The component ended; the service must not be taken as current any more.
     Stopped {
         reason: String,
@@ -44,6 +49,9 @@ impl fmt::Display for ComponentState {
             ComponentState::Ready => f.write_str("ready"),
             ComponentState::Unreachable { seconds } => {
                 write!(f, "cannot reach the Kafka broker for {seconds} s")
+            }
+            ComponentState::Stalled { seconds } => {
+                write!(f, "one batch has been in progress for {seconds} s")
             }
             ComponentState::Stopped { reason } => write!(f, "stopped: {reason}"),
         }
