@@ -10,10 +10,13 @@
 //!   caller owns; nothing here is global.
 //! - [`metrics`]: a shared `prometheus-client` registry and the HTTP endpoint (`/metrics`, `/healthz`) that
 //!   serves it on a listener the caller binds.
+//! - [`http`]: the server of the public HTTP endpoints, with header and body read timeouts, a
+//!   connection cap and load shedding.
 //! - [`health`]: readiness, component by component, behind `/healthz` and gRPC health.
 
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

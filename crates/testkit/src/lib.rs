@@ -3,8 +3,12 @@
 //! Integration tests run against a real Kafka broker named by `KAFKA_BOOTSTRAP_SERVERS`
 //! (`scripts/test.sh` starts one when none is given). Without it they fail with a message that
 //! says how to get one; they never skip.
+//!
+//! [`slow_clients`] drives slow and abusive HTTP connections against a server under test.
 
 use receipts_bus::{KafkaSettings, TopicNames};
+
+pub mod slow_clients;
 
 /// The broker the integration tests use.
 ///

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::AccountSid;
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
+use receipts_runtime::http::HttpLimits;
 use serde::{Deserialize, Serialize};
 
 /// Everything the gateway needs to run. Defaults suit a local broker; without accounts, a
@@ -32,6 +33,10 @@ pub struct IngestConfig {
     pub smpp_connections: BTreeMap<String, Secret>,
     /// Larger request bodies are answered with 413.
     pub body_limit_bytes: usize,
+    /// Timeouts, the connection cap and load shedding of the HTTP server (see
+    /// `receipts_runtime::http`): `http.header_read_timeout_ms`, `http.body_read_timeout_ms`,
+    /// `http.max_connections`, `http.max_requests_in_flight`, `http.retry_after_secs`.
+    pub http: HttpLimits,
     /// How long Kafka may take to acknowledge a request's events (librdkafka
     /// `message.timeout.ms`) before the request is answered with 503.
     pub produce_timeout_ms: u64,
@@ -65,6 +70,7 @@ impl Default for IngestConfig {
             whatsapp: WhatsappConfig::default(),
             smpp_connections: BTreeMap::new(),
             body_limit_bytes: 1024 * 1024,
+            http: HttpLimits::default(),
             produce_timeout_ms: 10_000,
             retry_after_secs: 5,
             create_topics_partitions: 0,
@@ -151,6 +157,7 @@ impl Validate for IngestConfig {
                 "must be between 1 and 2147483647",
             ));
         }
+        self.http.validate().map_err(|e| e.within("http"))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }

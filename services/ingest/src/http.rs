@@ -10,7 +10,9 @@
 //! | `POST /v1/events` | HTTP Basic `AccountSid:AuthToken` (401); registrations of other accounts 403 |
 //!
 //! Every error is `{"error": {"field": …, "reason": …}}`: 400 for a bad field, 401/403 as above,
-//! 413 for a body over the limit, 503 with `Retry-After` when Kafka did not acknowledge.
+//! 408 for a body that did not arrive within `http.body_read_timeout_ms`, 413 for a body over
+//! the limit, 503 with `Retry-After` when Kafka did not acknowledge or too many requests are in
+//! flight (`http.max_requests_in_flight`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +83,9 @@ pub enum Rejection {
     },
     #[error("body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// The body did not arrive within the body read timeout: 408.
+    #[error("the body did not arrive in time")]
+    BodyTimedOut,
     /// Kafka did not acknowledge every event: 503 with `Retry-After`.
     #[error(transparent)]
     Unavailable(#[from] PublishError),
@@ -102,6 +107,7 @@ impl Rejection {
             Rejection::Unauthenticated { .. } => "unauthenticated",
             Rejection::Forbidden { label, .. } => label,
             Rejection::TooLarge { .. } => "too_large",
+            Rejection::BodyTimedOut => "body_timeout",
             Rejection::Unavailable(_) => "kafka_unavailable",
         }
     }
@@ -137,6 +143,16 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// The answer to a request shed because too many are in flight (the server adds
+/// `Retry-After`).
+pub(crate) fn overloaded() -> Response {
+    let body = axum::Json(json!({"error": {
+        "field": null,
+        "reason": "too many requests in flight; retry later",
+    }}));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
 fn now() -> Timestamp {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -167,6 +183,8 @@ impl Gateway {
                 Rejection::TooLarge {
                     limit: self.body_limit,
                 }
+            } else if receipts_runtime::http::is_body_timeout(&rejection) {
+                Rejection::BodyTimedOut
             } else {
                 FieldError::malformed("body", rejection.body_text()).into()
             }
@@ -222,6 +240,7 @@ impl Gateway {
             Rejection::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, None),
             Rejection::Forbidden { field, .. } => (StatusCode::FORBIDDEN, field.clone()),
             Rejection::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some("body".to_owned())),
+            Rejection::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, Some("body".to_owned())),
             Rejection::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
         };
         let reason = match &rejection {

@@ -8,6 +8,10 @@
 //! deterministic event id, provider time formats); [`http`] authenticates, parses and answers;
 //! `publish` produces and waits for Kafka's acknowledgements; [`config`] is the configuration.
 //!
+//! The server is `receipts_runtime::http`: header and body read timeouts, a cap on open
+//! connections and on requests in flight (503 with `Retry-After` beyond either), configured
+//! under `http`.
+//!
 //! # Nothing acknowledged that is not stored, nothing half-written
 //!
 //! A request is answered 2xx only after Kafka acknowledged every one of its events (idempotent
@@ -107,9 +111,14 @@ pub async fn run(
         public_base_url = %config.public_base_url,
         "ingest gateway started"
     );
-    let served = axum::serve(listener, http::router(gateway.clone()))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served = receipts_runtime::http::serve(
+        listener,
+        http::router(gateway.clone()),
+        &config.http,
+        http::overloaded,
+        shutdown,
+    )
+    .await;
     gateway.publisher.flush().await;
     info!("ingest gateway stopped");
     Ok(served?)

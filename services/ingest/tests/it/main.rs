@@ -5,6 +5,7 @@ mod canonical;
 mod corpus;
 mod limits;
 mod properties;
+mod slow_clients;
 mod smpp;
 mod support;
 mod twilio;
