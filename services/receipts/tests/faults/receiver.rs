@@ -178,6 +178,15 @@ impl Drop for InFlight {
     }
 }
 
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some((stop, server)) = self.server.take() {
+            stop.cancel();
+            server.abort();
+        }
+    }
+}
+
 fn receive(record: &Mutex<Record>, answer: &AtomicU8, headers: &HeaderMap, body: &str) -> Response {
     let header = |name: &str| {
         headers

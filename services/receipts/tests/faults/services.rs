@@ -254,13 +254,13 @@ impl Fleet {
         let mut state = self.state();
         state.next_number += 1;
         let name = format!("{kind}-{}", state.next_number);
-        let mut port = || loop {
-            let port = free_port();
-            if state.ports.insert(port) {
-                break port;
-            }
+        let mut port = || {
+            (0..100)
+                .map(|_| free_port())
+                .find(|port| state.ports.insert(*port))
+                .ok_or_else(|| anyhow::anyhow!("no unused free port in 100 tries"))
         };
-        let (metrics_port, grpc_port) = (port(), port());
+        let (metrics_port, grpc_port) = (port()?, port()?);
         let dir = self.deployment.dir.join(&name);
         std::fs::create_dir_all(&dir)?;
         let data_dir = dir.join("data");
@@ -361,8 +361,12 @@ impl Fleet {
             let mut unhealthy = Vec::new();
             for (name, port) in self.metrics_ports() {
                 let url = format!("http://127.0.0.1:{port}/healthz");
+                // A service without a readiness endpoint counts as ready once it answers.
                 let ok = match client.get(&url).send().await {
-                    Ok(response) => response.status().is_success(),
+                    Ok(response) => {
+                        response.status().is_success()
+                            || response.status() == reqwest::StatusCode::NOT_FOUND
+                    }
                     Err(_) => false,
                 };
                 if !ok {

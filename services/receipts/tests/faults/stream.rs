@@ -21,7 +21,7 @@ const TICK: Duration = Duration::from_millis(20);
 pub(crate) struct Stream {
     close: Arc<AtomicBool>,
     produced: Arc<AtomicUsize>,
-    task: JoinHandle<anyhow::Result<usize>>,
+    task: Option<JoinHandle<anyhow::Result<usize>>>,
 }
 
 impl Stream {
@@ -117,7 +117,7 @@ impl Stream {
         Ok(Stream {
             close,
             produced,
-            task,
+            task: Some(task),
         })
     }
 
@@ -127,8 +127,20 @@ impl Stream {
 
     /// Starts no new messages, finishes the ones in progress at the same rate, and returns the
     /// number of events produced once all are acknowledged.
-    pub(crate) async fn finish(self) -> anyhow::Result<usize> {
+    pub(crate) async fn finish(mut self) -> anyhow::Result<usize> {
         self.close.store(true, Ordering::SeqCst);
-        self.task.await?
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => anyhow::bail!("the stream was finished already"),
+        }
+    }
+}
+
+/// A scenario that ends early stops its input.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
