@@ -5,8 +5,9 @@
 //! not found. Bad input is `InvalidArgument` naming the field, unknown sids `NotFound` naming the
 //! sid; only a failing store is `Internal`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use receipts_domain::{
     AccountSid, ChatServiceSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
@@ -56,6 +57,9 @@ pub struct QueryService {
     webhooks: Arc<WebhookConfigs>,
     updates: broadcast::Sender<Arc<ReceiptChange>>,
     watch_buffer: usize,
+    /// Open `WatchUpdates` streams per account, and the most one account may hold.
+    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
+    max_watchers: usize,
     /// Ends open watch streams, so a graceful shutdown is not held up by them.
     shutdown: CancellationToken,
 }
@@ -73,6 +77,7 @@ impl QueryService {
         webhooks: Arc<WebhookConfigs>,
         updates: broadcast::Sender<Arc<ReceiptChange>>,
         watch_buffer: usize,
+        max_watchers: usize,
         shutdown: CancellationToken,
     ) -> Self {
         QueryService {
@@ -81,8 +86,27 @@ impl QueryService {
             webhooks,
             updates,
             watch_buffer,
+            watchers: Arc::default(),
+            max_watchers,
             shutdown,
         }
+    }
+
+    /// A slot for one more watch stream of `account`, or `RESOURCE_EXHAUSTED` when it holds
+    /// all it may.
+    fn watch_slot(&self, account: &AccountSid) -> Result<WatchSlot, Status> {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let open = watchers.entry(account.clone()).or_default();
+        if *open >= self.max_watchers {
+            return Err(Status::resource_exhausted(format!(
+                "the account has {open} WatchUpdates streams open, the most it may; close one first"
+            )));
+        }
+        *open += 1;
+        Ok(WatchSlot {
+            watchers: self.watchers.clone(),
+            account: account.clone(),
+        })
     }
 
     /// Runs a read on the blocking pool: sled scans must not stall the executor.
@@ -95,6 +119,24 @@ impl QueryService {
             .await
             .map_err(|e| internal(&e))?
             .map_err(|e| internal(&e))
+    }
+}
+
+/// One open watch stream, counted against its account until it ends.
+struct WatchSlot {
+    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
+    account: AccountSid,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = watchers.get_mut(&self.account) {
+            *open -= 1;
+            if *open == 0 {
+                watchers.remove(&self.account);
+            }
+        }
     }
 }
 
@@ -487,13 +529,17 @@ impl DeliveryQuery for QueryService {
                 ConversationSid::parse,
             )?)
         };
+        let slot = self.watch_slot(&account)?;
         let mut updates = self.updates.subscribe();
         let (sender, receiver) = mpsc::channel(self.watch_buffer.max(1));
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let received = tokio::select! {
                     received = updates.recv() => received,
+                    // The client went away: the slot is freed now, not at the next update.
+                    () = sender.closed() => return,
                     _ = shutdown.cancelled() => {
                         let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
                         return;

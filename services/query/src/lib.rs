@@ -27,12 +27,14 @@ use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::AccountSid;
 use receipts_proto::v1::delivery_query_server::DeliveryQueryServer;
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
+use receipts_runtime::http::HttpLimits;
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{QueryStore, SledQueryStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -64,6 +66,12 @@ pub struct QueryConfig {
     pub page_token_key: Secret,
     /// Updates a watching client may fall behind before its stream is ended.
     pub watch_buffer: usize,
+    /// Limits of the REST facade's HTTP server (`http.header_read_timeout_ms`,
+    /// `http.body_read_timeout_ms`, `http.max_connections`, `http.max_requests_in_flight`,
+    /// `http.retry_after_secs`; see `receipts_runtime::http`).
+    pub http: HttpLimits,
+    /// Limits of the gRPC server.
+    pub grpc: GrpcLimits,
     /// Records per read-model batch.
     pub batch_max_records: usize,
     /// Address of the metrics endpoint; empty disables it.
@@ -83,10 +91,69 @@ impl Default for QueryConfig {
             accounts: BTreeMap::new(),
             page_token_key: Secret::default(),
             watch_buffer: 1024,
+            http: HttpLimits::default(),
+            grpc: GrpcLimits::default(),
             batch_max_records: 5_000,
             metrics_listen: "127.0.0.1:9466".into(),
             telemetry: TelemetryConfig::default(),
         }
+    }
+}
+
+/// What one gRPC client can take of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcLimits {
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Largest request message accepted, and largest response sent, in bytes (beyond it:
+    /// `OUT_OF_RANGE` for a request, `RESOURCE_EXHAUSTED` for a response).
+    pub max_message_bytes: usize,
+    /// Largest HTTP/2 header list (metadata) of a call, in bytes.
+    pub max_header_list_bytes: u32,
+    /// `WatchUpdates` streams one account may have open at once, over all its connections;
+    /// one more is refused with `RESOURCE_EXHAUSTED`.
+    pub max_watch_streams_per_account: usize,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        GrpcLimits {
+            max_concurrent_streams: 128,
+            max_message_bytes: 1024 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            max_watch_streams_per_account: 32,
+        }
+    }
+}
+
+impl Validate for GrpcLimits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::invalid(
+                "max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.max_header_list_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "max_header_list_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.max_watch_streams_per_account == 0 {
+            return Err(ConfigError::invalid(
+                "max_watch_streams_per_account",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +193,8 @@ impl Validate for QueryConfig {
             return Err(ConfigError::invalid("watch_buffer", "must be at least 1"));
         }
         self.accounts()?;
+        self.http.validate().map_err(|e| e.within("http"))?;
+        self.grpc.validate().map_err(|e| e.within("grpc"))?;
         let base = self.public_base_url.trim_end_matches('/');
         let absolute = base.starts_with("http://") || base.starts_with("https://");
         if !base.is_empty() && !absolute {
@@ -203,7 +272,12 @@ pub async fn run(
                 accounts: accounts.clone(),
                 base_url,
             });
-            Some(rest::serve(listener, rest::router(state), shutdown.clone()))
+            Some(rest::serve(
+                listener,
+                rest::router(state),
+                config.http.clone(),
+                shutdown.clone(),
+            ))
         }
         None => None,
     };
@@ -213,6 +287,7 @@ pub async fn run(
         webhooks,
         updates,
         config.watch_buffer,
+        config.grpc.max_watch_streams_per_account,
         shutdown.clone(),
     );
     // gRPC health follows readiness: NOT_SERVING while the read model or the configuration
@@ -247,13 +322,16 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let address = grpc_listener.local_addr().ok();
+    let limits = &config.grpc;
+    let query = DeliveryQueryServer::new(service)
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_max_header_list_size(Some(limits.max_header_list_bytes))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DeliveryQueryServer::with_interceptor(
-            service,
-            grpc::authenticate(accounts),
-        ))
+        .add_service(InterceptedService::new(query, grpc::authenticate(accounts)))
         .serve_with_incoming_shutdown(
             // Small answers must not wait for Nagle's algorithm (a 40 ms tail otherwise).
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

@@ -94,6 +94,17 @@ impl ApiError {
     }
 }
 
+/// The answer to a call shed because too many are in flight: 503, Twilio error 20503 (the
+/// server adds `Retry-After`).
+pub fn overloaded() -> Response {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: 20503,
+        message: "Service Unavailable: too many requests in flight, retry later".into(),
+    }
+    .into_response()
+}
+
 impl From<ConfigCallError> for ApiError {
     fn from(e: ConfigCallError) -> Self {
         match e {

@@ -31,6 +31,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::get;
 use receipts_domain::{AccountSid, IdError, Timestamp};
+use receipts_runtime::http::HttpLimits;
 use receipts_store::{QueryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -195,15 +196,16 @@ pub fn router(state: Arc<RestState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets calls in flight finish.
+/// Serves `router` on `listener` under `limits` (header and body read timeouts, connection cap,
+/// load shedding with Twilio's 503 body and `Retry-After`) until `shutdown`, then lets calls in
+/// flight finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    receipts_runtime::http::serve(listener, router, &limits, errors::overloaded, shutdown).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod auth;
 mod contract;
 mod discovery;
+mod limits;
 mod python_client;
 mod reads;
 mod rest;

@@ -71,7 +71,16 @@ impl Harness {
     }
 
     pub(crate) async fn start(&self, data_dir: &Path) -> Running {
-        let config = QueryConfig {
+        self.start_with(data_dir, |_| {}).await
+    }
+
+    /// Starts an instance with the test configuration changed by `adjust`.
+    pub(crate) async fn start_with(
+        &self,
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut QueryConfig),
+    ) -> Running {
+        let mut config = QueryConfig {
             kafka: self.kafka.clone(),
             topics: self.topics.clone(),
             data_dir: data_dir.to_owned(),
@@ -84,6 +93,7 @@ impl Harness {
             metrics_listen: String::new(),
             ..QueryConfig::default()
         };
+        adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let rest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
