@@ -416,7 +416,7 @@ fn apply(
             _ => {
                 return Err(invalid(
                     method_field,
-                    format!("must be GET or POST, got {method:?}"),
+                    format!("must be GET or POST, got {}", quoted(method)),
                 ));
             }
         };
@@ -439,7 +439,7 @@ fn apply(
                     _ => {
                         return Err(invalid(
                             "Target",
-                            format!("must be webhook or flex, got {target:?}"),
+                            format!("must be webhook or flex, got {}", quoted(target)),
                         ));
                     }
                 };
@@ -467,12 +467,13 @@ fn apply(
                 return Err(invalid(
                     "Target",
                     format!(
-                        "must be webhook, trigger or studio, got {:?}",
-                        config.target
+                        "must be webhook, trigger or studio, got {}",
+                        quoted(&config.target)
                     ),
                 ));
             }
             if let Some(triggers) = &update.triggers {
+                bounded_list("Configuration.Triggers", triggers)?;
                 config.triggers = triggers.clone();
             }
             if let Some(flow) = &update.flow_sid {
@@ -508,9 +509,50 @@ fn apply(
     Ok(())
 }
 
+/// The longest webhook URL accepted, in bytes (browsers and proxies commonly stop near 2 KiB).
+pub const MAX_URL_BYTES: usize = 2048;
+/// The most entries of a list field (`Filters`, `Configuration.Triggers`); Conversations has
+/// about twenty event names.
+pub const MAX_LIST_ENTRIES: usize = 64;
+/// The longest event name or trigger, in bytes.
+pub const MAX_ENTRY_BYTES: usize = 256;
+
+/// `value` as an error message may quote it: at most 64 characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// A list field within [`MAX_LIST_ENTRIES`] entries of at most [`MAX_ENTRY_BYTES`] each.
+fn bounded_list(field: &'static str, entries: &[String]) -> Result<(), ConfigCallError> {
+    if entries.len() > MAX_LIST_ENTRIES {
+        return Err(invalid(
+            field,
+            format!(
+                "has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
+                entries.len()
+            ),
+        ));
+    }
+    if let Some(long) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
+        return Err(invalid(
+            field,
+            format!(
+                "entry {} is {} bytes, more than the {MAX_ENTRY_BYTES} allowed",
+                quoted(long),
+                long.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Event names as given, each a plain identifier. Unknown names are kept: Twilio's own examples
 /// use names outside its documented list (contract §10.6), and only `onDeliveryUpdated` fires here.
 fn event_names(field: &'static str, names: &[String]) -> Result<Vec<String>, ConfigCallError> {
+    bounded_list(field, names)?;
     let mut kept: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
         let name = name.trim();
@@ -518,7 +560,10 @@ fn event_names(field: &'static str, names: &[String]) -> Result<Vec<String>, Con
             continue;
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(field, format!("{name:?} is not an event name")));
+            return Err(invalid(
+                field,
+                format!("{} is not an event name", quoted(name)),
+            ));
         }
         if !kept.iter().any(|k| k == name) {
             kept.push(name.to_owned());
@@ -533,6 +578,15 @@ fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallErro
     if url.is_empty() {
         return Ok(String::new());
     }
+    if url.len() > MAX_URL_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "is {} bytes, more than the {MAX_URL_BYTES} allowed",
+                url.len()
+            ),
+        ));
+    }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -544,7 +598,7 @@ fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallErro
         }
         _ => Err(invalid(
             field,
-            format!("{url:?} is not an absolute http(s) URL"),
+            format!("{} is not an absolute http(s) URL", quoted(url)),
         )),
     }
 }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::get;
@@ -146,6 +146,10 @@ pub fn iso8601(time: Timestamp) -> String {
     time.iso8601_seconds()
 }
 
+/// The largest request body: webhook configuration forms are a few hundred bytes, and every
+/// field is capped well below this (see [`crate::webhook_configs`]).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Every route of the facade.
 pub fn router(state: Arc<RestState>) -> Router {
     let message_routes = |prefix: &str| {
@@ -192,6 +196,7 @@ pub fn router(state: Arc<RestState>) -> Router {
             get(webhooks::fetch_service).post(webhooks::update_service),
         )
         .fallback(|| async { ApiError::not_found("path") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }

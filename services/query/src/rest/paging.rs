@@ -7,10 +7,19 @@
 //! read straight from its cursor. The store pages forward only, so `previous_page_url` names the
 //! previous page by `Page` alone, and a `Page` without a token is reached by walking from the
 //! first page: going back costs a walk, going forward never does.
+//!
+//! The work of a request is bounded whatever it asks: `Page` is at most [`MAX_PAGE`], and a
+//! `Page` without a token may start at most [`MAX_WALK_ITEMS`] items in (`Page × PageSize`), so a
+//! walk reads at most that many entries; deeper pages are reached through `next_page_url`.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::errors::ApiError;
+
+/// The largest `Page` accepted.
+pub const MAX_PAGE: u64 = 1_000_000;
+/// How far into a list (`Page × PageSize`) a `Page` without a `PageToken` may start.
+pub const MAX_WALK_ITEMS: u64 = 10_000;
 
 /// The paging parameters of one list request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,18 +49,24 @@ pub fn list_query(raw: Option<&str>, max: usize, with_order: bool) -> Result<Lis
                     _ => {
                         return Err(ApiError::invalid(
                             "PageSize",
-                            format!("must be an integer from 1 to {max}, got {value:?}"),
+                            format!("must be an integer from 1 to {max}, got {}", quoted(&value)),
                         ));
                     }
                 }
             }
             "Page" => {
-                query.page = value.trim().parse::<u64>().map_err(|_| {
-                    ApiError::invalid(
-                        "Page",
-                        format!("must be an integer of 0 or more, got {value:?}"),
-                    )
-                })?;
+                query.page = match value.trim().parse::<u64>() {
+                    Ok(page) if page <= MAX_PAGE => page,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "Page",
+                            format!(
+                                "must be an integer from 0 to {MAX_PAGE}, got {}",
+                                quoted(&value)
+                            ),
+                        ));
+                    }
+                };
             }
             "PageToken" => {
                 if value.is_empty() {
@@ -66,7 +81,7 @@ pub fn list_query(raw: Option<&str>, max: usize, with_order: bool) -> Result<Lis
                     _ => {
                         return Err(ApiError::invalid(
                             "Order",
-                            format!("must be asc or desc, got {value:?}"),
+                            format!("must be asc or desc, got {}", quoted(&value)),
                         ));
                     }
                 });
@@ -75,7 +90,25 @@ pub fn list_query(raw: Option<&str>, max: usize, with_order: bool) -> Result<Lis
             _ => {}
         }
     }
+    let start = query.page.saturating_mul(query.page_size as u64);
+    if query.token.is_none() && start > MAX_WALK_ITEMS {
+        return Err(ApiError::invalid(
+            "Page",
+            format!(
+                "without a PageToken, Page × PageSize may be at most {MAX_WALK_ITEMS}, got {start}; \
+                 follow next_page_url to go further"
+            ),
+        ));
+    }
     Ok(query)
+}
+
+/// A parameter's value as an error message may quote it: at most 64 characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &value[..end]),
+        None => format!("{value:?}"),
+    }
 }
 
 /// Where a list lives, to build its paging URLs.
@@ -174,6 +207,39 @@ mod tests {
         assert_eq!(
             list_query(Some("PageToken="), 100, true).unwrap_err().code,
             21481
+        );
+    }
+
+    #[test]
+    fn pages_are_bounded() {
+        let overflow =
+            list_query(Some("Page=18446744073709551615&PageToken=t"), 50, false).unwrap_err();
+        assert_eq!(overflow.code, 20001);
+        assert!(overflow.message.contains("Page"), "{}", overflow.message);
+        let deepest = format!("Page={MAX_PAGE}&PageToken=t");
+        assert_eq!(
+            list_query(Some(&deepest), 50, false).unwrap().page,
+            MAX_PAGE
+        );
+        // Without a token, the walk stops at MAX_WALK_ITEMS items.
+        assert_eq!(
+            list_query(Some("Page=200&PageSize=50"), 50, false)
+                .unwrap()
+                .page,
+            200
+        );
+        let far = list_query(Some("Page=201&PageSize=50"), 50, false).unwrap_err();
+        assert!(far.message.contains("PageToken"), "{}", far.message);
+        let location = ListLocation {
+            url: "http://h/l".into(),
+            filters: Vec::new(),
+        };
+        let last = list_query(Some(&deepest), 50, false).unwrap();
+        assert!(
+            location
+                .meta("items", &last, Some("t"))
+                .next_page_url
+                .is_some()
         );
     }
 

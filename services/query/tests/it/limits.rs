@@ -153,3 +153,113 @@ async fn requests_over_the_message_size_limit_are_refused() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn paging_parameters_are_bounded() {
+    let seeded = crate::rest::start_seeded().await;
+    let receipts = format!(
+        "/v1/Conversations/{}/Messages/{}/Receipts",
+        sid("CH", 1),
+        sid("IM", 10)
+    );
+    for query in [
+        "Page=18446744073709551615",
+        "Page=18446744073709551615&PageToken=anything",
+        "PageSize=50&Page=1000",
+    ] {
+        let response = seeded.get(&format!("{receipts}?{query}")).await;
+        assert_eq!(response.status, 400, "{query}: {}", response.body);
+        let body = response.json();
+        assert_eq!(body["code"], 20001, "{query}");
+        assert!(
+            body["message"].as_str().unwrap().contains("Page"),
+            "{query}: {body}"
+        );
+    }
+    // Far beyond this short list, within the walk bound: an empty page, found by a short walk.
+    let beyond = seeded
+        .get(&format!("{receipts}?PageSize=50&Page=150"))
+        .await;
+    assert_eq!(beyond.status, 200, "{}", beyond.body);
+    let body = beyond.json();
+    assert_eq!(body["meta"]["page"], 150);
+    assert_eq!(body["delivery_receipts"].as_array().unwrap().len(), 0);
+    seeded.running.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_fields_are_size_capped_and_named() {
+    let seeded = crate::rest::start_seeded().await;
+    let hooks = seeded.url(&format!("/v1/Conversations/{}/Webhooks", sid("CH", 1)));
+    let account_hooks = seeded.url("/v1/Configuration/Webhooks");
+    let long_url = format!("https://hooks.example.com/{}", "a".repeat(3_000));
+    let many: Vec<String> = (0..65).map(|i| format!("onEvent{i}")).collect();
+    let long_trigger = "t".repeat(300);
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            &hooks,
+            vec![("Target", "webhook"), ("Configuration.Url", &long_url)],
+            "Configuration.Url",
+        ),
+        (
+            &hooks,
+            [
+                ("Target", "webhook"),
+                ("Configuration.Url", "https://h.example.com/"),
+            ]
+            .into_iter()
+            .chain(many.iter().map(|f| ("Configuration.Filters", f.as_str())))
+            .collect(),
+            "Configuration.Filters",
+        ),
+        (
+            &hooks,
+            vec![
+                ("Target", "trigger"),
+                ("Configuration.Url", "https://h.example.com/"),
+                ("Configuration.Triggers", &long_trigger),
+            ],
+            "Configuration.Triggers",
+        ),
+        (
+            &hooks,
+            [
+                ("Target", "trigger"),
+                ("Configuration.Url", "https://h.example.com/"),
+            ]
+            .into_iter()
+            .chain(many.iter().map(|t| ("Configuration.Triggers", t.as_str())))
+            .collect(),
+            "Configuration.Triggers",
+        ),
+        (
+            &account_hooks,
+            vec![("PostWebhookUrl", &long_url)],
+            "PostWebhookUrl",
+        ),
+        (
+            &account_hooks,
+            vec![("PreWebhookUrl", &long_url)],
+            "PreWebhookUrl",
+        ),
+        (
+            &account_hooks,
+            many.iter().map(|f| ("Filters", f.as_str())).collect(),
+            "Filters",
+        ),
+    ];
+    for (url, form, field) in cases {
+        let response = http("POST", url, Some((ACCOUNT, TOKEN)), &form).await;
+        assert_eq!(response.status, 400, "{field}: {}", response.body);
+        let body = response.json();
+        assert_eq!(body["code"], 20001, "{field}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("Invalid parameter {field}:")),
+            "{field}: {message}"
+        );
+        assert!(message.len() < 300, "the message quotes little: {message}");
+    }
+    seeded.running.stop().await;
+}
