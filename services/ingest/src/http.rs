@@ -203,6 +203,17 @@ impl Gateway {
         format: Format,
         events: Vec<DeliveryEvent>,
     ) -> Result<Response, Rejection> {
+        self.accept_skipping(format, events, Vec::new()).await
+    }
+
+    /// [`Gateway::accept`] for a request some of whose reports were skipped: they are counted,
+    /// logged and named in the answer's `skipped`.
+    async fn accept_skipping(
+        &self,
+        format: Format,
+        events: Vec<DeliveryEvent>,
+        skipped: Vec<FieldError>,
+    ) -> Result<Response, Rejection> {
         // Everything that can refuse a request happens before the first event is produced.
         let records: Vec<Record> = events.iter().map(Record::encode).collect();
         if let Some((i, record)) = records
@@ -229,7 +240,25 @@ impl Gateway {
             "status reports accepted"
         );
         let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-        Ok(axum::Json(json!({"accepted": events.len(), "event_ids": ids})).into_response())
+        if skipped.is_empty() {
+            return Ok(
+                axum::Json(json!({"accepted": events.len(), "event_ids": ids})).into_response(),
+            );
+        }
+        for report in &skipped {
+            self.metrics.skipped(format, report.problem.as_str());
+            warn!(format = format.as_str(), field = %report.field, reason = %report.reason, "status report skipped");
+        }
+        let skipped: Vec<_> = skipped
+            .iter()
+            .map(|e| json!({"field": e.field, "reason": e.reason}))
+            .collect();
+        Ok(axum::Json(json!({
+            "accepted": events.len(),
+            "event_ids": ids,
+            "skipped": skipped,
+        }))
+        .into_response())
     }
 
     /// The answer to a request that failed, counted and logged.
@@ -362,8 +391,10 @@ async fn whatsapp_statuses(
                 "bad_signature",
             ));
         }
-        let events = parse_whatsapp(&body)?;
-        gateway.accept(Format::Whatsapp, events).await
+        let parsed = parse_whatsapp(&body)?;
+        gateway
+            .accept_skipping(Format::Whatsapp, parsed.events, parsed.skipped)
+            .await
     }
     .await;
     gateway.respond(Format::Whatsapp, result)

@@ -23,6 +23,7 @@ struct RejectionLabel {
 pub(crate) struct IngestMetrics {
     accepted: Family<FormatLabel, Counter>,
     rejected: Family<RejectionLabel, Counter>,
+    skipped: Family<RejectionLabel, Counter>,
     pub(crate) produce_seconds: Histogram,
 }
 
@@ -31,6 +32,7 @@ impl IngestMetrics {
         let this = IngestMetrics {
             accepted: Family::default(),
             rejected: Family::default(),
+            skipped: Family::default(),
             produce_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         metrics.register(
@@ -42,6 +44,11 @@ impl IngestMetrics {
             "ingest_requests_rejected",
             "requests answered with an error, by format and reason",
             this.rejected.clone(),
+        );
+        metrics.register(
+            "ingest_reports_skipped",
+            "reports left out of an accepted request (a WhatsApp status Meta would resend unchanged), by format and reason",
+            this.skipped.clone(),
         );
         metrics.register(
             "ingest_produce_seconds",
@@ -57,6 +64,15 @@ impl IngestMetrics {
                 format: format.as_str(),
             })
             .inc_by(events as u64);
+    }
+
+    pub(crate) fn skipped(&self, format: Format, reason: &'static str) {
+        self.skipped
+            .get_or_create(&RejectionLabel {
+                format: format.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub(crate) fn rejected(&self, format: Format, reason: &'static str) {

@@ -4,6 +4,12 @@
 //! Every status in a POST becomes one event; changes without statuses (incoming messages, account
 //! updates) contribute none. The provider time is the status's `timestamp` (unix seconds), and
 //! the error code the first `errors[].code` (Meta's codes, e.g. 131026, kept as given).
+//!
+//! A status that cannot be read (an unknown `status` value, a missing id or time) is skipped
+//! and named in the answer, and the others are kept: Meta resends a POST answered non-2xx for
+//! days, always with the same body, so a 400 for one odd status would lose every valid status
+//! beside it until Meta gave up. A body that is not a webhook at all (not JSON, no `entry`) is
+//! still a 400.
 
 use hmac::{Hmac, Mac};
 use receipts_domain::{ChannelMessageId, DeliveryEvent, StatusSource};
@@ -12,11 +18,19 @@ use sha2::Sha256;
 
 use crate::report::{FieldError, parse_unix_seconds, status_event};
 
-/// Parses a webhook body into one event per status, or names the first field in error.
-pub fn parse_whatsapp(body: &[u8]) -> Result<Vec<DeliveryEvent>, FieldError> {
+/// What a webhook POST yields: one event per readable status, and why each other was skipped.
+#[derive(Debug, Default)]
+pub struct WhatsappStatuses {
+    pub events: Vec<DeliveryEvent>,
+    pub skipped: Vec<FieldError>,
+}
+
+/// Parses a webhook body into one event per status, skipping the statuses in error (see the
+/// module docs); a body whose structure is wrong names its first field in error.
+pub fn parse_whatsapp(body: &[u8]) -> Result<WhatsappStatuses, FieldError> {
     let document: Value = serde_json::from_slice(body)
         .map_err(|e| FieldError::malformed("body", format!("is not JSON: {e}")))?;
-    let mut events = Vec::new();
+    let mut parsed = WhatsappStatuses::default();
     let entries = array(&document, "entry", "entry")?;
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("entry[{i}]");
@@ -32,11 +46,14 @@ pub fn parse_whatsapp(body: &[u8]) -> Result<Vec<DeliveryEvent>, FieldError> {
             };
             for (k, status) in statuses.iter().enumerate() {
                 let path = format!("{path}.value.statuses[{k}]");
-                events.push(parse_status(status, &path)?);
+                match parse_status(status, &path) {
+                    Ok(event) => parsed.events.push(event),
+                    Err(error) => parsed.skipped.push(error),
+                }
             }
         }
     }
-    Ok(events)
+    Ok(parsed)
 }
 
 fn array<'a>(parent: &'a Value, key: &str, path: &str) -> Result<&'a Vec<Value>, FieldError> {
@@ -138,8 +155,10 @@ mod tests {
     use receipts_domain::{DeliveryEventKind, DeliveryStatus, StatusReport};
 
     fn reports(body: &str) -> Vec<(String, StatusReport)> {
-        parse_whatsapp(body.as_bytes())
-            .unwrap()
+        let parsed = parse_whatsapp(body.as_bytes()).unwrap();
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        parsed
+            .events
             .into_iter()
             .map(|e| match e.kind {
                 DeliveryEventKind::Reported(r) => (e.event_id, r),
@@ -212,9 +231,36 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let err = parse_whatsapp(body.as_bytes()).unwrap_err();
+            let err = match parse_whatsapp(body.as_bytes()) {
+                Err(err) => err,
+                Ok(parsed) => parsed.skipped.into_iter().next().expect("an error"),
+            };
             assert_eq!(err.field, field, "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_status_is_skipped_and_the_others_kept() {
+        let body = r#"{"entry": [{"changes": [{"value": {"statuses": [
+            {"id": "wamid.A", "status": "delivered", "timestamp": "1603059201"},
+            {"id": "wamid.B", "status": "warped", "timestamp": "1603059202"},
+            {"id": "wamid.C", "status": "read", "timestamp": "1603059203"}
+        ]}}]}]}"#;
+        let parsed = parse_whatsapp(body.as_bytes()).unwrap();
+        let ids: Vec<&str> = parsed
+            .events
+            .iter()
+            .map(|e| match &e.kind {
+                DeliveryEventKind::Reported(r) => r.channel_message_id.as_str(),
+                DeliveryEventKind::Registered(_) => panic!("a report"),
+            })
+            .collect();
+        assert_eq!(ids, ["wamid.A", "wamid.C"]);
+        assert_eq!(parsed.skipped.len(), 1);
+        assert_eq!(
+            parsed.skipped[0].field,
+            "entry[0].changes[0].value.statuses[1].status"
+        );
     }
 
     #[test]

@@ -119,10 +119,11 @@ async fn every_status_of_a_signed_post_is_stored() {
     harness.stop().await;
 }
 
-/// A bad signature is 403; one unknown status among good ones is 400 naming it, and nothing of
-/// the POST is written.
+/// A bad signature is 403 and writes nothing. One unknown status among good ones is skipped and
+/// named, and the good ones are stored: the answer is 200, since Meta would resend the same body
+/// for days after anything else, and the unknown status would never become readable.
 #[tokio::test]
-async fn bad_signatures_and_bad_statuses_write_nothing() {
+async fn bad_signatures_write_nothing_and_bad_statuses_are_skipped() {
     let harness = Harness::start().await;
     let reader = harness.reader();
     let good = statuses(&[("wamid.A", "delivered", "1750263773")]);
@@ -144,6 +145,7 @@ async fn bad_signatures_and_bad_statuses_write_nothing() {
     let mixed = statuses(&[
         ("wamid.A", "delivered", "1750263773"),
         ("wamid.B", "deleted", "1750263774"),
+        ("wamid.C", "read", "1750263775"),
     ]);
     let response = harness
         .post(
@@ -155,11 +157,27 @@ async fn bad_signatures_and_bad_statuses_write_nothing() {
             mixed.as_bytes(),
         )
         .await;
-    assert_eq!(response.status, 400);
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    let body = response.json();
+    assert_eq!(body["accepted"], 2);
     assert_eq!(
-        response.error_field(),
+        body["skipped"][0]["field"],
         "entry[0].changes[0].value.statuses[1].status"
     );
+    let stored = read_events(&reader, 2).await;
+    let ids: Vec<&str> = stored
+        .iter()
+        .map(|p| p.report().channel_message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["wamid.A", "wamid.C"]);
+    assert!(
+        harness.metrics.render().contains(
+            "ingest_reports_skipped_total{format=\"whatsapp\",reason=\"unknown_status\"} 1"
+        ),
+        "{}",
+        harness.metrics.render()
+    );
+
     let bad_time = statuses(&[("wamid.A", "delivered", "yesterday")]);
     let response = harness
         .post(
@@ -171,9 +189,11 @@ async fn bad_signatures_and_bad_statuses_write_nothing() {
             bad_time.as_bytes(),
         )
         .await;
-    assert_eq!(response.status, 400);
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    assert_eq!(body["accepted"], 0);
     assert_eq!(
-        response.error_field(),
+        body["skipped"][0]["field"],
         "entry[0].changes[0].value.statuses[0].timestamp"
     );
     assert_nothing_written(&harness, &reader).await;
