@@ -104,6 +104,51 @@ pub(crate) struct DeliveryContext {
     pub(crate) endpoint_concurrency: usize,
     pub(crate) breaker: BreakerConfig,
     pub(crate) unsettled: Arc<Unsettled>,
+    pub(crate) changelog: Arc<ChangelogProgress>,
+}
+
+/// Which of this instance's changelog records are stored locally, per changelog partition, so
+/// that the stored position never passes one that is not.
+#[derive(Debug, Default)]
+pub(crate) struct ChangelogProgress {
+    partitions: Mutex<HashMap<i32, PartitionProgress>>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionProgress {
+    /// Landed in the changelog, not yet stored locally.
+    unstored: std::collections::BTreeSet<i64>,
+    /// The next offset after the newest record stored locally.
+    stored_end: i64,
+}
+
+impl ChangelogProgress {
+    fn landed(&self, partition: i32, landed: &[receipts_bus::Landed]) {
+        let mut partitions = lock(&self.partitions);
+        let progress = partitions.entry(partition).or_default();
+        progress.unstored.extend(landed.iter().map(|l| l.offset));
+    }
+
+    /// Marks `offsets` stored; returns the position that is safe to store now.
+    fn stored(&self, partition: i32, offsets: &[i64]) -> i64 {
+        let mut partitions = lock(&self.partitions);
+        let progress = partitions.entry(partition).or_default();
+        for offset in offsets {
+            progress.unstored.remove(offset);
+            progress.stored_end = progress.stored_end.max(offset + 1);
+        }
+        match progress.unstored.first() {
+            Some(oldest) => *oldest,
+            None => progress.stored_end,
+        }
+    }
+
+    /// A restore brought the local copy to `position`.
+    pub(crate) fn restored(&self, partition: i32, position: i64) {
+        let mut partitions = lock(&self.partitions);
+        let progress = partitions.entry(partition).or_default();
+        progress.stored_end = progress.stored_end.max(position);
+    }
 }
 
 /// The source offsets of attempts not settled yet, per partition: a partition's committed
@@ -584,6 +629,7 @@ impl Deliverer {
             Settlement::Done => entries.push(progress_entry(&job.token, SETTLED)),
         }
         let mut positions = Vec::new();
+        let mut landed_at: Option<(i32, Vec<i64>)> = None;
         if let Some(source) = &job.source {
             let records: Vec<Outgoing> = entries
                 .iter()
@@ -612,23 +658,35 @@ impl Deliverer {
                     }
                 }
             };
-            if let Some(last) = landed.iter().map(|l| l.offset).max() {
-                positions.push(PartitionOffset {
-                    topic: cx.topics.dispatcher_changelog.clone(),
-                    partition: source.partition,
-                    next_offset: last + 1,
-                });
-            }
+            landed_at = Some((source.partition, landed.iter().map(|l| l.offset).collect()));
+            cx.changelog.landed(source.partition, &landed);
         }
+        // The entries first; the changelog position they reach only afterwards, in a write of
+        // its own: a position is stored only once every entry before it is (settlements finish
+        // in any order), so a restore from it never skips an entry lost with a crash.
         let store = cx.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.write(&entries, &positions)).await;
+        let written = tokio::task::spawn_blocking(move || store.write(&entries, &[])).await;
         cx.metrics.backlog.dec();
-        match result {
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 error!(%error, "cannot store a delivery's outcome; it is restored from the changelog")
             }
             Err(error) => error!(%error, "storing a delivery's outcome failed"),
+        }
+        if let Some((partition, offsets)) = landed_at {
+            let position = cx.changelog.stored(partition, &offsets);
+            positions.push(PartitionOffset {
+                topic: cx.topics.dispatcher_changelog.clone(),
+                partition,
+                next_offset: position,
+            });
+            let store = cx.store.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || store.write(&[], &positions)).await
+            {
+                warn!(%error, "cannot store the changelog position; the next restore reads more");
+            }
         }
         if let Some(source) = &job.source {
             cx.unsettled.remove(source);

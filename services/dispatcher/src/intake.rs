@@ -23,7 +23,7 @@ use receipts_webhook::payload::status_word;
 use tracing::{debug, warn};
 
 use crate::configs::SharedDirectory;
-use crate::deliver::{Deliverer, Unsettled};
+use crate::deliver::{ChangelogProgress, Deliverer, Unsettled};
 use crate::job::{DeliveryJob, Source};
 use crate::metrics::DispatcherMetrics;
 use crate::now_ms;
@@ -58,6 +58,7 @@ pub(crate) struct Intake {
     pub(crate) directory: SharedDirectory,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) unsettled: Arc<Unsettled>,
+    pub(crate) changelog: Arc<ChangelogProgress>,
     pub(crate) metrics: DispatcherMetrics,
     pub(crate) updates_topic: String,
     pub(crate) retries_topic: String,
@@ -84,7 +85,7 @@ impl Handler for Intake {
                 self.changelog_topic.clone(),
             );
             let from = store.changelog_position(&topic, partition)?;
-            tokio::task::spawn_blocking(move || {
+            let restored = tokio::task::spawn_blocking(move || {
                 restore_partition(&kafka, &topic, partition, from, |records, next| {
                     let entries: Vec<(Vec<u8>, Vec<u8>)> = records
                         .iter()
@@ -101,6 +102,7 @@ impl Handler for Intake {
                 })
             })
             .await??;
+            self.changelog.restored(partition, restored.next_offset);
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use crate::deliver::BreakerConfig;
-use crate::deliver::{Deliverer, DeliveryContext, Unsettled};
+use crate::deliver::{ChangelogProgress, Deliverer, DeliveryContext, Unsettled};
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
@@ -225,6 +225,7 @@ pub async fn run(
     let client_id = receipts_bus::settings::client_id(&config.group_id);
     let publisher = Publisher::new(&config.kafka, &client_id)?;
     let unsettled = Arc::new(Unsettled::default());
+    let changelog = Arc::new(ChangelogProgress::default());
     let deliverer = Deliverer::new(
         DeliveryContext {
             client: WebhookClient::new(
@@ -245,6 +246,7 @@ pub async fn run(
             endpoint_concurrency: config.endpoint_concurrency,
             breaker: config.breaker,
             unsettled: unsettled.clone(),
+            changelog: changelog.clone(),
         },
         shutdown.clone(),
     );
@@ -277,6 +279,7 @@ pub async fn run(
         directory,
         deliverer,
         unsettled,
+        changelog,
         metrics: metrics.clone(),
         updates_topic: config.topics.receipt_updates.clone(),
         retries_topic: config.topics.webhook_retries.clone(),
