@@ -34,8 +34,8 @@ const AGENT: &str = concat!("receipts-dispatcher/", env!("CARGO_PKG_VERSION"));
 #[error("building the webhook HTTP client: {0}")]
 pub struct ClientError(#[from] reqwest::Error);
 
-/// Everything one request needs.
-#[derive(Debug, Clone)]
+/// Everything one request needs. Its `Debug` shows the URL redacted and no token or secret.
+#[derive(Clone)]
 pub struct WebhookRequest {
     pub url: String,
     pub method: Method,
@@ -47,6 +47,23 @@ pub struct WebhookRequest {
     /// Standard Webhooks secrets; empty sends no Standard Webhooks headers.
     pub signing_secrets: Vec<String>,
     pub receipt_version: u64,
+}
+
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRequest")
+            .field("url", &crate::redact::redacted_url(&self.url))
+            .field("method", &self.method)
+            .field("payload", &self.payload)
+            .field("auth_token", &"[redacted]")
+            .field("idempotency_token", &self.idempotency_token)
+            .field(
+                "signing_secrets",
+                &format_args!("[{} redacted]", self.signing_secrets.len()),
+            )
+            .field("receipt_version", &self.receipt_version)
+            .finish()
+    }
 }
 
 /// How an attempt went.

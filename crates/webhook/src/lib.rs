@@ -13,12 +13,15 @@
 //! - [`retry`]: the schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h by default)
 //!   with ±20 % jitter, `Retry-After` within bounds and a cap;
 //! - [`ssrf`]: the address policy and the `reqwest` resolver that applies it;
+//! - [`redact`]: webhook URLs without their credentials and query, for logs, metrics and
+//!   dead-letter records;
 //! - [`client`]: the `reqwest` client (no redirects, the resolver above, an attempt timeout) and
 //!   one attempt of one webhook.
 
 pub mod client;
 pub mod outcome;
 pub mod payload;
+pub mod redact;
 pub mod retry;
 pub mod ssrf;
 pub mod standard;
@@ -27,6 +30,7 @@ pub mod twilio;
 pub use client::{Attempt, ClientError, WebhookClient, WebhookRequest};
 pub use outcome::{AttemptOutcome, classify_status};
 pub use payload::{DeliveryPayload, Method};
+pub use redact::redacted_url;
 /// The resolver interface [`WebhookClient::with_resolver`] takes.
 pub use reqwest::dns as reqwest_dns;
 pub use retry::RetrySchedule;

@@ -203,3 +203,21 @@ async fn with_proxies_in_the_environment_the_guard_still_decides() {
         other => panic!("the target must be judged by the guard, got {other:?}"),
     }
 }
+
+#[test]
+fn a_request_prints_no_token_secret_or_credentials() {
+    let mut request =
+        request("https://user:url-password@hooks.example.com/in?key=url-token".into());
+    request.auth_token = "the-auth-token".into();
+    request.signing_secrets = vec!["whsec_the-signing-secret".into()];
+    let printed = format!("{request:?}");
+    for secret in [
+        "the-auth-token",
+        "the-signing-secret",
+        "url-password",
+        "url-token",
+    ] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert!(printed.contains("hooks.example.com/in"), "{printed}");
+}
