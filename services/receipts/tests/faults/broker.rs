@@ -1,5 +1,5 @@
-//! A Kafka broker of the suite's own, run with `scripts/kafka.sh` on a free port with its state in a
-//! temporary directory, so stopping it (scenario b) never touches the broker other tests share.
+//! A Kafka broker of the suite's own, run with `scripts/kafka.sh` on a free port with its state in
+//! a temporary directory, so stopping it (scenario b) never touches the broker other tests share.
 //! Dropping the guard stops it.
 
 use std::net::TcpListener;

@@ -4,8 +4,8 @@
 //! registrations and status reports flows. Every scenario is checked against a model of its input
 //! (the domain merge folded over the events as produced) and the suite prints one table:
 //!
-//! `scenario | reports | lost | double-counted | webhooks lost | webhooks re-sent beyond in-flight |
-//! seconds to recover`
+//! `scenario | reports | lost | double-counted | webhooks lost |
+//! webhooks re-sent beyond in-flight | seconds to recover`
 //!
 //! Every figure but the recovery time must be zero. Sizes: `RECEIPTS_FAULT_SCALE=ci` (the
 //! default, a few minutes), `full` (the documented size: 100 000 reports at 500 a second under ten

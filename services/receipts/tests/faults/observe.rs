@@ -1,7 +1,7 @@
-//! What the system shows from the outside while faults happen: every record of `receipt-updates`
-//! (read from the beginning by a consumer of the test's own), the query instances over gRPC, and the
-//! webhook receiver; and from these, whether the system has caught up with the input produced up
-//! to a given moment.
+//! What the system shows from the outside while faults happen: every record of
+//! `receipt-updates` (read from the beginning by a consumer of the test's own), the query instances
+//! over gRPC, and the webhook receiver; and from these, whether the system has caught up with the
+//! input produced up to a given moment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -72,7 +72,7 @@ impl UpdateLog {
             loop {
                 match consumer.recv().await {
                     Ok(message) => keep(&kept, &message),
-                    // The broker being away is no loss; anything else (an offset out of range) may be.
+                    // The broker being away is no loss; anything else (offset out of range) may be.
                     Err(KafkaError::MessageConsumption(
                         RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
                     )) => {}
