@@ -37,6 +37,7 @@ use receipts_runtime::config::Secret;
 use receipts_store::PartitionOffset;
 use receipts_webhook::{
     AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
+    redacted_url,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
@@ -46,7 +47,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
 use crate::job::{DUE_AT_HEADER, DeliveryJob, Source};
-use crate::metrics::{DispatcherMetrics, EndpointLabel};
+use crate::metrics::{DispatcherMetrics, ScopeLabel};
 use crate::store::{DispatcherStore, Entry, SETTLED, delivered_entry, progress_entry};
 use crate::{now_ms, timestamp_now};
 
@@ -450,14 +451,12 @@ impl Deliverer {
         let attempt = cx.client.send(&request).await;
         cx.metrics
             .latency
-            .get_or_create(&EndpointLabel {
-                endpoint: job.webhook_key.clone(),
-            })
+            .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
             .observe(attempt.elapsed.as_secs_f64());
         cx.metrics.attempt(attempt.outcome.label());
         match attempt.outcome {
             AttemptOutcome::Delivered { status } => {
-                debug!(endpoint = %request.url, status, attempt = job.attempt, "webhook delivered");
+                debug!(endpoint = %redacted_url(&request.url), status, attempt = job.attempt, "webhook delivered");
                 self.record(endpoint, true);
                 self.settle(job, Settlement::Delivered).await;
             }
@@ -471,7 +470,7 @@ impl Deliverer {
                 reason,
                 retry_after,
             } => {
-                warn!(endpoint = %request.url, attempt = job.attempt, %reason, "webhook delivery failed");
+                warn!(endpoint = %redacted_url(&request.url), attempt = job.attempt, %reason, "webhook delivery failed");
                 self.record(endpoint, false);
                 self.retry(job, reason, retry_after).await;
             }
@@ -499,9 +498,7 @@ impl Deliverer {
                 self.context
                     .metrics
                     .breaker_opened
-                    .get_or_create(&EndpointLabel {
-                        endpoint: endpoint.key.clone(),
-                    })
+                    .get_or_create(&ScopeLabel::of_key(&endpoint.key))
                     .inc();
             }
             breaker.open_until =
@@ -548,12 +545,16 @@ impl Deliverer {
     }
 
     async fn dead_letter(self: &Arc<Self>, mut job: DeliveryJob, reason: String) {
-        warn!(webhook = %job.webhook_key, endpoint = %job.url, receipt = %job.receipt.sid, %reason, "webhook delivery dead-lettered");
+        warn!(webhook = %job.webhook_key, endpoint = %redacted_url(&job.url), receipt = %job.receipt.sid, %reason, "webhook delivery dead-lettered");
         job.last_error = Some(reason.clone());
+        // The dead-letter record shows the URL redacted: it is read by operators and tools, and
+        // a replay delivers to the configuration's URL, not to this one.
+        let mut listed = job.clone();
+        listed.url = redacted_url(&job.url);
         let record = Outgoing::new(
             &self.context.topics.webhook_dlq,
             job.record_key(),
-            job.to_json(),
+            listed.to_json(),
         )
         .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
         .header(ERROR_HEADER, reason.as_str());
@@ -572,7 +573,7 @@ impl Deliverer {
             "{} answered 410 Gone; write the configuration again to enable it",
             config.post_webhook_url
         );
-        warn!(webhook = %key, endpoint = %config.post_webhook_url, "webhook endpoint disabled after 410 Gone");
+        warn!(webhook = %key, endpoint = %redacted_url(&config.post_webhook_url), "webhook endpoint disabled after 410 Gone");
         self.context.metrics.endpoints_disabled.inc();
         let payload = codec::encode(&config, Encoding::Protobuf);
         let record = Outgoing::new(&self.context.topics.webhook_configs, key, payload)

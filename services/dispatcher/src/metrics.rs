@@ -12,9 +12,25 @@ pub(crate) struct OutcomeLabel {
     pub(crate) outcome: &'static str,
 }
 
+/// The kind of configuration a webhook belongs to: `account`, `service` or `conversation`.
+/// Metrics are labelled by it, never by webhook key or URL, so the number of series stays fixed
+/// however many webhooks tenants configure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct EndpointLabel {
-    pub(crate) endpoint: String,
+pub(crate) struct ScopeLabel {
+    pub(crate) scope: &'static str,
+}
+
+impl ScopeLabel {
+    /// The scope of a `webhook-configs` key (`account/…`, `service/…`, `conversation/…`).
+    pub(crate) fn of_key(key: &str) -> Self {
+        let scope = match key.split('/').next() {
+            Some("account") => "account",
+            Some("service") => "service",
+            Some("conversation") => "conversation",
+            _ => "other",
+        };
+        ScopeLabel { scope }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -25,12 +41,12 @@ pub(crate) struct DispatcherMetrics {
     pub(crate) dropped: Family<OutcomeLabel, Counter>,
     /// Receipt updates by outcome: fired, unchanged, duplicate, undecodable.
     pub(crate) updates: Family<OutcomeLabel, Counter>,
-    pub(crate) latency: Family<EndpointLabel, Histogram>,
+    pub(crate) latency: Family<ScopeLabel, Histogram>,
     pub(crate) backlog: Gauge,
     pub(crate) dead_lettered: Counter,
     pub(crate) dlq_records: Gauge,
     pub(crate) endpoints_disabled: Counter,
-    pub(crate) breaker_opened: Family<EndpointLabel, Counter>,
+    pub(crate) breaker_opened: Family<ScopeLabel, Counter>,
 }
 
 impl DispatcherMetrics {
@@ -65,7 +81,7 @@ impl DispatcherMetrics {
         );
         metrics.register(
             "dispatcher_attempt_seconds",
-            "webhook attempt latency per endpoint (webhook-configs key)",
+            "webhook attempt latency by configuration scope (account, service, conversation)",
             this.latency.clone(),
         );
         metrics.register(
@@ -90,7 +106,7 @@ impl DispatcherMetrics {
         );
         metrics.register(
             "dispatcher_breaker_opened",
-            "times an endpoint's circuit breaker opened",
+            "times an endpoint's circuit breaker opened, by configuration scope",
             this.breaker_opened.clone(),
         );
         this

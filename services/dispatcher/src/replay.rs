@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use indicatif::{ProgressBar, ProgressStyle};
 use receipts_bus::{KafkaSettings, Outgoing, Publisher, TopicNames};
 use receipts_proto::codec::{CONTENT_TYPE_HEADER, Encoding};
+use receipts_webhook::redacted_url;
 
 use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
 use crate::{DispatcherError, now_ms};
@@ -22,7 +23,9 @@ pub struct ReplayFilter {
     /// Only deliveries of this account (AC…).
     #[arg(long)]
     pub account: Option<String>,
-    /// Only deliveries to this webhook URL (as it was when the delivery was created).
+    /// Only deliveries to this webhook URL (as it was when the delivery was created). Records
+    /// show URLs redacted (credentials and query as `***`); the full URL or its redacted form
+    /// both match.
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Only entries dead-lettered at or after this RFC 3339 time.
@@ -36,7 +39,10 @@ pub struct ReplayFilter {
 impl ReplayFilter {
     fn matches(&self, job: &DeliveryJob, dead_lettered_ms: i64) -> bool {
         self.account.as_ref().is_none_or(|a| *a == job.account_sid)
-            && self.endpoint.as_ref().is_none_or(|e| *e == job.url)
+            && self
+                .endpoint
+                .as_ref()
+                .is_none_or(|e| redacted_url(e) == redacted_url(&job.url))
             && self.since_ms.is_none_or(|s| dead_lettered_ms >= s)
             && self.until_ms.is_none_or(|u| dead_lettered_ms < u)
     }

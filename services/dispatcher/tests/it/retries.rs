@@ -164,7 +164,10 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     let harness = Harness::new().await;
     let rejecting = Sink::start(|_, _| Answer::Status(400)).await;
     let failing = Sink::start(|_, _| Answer::Status(503)).await;
-    harness.configure(&account_webhook(&rejecting.url())).await;
+    // The rejecting endpoint's URL carries a token: dead-letter records show it redacted.
+    let rejecting_url = format!("{}?key=dlq-secret", rejecting.url());
+    let rejecting_shown = format!("{}?***", rejecting.url());
+    harness.configure(&account_webhook(&rejecting_url)).await;
     harness
         .configure(&service_webhook(&failing.url(), "POST"))
         .await;
@@ -183,6 +186,9 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
             .await;
     }
     let entries = dead_letters(&dlq, 4).await;
+    for entry in &entries {
+        assert!(!entry.to_string().contains("dlq-secret"), "{entry}");
+    }
     let mut errors: HashMap<String, Vec<String>> = HashMap::new();
     for entry in &entries {
         errors
@@ -190,7 +196,7 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
             .or_default()
             .push(entry["last_error"].as_str().unwrap().to_owned());
     }
-    assert_eq!(errors[&rejecting.url()], ["HTTP 400", "HTTP 400"]);
+    assert_eq!(errors[&rejecting_shown], ["HTTP 400", "HTTP 400"]);
     assert_eq!(rejecting.count(), 2, "a 400 is never retried");
     for error in &errors[&failing.url()] {
         assert_eq!(error, "gave up after 3 attempts: HTTP 503");
@@ -219,9 +225,10 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     assert_eq!((report.entries, report.matched, report.replayed), (4, 0, 0));
 
     rejecting.answer_with(|_, _| Answer::Status(200));
+    // The filter takes the full URL (or the redacted one the records show).
     let only_rejected = ReplayFilter {
         account: Some(ACCOUNT.into()),
-        endpoint: Some(rejecting.url()),
+        endpoint: Some(rejecting_url.clone()),
         since_ms: Some(0),
         until_ms: Some(i64::MAX),
     };
