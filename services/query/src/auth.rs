@@ -9,12 +9,21 @@ use receipts_domain::AccountSid;
 use receipts_runtime::config::Secret;
 use sha2::{Digest, Sha256};
 
-/// The accounts this instance serves and their auth tokens.
-#[derive(Debug, Clone, Default)]
+/// The accounts this instance serves and their auth tokens. `Debug` shows the account sids only:
+/// an unsalted digest of a short token is as good as the token to anyone who can guess.
+#[derive(Clone, Default)]
 pub struct Accounts {
     /// SHA-256 of each token: comparing digests keeps the comparison independent of where the
     /// tokens first differ.
     tokens: Arc<BTreeMap<AccountSid, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("sids", &self.tokens.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Accounts {

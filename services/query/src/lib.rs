@@ -371,3 +371,56 @@ pub async fn run(
     flushed?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    const ACCOUNT: &str = "AC00000000000000000000000000000001";
+    const SECRET: &str = "known-secret-value";
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut config = QueryConfig::default();
+        config
+            .accounts
+            .insert(ACCOUNT.to_owned(), Secret::new(SECRET));
+        config.page_token_key = Secret::new(SECRET);
+        let accounts = config.accounts().unwrap();
+        let tokens = PageTokens::new(SECRET.as_bytes());
+        let credentials = auth::Credentials::new(ACCOUNT, SECRET).unwrap();
+        let basic = auth::basic_authorization(ACCOUNT, SECRET);
+        let encoded = basic.trim_start_matches("Basic ");
+        let digest = format!("{:?}", <[u8; 32]>::from(Sha256::digest(SECRET.as_bytes())));
+        for printed in [
+            format!("{config:?}"),
+            format!("{accounts:?}"),
+            format!("{tokens:?}"),
+            format!("{credentials:?}"),
+        ] {
+            assert!(!printed.contains(SECRET), "{printed}");
+            assert!(!printed.contains(encoded), "{printed}");
+            assert!(!printed.contains(&digest[1..20]), "{printed}");
+        }
+        assert!(format!("{accounts:?}").contains(ACCOUNT));
+    }
+
+    #[test]
+    fn limits_are_validated_and_name_their_key() {
+        assert!(QueryConfig::default().validate().is_ok());
+        let mut config = QueryConfig::default();
+        config.http.max_connections = 0;
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("http.max_connections")
+        );
+        let mut config = QueryConfig::default();
+        config.grpc.max_watch_streams_per_account = 0;
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("grpc.max_watch_streams_per_account")
+        );
+    }
+}

@@ -5,5 +5,6 @@ mod crash;
 mod flow;
 mod handoff;
 mod isolation;
+mod leaks;
 mod retries;
 mod support;
