@@ -107,7 +107,7 @@ pub struct GrpcLimits {
     /// HTTP/2 streams (calls) one connection may have open at once.
     pub max_concurrent_streams: u32,
     /// Largest request message accepted, and largest response sent, in bytes (beyond it:
-    /// `OUT_OF_RANGE` for a request, `RESOURCE_EXHAUSTED` for a response).
+    /// `OUT_OF_RANGE`).
     pub max_message_bytes: usize,
     /// Largest HTTP/2 header list (metadata) of a call, in bytes.
     pub max_header_list_bytes: u32,
