@@ -133,7 +133,9 @@ impl WebhookClient {
                         SystemTime::now(),
                     )
                 }
-                Err(error) => transport_outcome(&error),
+                // reqwest's errors name the URL, credentials and query included: the reason
+                // goes to logs and dead-letter records, so it must not.
+                Err(error) => transport_outcome(&error.without_url()),
             },
             Err(reason) => AttemptOutcome::Reject { reason },
         };

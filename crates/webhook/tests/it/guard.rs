@@ -221,3 +221,24 @@ fn a_request_prints_no_token_secret_or_credentials() {
     }
     assert!(printed.contains("hooks.example.com/in"), "{printed}");
 }
+
+#[tokio::test]
+async fn failure_reasons_do_not_name_the_url() {
+    // A port nothing listens on: the connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let client = WebhookClient::new(receiver_only(), Duration::from_secs(5)).unwrap();
+    let attempt = client
+        .send(&request(format!(
+            "http://user:url-password@127.0.0.1:{port}/in?token=url-token"
+        )))
+        .await;
+    match attempt.outcome {
+        AttemptOutcome::Retry { reason, .. } => {
+            assert!(!reason.contains("url-password"), "{reason}");
+            assert!(!reason.contains("url-token"), "{reason}");
+        }
+        other => panic!("a refused connection is retried, got {other:?}"),
+    }
+}
