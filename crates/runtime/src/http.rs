@@ -45,7 +45,11 @@ use tower::load_shed::LoadShedLayer;
 use tower::load_shed::error::Overloaded;
 use tracing::{debug, warn};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::{ConfigError, Validate};
+use crate::metrics::Metrics;
 
 /// The limits of one public HTTP server; embedded in a service's configuration as `http`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +169,43 @@ impl hyper::body::Body for DeadlineBody {
     }
 }
 
+/// What the server counts, registered under a prefix of the caller's (`ingest_http`,
+/// `rest_http`), so several servers can share one registry.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    connections_open: Gauge,
+    connections_refused: Counter,
+    header_timeouts: Counter,
+    requests_shed: Counter,
+}
+
+impl ServerMetrics {
+    pub fn register(metrics: &Metrics, prefix: &str) -> Self {
+        let this = ServerMetrics::default();
+        metrics.register(
+            format!("{prefix}_connections_open"),
+            "open HTTP connections",
+            this.connections_open.clone(),
+        );
+        metrics.register(
+            format!("{prefix}_connections_refused"),
+            "connections answered 503 and closed because max_connections were open",
+            this.connections_refused.clone(),
+        );
+        metrics.register(
+            format!("{prefix}_header_timeouts"),
+            "connections closed because a request's headers did not arrive within header_read_timeout_ms",
+            this.header_timeouts.clone(),
+        );
+        metrics.register(
+            format!("{prefix}_requests_shed"),
+            "requests answered 503 because max_requests_in_flight were being handled",
+            this.requests_shed.clone(),
+        );
+        this
+    }
+}
+
 /// The answer to a request shed because too many are in flight, in the service's error format;
 /// the server adds `Retry-After`.
 pub type ShedResponse = fn() -> Response;
@@ -176,6 +217,7 @@ pub async fn serve(
     router: Router,
     limits: &HttpLimits,
     shed: ShedResponse,
+    metrics: ServerMetrics,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -188,9 +230,11 @@ pub async fn serve(
         .service(router);
     let handle = {
         let retry_after = retry_after.clone();
+        let shed_count = metrics.requests_shed.clone();
         move |request: Request<Incoming>| {
             let service = service.clone();
             let retry_after = retry_after.clone();
+            let shed_count = shed_count.clone();
             async move {
                 let request = request.map(|inner| {
                     Body::new(DeadlineBody {
@@ -206,6 +250,7 @@ pub async fn serve(
                             warn!(error = %error, "request failed in the server stack");
                         }
                         debug!("request shed: too many in flight");
+                        shed_count.inc();
                         let mut response = shed();
                         response
                             .headers_mut()
@@ -242,6 +287,7 @@ pub async fn serve(
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             debug!(%peer, "connection refused: too many open");
+            metrics.connections_refused.inc();
             let refusal = refusal.clone();
             tokio::spawn(async move {
                 let mut stream = stream;
@@ -254,10 +300,16 @@ pub async fn serve(
         let service = hyper::service::service_fn(handle.clone());
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let metrics = metrics.clone();
+        metrics.connections_open.inc();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
+                if error.is_timeout() {
+                    metrics.header_timeouts.inc();
+                }
                 debug!(%peer, %error, "connection closed with an error");
             }
+            metrics.connections_open.dec();
             drop(permit);
         });
     }

@@ -86,6 +86,7 @@ pub async fn run(
         );
         receipts_bus::topics::ensure_topics(&config.kafka, &[spec]).await?;
     }
+    let server_metrics = receipts_runtime::http::ServerMetrics::register(metrics, "ingest_http");
     let metrics = IngestMetrics::register(metrics);
     let topic = config.topics.delivery_events.clone();
     let timeout = Duration::from_millis(config.produce_timeout_ms);
@@ -116,6 +117,7 @@ pub async fn run(
         http::router(gateway.clone()),
         &config.http,
         http::overloaded,
+        server_metrics,
         shutdown,
     )
     .await;

@@ -276,6 +276,7 @@ pub async fn run(
                 listener,
                 rest::router(state),
                 config.http.clone(),
+                receipts_runtime::http::ServerMetrics::register(metrics, "rest_http"),
                 shutdown.clone(),
             ))
         }

@@ -78,7 +78,20 @@ async fn slowloris_connections_neither_block_a_report_nor_stay_open() {
         closed.answered
     );
     assert_eq!(post_receipt(&harness, "after").await.status, 200);
+    let metrics = harness.metrics.render();
+    let timeouts = metric(&metrics, "ingest_http_header_timeouts_total");
+    assert!(
+        timeouts >= heads as f64,
+        "{timeouts} header timeouts for {heads} slow heads"
+    );
     harness.stop().await;
+}
+
+fn metric(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{rendered}"))
 }
 
 #[tokio::test]
@@ -115,5 +128,11 @@ async fn beyond_the_caps_connections_and_requests_get_503_with_retry_after() {
     assert_eq!(closed.answered, vec![408, 408]);
     slow_clients::wait_closed(idle, Duration::from_secs(30)).await;
     assert_eq!(post_receipt(&harness, "after").await.status, 200);
+    let metrics = harness.metrics.render();
+    assert_eq!(metric(&metrics, "ingest_http_requests_shed_total"), 1.0);
+    assert_eq!(
+        metric(&metrics, "ingest_http_connections_refused_total"),
+        1.0
+    );
     harness.stop().await;
 }

@@ -31,7 +31,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::get;
 use receipts_domain::{AccountSid, IdError, Timestamp};
-use receipts_runtime::http::HttpLimits;
+use receipts_runtime::http::{HttpLimits, ServerMetrics};
 use receipts_store::{QueryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -208,9 +208,18 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    metrics: ServerMetrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    receipts_runtime::http::serve(listener, router, &limits, errors::overloaded, shutdown).await
+    receipts_runtime::http::serve(
+        listener,
+        router,
+        &limits,
+        errors::overloaded,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]
