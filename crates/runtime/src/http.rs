@@ -8,7 +8,8 @@
 //! - **Body read timeout** (`body_read_timeout_ms`): the whole body must arrive within it,
 //!   counted from the headers — a total deadline, not one per chunk, so a body dripped a byte at a
 //!   time cannot hold a request open either. A body that misses it fails with [`BodyTimedOut`]
-//!   in the handler's extractor, and the connection is closed after the answer.
+//!   in the handler's extractor; whatever the handler answers then, the client gets the
+//!   service's 408 ([`ErrorAnswers::body_timed_out`]) and the connection is closed.
 //! - **Connections** (`max_connections`): beyond the cap a new connection is answered
 //!   `503 Service Unavailable` with `Retry-After` and closed at once.
 //! - **Requests in flight** (`max_requests_in_flight`): beyond the cap a request is shed with
@@ -23,6 +24,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -135,11 +137,12 @@ pub fn is_body_timeout(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-/// A request body with a total deadline.
+/// A request body with a total deadline; `timed_out` tells the server it fired.
 struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<Sleep>>,
     limit: Duration,
+    timed_out: Arc<AtomicBool>,
 }
 
 impl hyper::body::Body for DeadlineBody {
@@ -155,7 +158,10 @@ impl hyper::body::Body for DeadlineBody {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match this.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.limit))))),
+            Poll::Ready(()) => {
+                this.timed_out.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.limit)))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -206,9 +212,14 @@ impl ServerMetrics {
     }
 }
 
-/// The answer to a request shed because too many are in flight, in the service's error format;
-/// the server adds `Retry-After`.
-pub type ShedResponse = fn() -> Response;
+/// The answers the server itself gives, in the service's error format.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorAnswers {
+    /// A request shed because too many are in flight: a 503 (the server adds `Retry-After`).
+    pub overloaded: fn() -> Response,
+    /// A request whose body did not arrive within the body read timeout: a 408.
+    pub body_timed_out: fn() -> Response,
+}
 
 /// Serves `router` on `listener` under `limits` until `shutdown` is cancelled, then lets
 /// requests in flight finish.
@@ -216,7 +227,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &HttpLimits,
-    shed: ShedResponse,
+    answers: ErrorAnswers,
     metrics: ServerMetrics,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -236,14 +247,18 @@ pub async fn serve(
             let retry_after = retry_after.clone();
             let shed_count = shed_count.clone();
             async move {
+                let timed_out = Arc::new(AtomicBool::new(false));
                 let request = request.map(|inner| {
                     Body::new(DeadlineBody {
                         inner,
                         deadline: Box::pin(tokio::time::sleep(body_limit)),
                         limit: body_limit,
+                        timed_out: timed_out.clone(),
                     })
                 });
                 let response = match service.oneshot(request).await {
+                    // The handler saw its body fail, and answered as it answers a bad body.
+                    Ok(_) if timed_out.load(Ordering::Relaxed) => (answers.body_timed_out)(),
                     Ok(response) => response,
                     Err(error) => {
                         if !error.is::<Overloaded>() {
@@ -251,7 +266,7 @@ pub async fn serve(
                         }
                         debug!("request shed: too many in flight");
                         shed_count.inc();
-                        let mut response = shed();
+                        let mut response = (answers.overloaded)();
                         response
                             .headers_mut()
                             .insert(header::RETRY_AFTER, retry_after);

@@ -153,6 +153,15 @@ pub(crate) fn overloaded() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
+/// The answer to a request whose body did not arrive in time.
+pub(crate) fn body_timed_out() -> Response {
+    let body = axum::Json(json!({"error": {
+        "field": "body",
+        "reason": "the body did not arrive in time",
+    }}));
+    (StatusCode::REQUEST_TIMEOUT, body).into_response()
+}
+
 fn now() -> Timestamp {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -116,7 +116,10 @@ pub async fn run(
         listener,
         http::router(gateway.clone()),
         &config.http,
-        http::overloaded,
+        receipts_runtime::http::ErrorAnswers {
+            overloaded: http::overloaded,
+            body_timed_out: http::body_timed_out,
+        },
         server_metrics,
         shutdown,
     )

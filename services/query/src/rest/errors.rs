@@ -105,6 +105,17 @@ pub fn overloaded() -> Response {
     .into_response()
 }
 
+/// The answer to a call whose body did not arrive within the body read timeout: 408, Twilio
+/// error 20001 naming the body.
+pub fn body_timed_out() -> Response {
+    ApiError {
+        status: StatusCode::REQUEST_TIMEOUT,
+        code: 20001,
+        message: "Invalid parameter body: it did not arrive in time".into(),
+    }
+    .into_response()
+}
+
 impl From<ConfigCallError> for ApiError {
     fn from(e: ConfigCallError) -> Self {
         match e {

@@ -31,7 +31,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::get;
 use receipts_domain::{AccountSid, IdError, Timestamp};
-use receipts_runtime::http::{HttpLimits, ServerMetrics};
+use receipts_runtime::http::{ErrorAnswers, HttpLimits, ServerMetrics};
 use receipts_store::{QueryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -215,7 +215,10 @@ pub async fn serve(
         listener,
         router,
         &limits,
-        errors::overloaded,
+        ErrorAnswers {
+            overloaded: errors::overloaded,
+            body_timed_out: errors::body_timed_out,
+        },
         metrics,
         shutdown,
     )
