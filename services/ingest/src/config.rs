@@ -181,6 +181,12 @@ mod tests {
         config.accounts.insert("nope".into(), Secret::new("t"));
         assert_eq!(config.validate().unwrap_err().key(), Some("accounts.nope"));
         let mut config = IngestConfig::default();
+        config.http.body_read_timeout_ms = 0;
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("http.body_read_timeout_ms")
+        );
+        let mut config = IngestConfig::default();
         config
             .smpp_connections
             .insert("a:b".into(), Secret::new("t"));
@@ -239,7 +245,17 @@ smsc-eu = "smpp-token"
             Secret::new("hunter2"),
         );
         config.whatsapp.app_secret = Secret::new("hunter3");
+        config.whatsapp.verify_token = Secret::new("hunter4");
+        config
+            .smpp_connections
+            .insert("smsc-eu".into(), Secret::new("hunter5"));
+        config
+            .kafka
+            .properties
+            .insert("sasl.password".into(), "hunter6".into());
         let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        let debug = format!("{:?}", config.whatsapp);
         assert!(!debug.contains("hunter"), "{debug}");
     }
 }
