@@ -103,6 +103,13 @@ impl Handler for Intake {
             })
             .await??;
             self.changelog.restored(partition, restored.next_offset);
+            tracing::info!(
+                partition,
+                from = ?from,
+                records = restored.records,
+                to = restored.next_offset,
+                "dispatcher state restored from the changelog"
+            );
         }
         Ok(())
     }
