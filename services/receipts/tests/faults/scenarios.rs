@@ -255,6 +255,14 @@ impl Run {
             model.firing_count()
         ));
         let queries = self.fleet.query_ports();
+        let settled = {
+            let (config, topic) = (
+                self.broker.client_config(),
+                self.deployment.topics.dispatcher_changelog.clone(),
+            );
+            tokio::task::spawn_blocking(move || crate::verify::settlements(config, &topic))
+                .await??
+        };
         let figures = verify(
             &model,
             &self.updates,
@@ -262,6 +270,7 @@ impl Run {
             &self.receiver,
             self.in_flight,
             &self.fault_log,
+            &settled,
         )
         .await;
         let recovery = if self.faults.iter().any(|f| f.recovery.is_none()) {

@@ -21,9 +21,70 @@ pub(crate) struct Figures {
     pub(crate) notes: Vec<String>,
 }
 
+/// When each delivery was first settled (delivered, dead-lettered or dropped) in the dispatcher
+/// changelog, by idempotency token: the unix millis of its first `t/{token}` record saying so.
+pub(crate) fn settlements(
+    mut config: rdkafka::ClientConfig,
+    topic: &str,
+) -> anyhow::Result<HashMap<String, i64>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let consumer: BaseConsumer = config
+        .set("group.id", "faults-settlements")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in &partitions {
+        assignment.add_partition_offset(topic, *partition, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut settled: HashMap<String, i64> = HashMap::new();
+    let mut at_end = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while at_end.len() < partitions.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the dispatcher changelog was not read to its end"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                let (Some(key), Some(value)) = (message.key(), message.payload()) else {
+                    continue;
+                };
+                let Some(token) = key.strip_prefix(b"t/") else {
+                    continue;
+                };
+                if value == u32::MAX.to_be_bytes() {
+                    let at = message.timestamp().to_millis().unwrap_or(i64::MAX);
+                    let entry = settled
+                        .entry(String::from_utf8_lossy(token).into_owned())
+                        .or_insert(at);
+                    *entry = (*entry).min(at);
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error)) => anyhow::bail!("reading the dispatcher changelog: {error}"),
+            None => {}
+        }
+    }
+    Ok(settled)
+}
+
 /// Checks every query instance in `queries`, the update log and the receiver against `model`.
-/// `in_flight_bound` is the number of attempts that may be repeated: those in flight at the
-/// faults.
+/// `in_flight_bound` is the number of attempts the receiver had open at the faults; `settled`
+/// says when each delivery's outcome became durable in the dispatcher changelog.
 pub(crate) async fn verify(
     model: &Model,
     updates: &UpdateLog,
@@ -31,6 +92,7 @@ pub(crate) async fn verify(
     receiver: &Receiver,
     in_flight_bound: u64,
     fault_log: &[(Instant, String)],
+    settled: &HashMap<String, i64>,
 ) -> Figures {
     let mut figures = Figures::default();
     check_updates(model, updates, &mut figures);
@@ -46,7 +108,14 @@ pub(crate) async fn verify(
             }
         }
     }
-    check_webhooks(model, receiver, in_flight_bound, fault_log, &mut figures);
+    check_webhooks(
+        model,
+        receiver,
+        in_flight_bound,
+        fault_log,
+        settled,
+        &mut figures,
+    );
     figures
 }
 
@@ -259,6 +328,7 @@ fn check_webhooks(
     receiver: &Receiver,
     in_flight_bound: u64,
     fault_log: &[(Instant, String)],
+    settled: &HashMap<String, i64>,
     figures: &mut Figures,
 ) {
     let record = receiver.record();
@@ -301,12 +371,34 @@ fn check_webhooks(
         .count() as u64;
     let repeated = record.repeated();
     figures.webhooks_lost = lost + wrong_status;
+    // A repeat is allowed only for an attempt still in flight at a fault: one whose outcome was
+    // not yet durable in the dispatcher changelog when the fault began (answered or not — an
+    // answer the dispatcher had not yet recorded is lost with the process, and the attempt is
+    // made again with the same idempotency token). A repeat of a delivery settled before the
+    // fault, or with no fault before it, is sent again beyond in-flight.
+    let (now, now_ms) = (Instant::now(), unix_millis_now());
+    let unix_ms = |at: Instant| now_ms - now.saturating_duration_since(at).as_millis() as i64;
+    let mut beyond = 0u64;
+    for (token, answers) in &record.ok_answers {
+        for second in answers.iter().skip(1) {
+            let fault = fault_log
+                .iter()
+                .filter(|(at, _)| at < second)
+                .max_by_key(|(at, _)| *at);
+            let settled_before_fault = match fault {
+                None => true,
+                Some((at, _)) => settled.get(token).is_some_and(|ms| *ms < unix_ms(*at)),
+            };
+            beyond += u64::from(settled_before_fault);
+        }
+    }
     // A version the model never fires is a webhook sent for a change that did not happen.
-    figures.resent_beyond_in_flight = repeated.saturating_sub(in_flight_bound) + unexpected;
+    figures.resent_beyond_in_flight = beyond + unexpected;
     figures.notes.push(format!(
         "webhooks: {expected} firing changes, {} requests; lost {lost}, superseded by a newer delivered version {superseded}, \
          delivered with a wrong status {wrong_status}, versions the model never fires {unexpected}, repeated 2xx {repeated} \
-         (in flight at the faults {in_flight_bound}), malformed {}, token clashes {}",
+         (open at the receiver at the faults {in_flight_bound}; settled in the changelog before their fault {beyond}), \
+         malformed {}, token clashes {}",
         record.requests, record.malformed, record.token_clashes
     ));
     if let Some(example) = example {
@@ -349,4 +441,10 @@ fn check_webhooks(
             .push(format!("webhooks repeated: {}", parts.join("; ")));
     }
     figures.double_counted += record.token_clashes as u64;
+}
+
+fn unix_millis_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
