@@ -282,15 +282,26 @@ impl WebhookConfigs {
             Some(target) => target.to_ascii_lowercase(),
         };
         let _write = self.writes.lock().await;
-        if self.conversation_webhooks(account, conversation).len() >= MAX_CONVERSATION_WEBHOOKS {
-            return Err(ConfigCallError::TooMany);
-        }
-        let sid = WebhookSid::parse(&format!("WH{:032x}", rand::random::<u128>()))
+        // The sid is derived from what is created, so a create retried after an answer that
+        // got lost (a 503 after the write became durable) finds its own webhook instead of
+        // making a second one.
+        let placeholder = WebhookSid::parse(&format!("WH{:032x}", 0))
             .expect("WH and 32 hex digits is a webhook sid");
-        let scope = Scope::Conversation(conversation.clone(), sid);
+        let scope = Scope::Conversation(conversation.clone(), placeholder);
         let mut config = record_of(account, &scope);
         config.target = target;
         apply(&mut config, &scope, update)?;
+        config.webhook_sid = content_sid(&config);
+        if let Some(existing) = self.view.get(&webhook_key(&config)) {
+            if same_content(&existing, &config) {
+                return Ok(existing);
+            }
+            // The sid is taken by a webhook updated since: this is a new one after all.
+            config.webhook_sid = format!("WH{:032x}", rand::random::<u128>());
+        }
+        if self.conversation_webhooks(account, conversation).len() >= MAX_CONVERSATION_WEBHOOKS {
+            return Err(ConfigCallError::TooMany);
+        }
         self.write(config).await
     }
 
@@ -363,6 +374,45 @@ impl WebhookConfigs {
             })
             .await
     }
+}
+
+/// A conversation webhook's sid derived from its account, conversation and configuration.
+fn content_sid(config: &v1::WebhookConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let fields = [
+        config.account_sid.as_str(),
+        config.conversation_sid.as_str(),
+        config.target.as_str(),
+        config.method.as_str(),
+        config.post_webhook_url.as_str(),
+        config.flow_sid.as_str(),
+    ];
+    let lists = [&config.filters, &config.triggers];
+    for field in fields
+        .into_iter()
+        .chain(lists.into_iter().flatten().map(String::as_str))
+    {
+        // Length-prefixing keeps ("ab", "c") and ("a", "bc") apart.
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    for list in lists {
+        hasher.update((list.len() as u64).to_be_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("WH{hex}")
+}
+
+/// Whether two configurations say the same, whenever each was written.
+fn same_content(a: &v1::WebhookConfig, b: &v1::WebhookConfig) -> bool {
+    let undated = |c: &v1::WebhookConfig| v1::WebhookConfig {
+        date_created: None,
+        date_updated: None,
+        ..c.clone()
+    };
+    undated(a) == undated(b)
 }
 
 /// The record a scope is stored under, with only its identity set.

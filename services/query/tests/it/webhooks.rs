@@ -552,3 +552,43 @@ async fn a_missing_configuration_topic_is_waited_for() {
     assert_eq!(topic_records(&harness).await.len(), 1);
     running.stop().await;
 }
+
+/// A create retried with the same parameters (its first answer lost, say a 503 after the write
+/// was durable) finds the webhook it made instead of making a second one; a webhook updated
+/// since is not mistaken for it.
+#[tokio::test]
+async fn a_retried_conversation_webhook_create_makes_one_webhook() {
+    let harness = Harness::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.start(dir.path()).await;
+    let list_path = format!("/v1/Conversations/{}/Webhooks", sid("CH", 7));
+    let form = [
+        ("Target", "webhook"),
+        ("Configuration.Url", "https://hooks.example.com/retried"),
+        ("Configuration.Filters", "onDeliveryUpdated"),
+    ];
+    let first = status(&call(&running, "POST", &list_path, &form).await, 201);
+    let again = status(&call(&running, "POST", &list_path, &form).await, 201);
+    assert_eq!(first["sid"], again["sid"]);
+    assert_eq!(first["date_created"], again["date_created"]);
+    let list = status(&call(&running, "GET", &list_path, &[]).await, 200);
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
+
+    // The webhook moves to another URL; a create with the old parameters is a new webhook.
+    let sid_path = format!("{list_path}/{}", first["sid"].as_str().unwrap());
+    status(
+        &call(
+            &running,
+            "POST",
+            &sid_path,
+            &[("Configuration.Url", "https://hooks.example.com/moved")],
+        )
+        .await,
+        200,
+    );
+    let another = status(&call(&running, "POST", &list_path, &form).await, 201);
+    assert_ne!(another["sid"], first["sid"]);
+    let list = status(&call(&running, "GET", &list_path, &[]).await, 200);
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 2);
+    running.stop().await;
+}
