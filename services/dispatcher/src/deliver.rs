@@ -462,9 +462,19 @@ impl Deliverer {
             }
             AttemptOutcome::Gone => {
                 self.record(endpoint, true);
-                self.disable(&job.webhook_key, config).await;
-                self.dead_letter(job, "HTTP 410 Gone: endpoint disabled".into())
+                if self.disable(&job.webhook_key, config).await {
+                    self.dead_letter(job, "HTTP 410 Gone: endpoint disabled".into())
+                        .await;
+                } else {
+                    // Its configuration changed while the attempt was out: the next attempt
+                    // goes by the new one.
+                    self.retry(
+                        job,
+                        "HTTP 410 Gone from a replaced configuration".into(),
+                        None,
+                    )
                     .await;
+                }
             }
             AttemptOutcome::Retry {
                 reason,
@@ -566,8 +576,21 @@ impl Deliverer {
         }
     }
 
-    /// Writes the configuration back with `disabled_at` set, and applies it at once.
-    async fn disable(&self, key: &str, mut config: v1::WebhookConfig) {
+    /// Writes the configuration back with `disabled_at` set, and applies it at once — only if
+    /// it is still the configuration the attempt used: a write made since (a new URL, say) wins
+    /// over the 410 of the old one. False when nothing was disabled for that reason.
+    async fn disable(&self, key: &str, mut config: v1::WebhookConfig) -> bool {
+        let current = self
+            .context
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        if current.as_ref() != Some(&config) {
+            info!(webhook = %key, "410 Gone for a configuration replaced since the attempt began; the newer one stays as written");
+            return false;
+        }
         config.disabled_at = Some(timestamp_now());
         config.disabled_reason = format!(
             "{} answered 410 Gone; write the configuration again to enable it",
@@ -586,6 +609,7 @@ impl Deliverer {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .apply(key.to_owned(), Some(config));
+        true
     }
 
     async fn produce(&self, record: Outgoing) -> bool {

@@ -315,3 +315,37 @@ async fn the_replay_command_replays_once() {
     );
     running.stop().await;
 }
+
+/// A 410 answers the configuration the attempt used. When the webhook was written again while
+/// that attempt was out (a new URL), the newer configuration wins: nothing is disabled, and the
+/// delivery goes to the new URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_for_a_replaced_configuration_disables_nothing() {
+    let harness = Harness::new().await;
+    let old = Sink::start(|_, _| Answer::HangThen(410)).await;
+    let new = Sink::start(|_, _| Answer::Status(200)).await;
+    let key = harness.configure(&account_webhook(&old.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.spawn(harness.config(dir.path()));
+    harness
+        .publish(&update(
+            receipt(1, 2, DeliveryStatus::Delivered),
+            DeliveryStatus::Sent,
+        ))
+        .await;
+    old.wait_for(1).await;
+    // The webhook moves while the attempt hangs; the dispatcher follows the topic live.
+    assert_eq!(harness.configure(&account_webhook(&new.url())).await, key);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    old.release();
+
+    // The 410 disabled nothing (the counter moves before a disabled configuration is written)
+    // and the delivery went on to the new URL.
+    let delivered = new.wait_for(1).await;
+    assert_eq!(delivered[0].param("DeliveryReceiptSid"), sid("DY", 1));
+    assert_eq!(
+        running.metric("dispatcher_endpoints_disabled_total"),
+        Some(0.0)
+    );
+    running.stop().await;
+}

@@ -368,6 +368,8 @@ pub(crate) enum Answer {
     RetryAfter(u16, u64),
     /// Never answers until the sink is released, then 200.
     Hang,
+    /// Never answers until the sink is released, then this status.
+    HangThen(u16),
 }
 
 type Policy = Arc<dyn Fn(&Received, usize) -> Answer + Send + Sync>;
@@ -524,6 +526,10 @@ async fn respond(answer: Answer, released: &mut watch::Receiver<bool>) -> Respon
         Answer::Hang => {
             let _ = released.wait_for(|r| *r).await;
             StatusCode::OK.into_response()
+        }
+        Answer::HangThen(code) => {
+            let _ = released.wait_for(|r| *r).await;
+            StatusCode::from_u16(code).unwrap().into_response()
         }
     }
 }
