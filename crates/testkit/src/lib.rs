@@ -33,3 +33,43 @@ pub fn unique(prefix: &str) -> String {
 pub fn unique_topics() -> TopicNames {
     TopicNames::with_prefix(&unique("test"))
 }
+
+/// Deletes every record of `topic` written so far, as retention would, and checks that each
+/// partition's log start reached its end.
+///
+/// # Panics
+/// When the broker refuses: a test that needs a trimmed topic must not go on without one.
+pub async fn trim(kafka: &KafkaSettings, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let ends = {
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || receipts_bus::changelog::partition_ends(&kafka, &topic))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut trimmed = TopicPartitionList::new();
+    for (partition, high) in &ends {
+        trimmed
+            .add_partition_offset(topic, *partition, Offset::Offset(*high))
+            .unwrap();
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config("receipts-test-trim").create().unwrap();
+    admin
+        .delete_records(&trimmed, &AdminOptions::new())
+        .await
+        .unwrap();
+    let (kafka, name) = (kafka.clone(), topic.to_owned());
+    let marks =
+        tokio::task::spawn_blocking(move || receipts_bus::changelog::watermarks(&kafka, &name))
+            .await
+            .unwrap()
+            .unwrap();
+    for (partition, (low, high)) in marks {
+        assert_eq!(low, high, "{topic}/{partition} was trimmed");
+    }
+}

@@ -5,47 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use receipts_proto::codec::Encoding;
 use receipts_store::SledProjectorStore;
 
 use crate::support::{Harness, Model, UpdateLog, workload};
-
-/// Deletes every record of `topic` written so far, as retention would.
-async fn trim(harness: &Harness, topic: &str, partitions: i32) {
-    let probe: BaseConsumer = harness
-        .kafka
-        .client_config("projector-test-trim")
-        .create()
-        .unwrap();
-    let mut trimmed = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (_, high) = probe
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .unwrap();
-        trimmed
-            .add_partition_offset(topic, partition, Offset::Offset(high))
-            .unwrap();
-    }
-    let admin: AdminClient<DefaultClientContext> = harness
-        .kafka
-        .client_config("projector-test-trim")
-        .create()
-        .unwrap();
-    admin
-        .delete_records(&trimmed, &AdminOptions::new())
-        .await
-        .unwrap();
-    for partition in 0..partitions {
-        let (low, high) = probe
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .unwrap();
-        assert_eq!(low, high, "partition {partition} was trimmed");
-    }
-}
 
 /// Instance A applies the first half of a workload and stops; every `delivery-events` record is
 /// then deleted. Instance B starts on an empty disk in the same group and gets the second half:
@@ -78,7 +41,7 @@ async fn a_fresh_instance_continues_after_retention_removed_the_input() {
         .expect("the first instance stops")
         .unwrap();
 
-    trim(&harness, &harness.topics.delivery_events, 2).await;
+    receipts_testkit::trim(&harness.kafka, &harness.topics.delivery_events).await;
 
     let fresh_dir = tempfile::tempdir().unwrap();
     let (stop_fresh, running) = harness.spawn(fresh_dir.path());

@@ -154,33 +154,7 @@ impl Harness {
 
     /// Deletes every record of `receipt-updates` written so far, as retention would.
     pub(crate) async fn trim_updates(&self) {
-        use rdkafka::admin::{AdminClient, AdminOptions};
-        use rdkafka::client::DefaultClientContext;
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let topic = &self.topics.receipt_updates;
-        let probe: BaseConsumer = self
-            .kafka
-            .client_config("query-test-trim")
-            .create()
-            .unwrap();
-        let mut trimmed = rdkafka::TopicPartitionList::new();
-        for partition in 0..2 {
-            let (_, high) = probe
-                .fetch_watermarks(topic, partition, Duration::from_secs(30))
-                .unwrap();
-            trimmed
-                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))
-                .unwrap();
-        }
-        let admin: AdminClient<DefaultClientContext> = self
-            .kafka
-            .client_config("query-test-trim")
-            .create()
-            .unwrap();
-        admin
-            .delete_records(&trimmed, &AdminOptions::new())
-            .await
-            .unwrap();
+        receipts_testkit::trim(&self.kafka, &self.topics.receipt_updates).await;
     }
 }
 
