@@ -41,6 +41,14 @@ impl Outgoing {
         self
     }
 
+    /// Announces the payload's encoding in the `content-type` header.
+    pub fn content_type(self, encoding: receipts_proto::codec::Encoding) -> Self {
+        self.header(
+            receipts_proto::codec::CONTENT_TYPE_HEADER,
+            encoding.content_type(),
+        )
+    }
+
     pub fn to_partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use receipts_bus::record::ERROR_HEADER;
 use receipts_bus::{Outgoing, Partition, Publisher, TopicNames};
-use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
+use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::Secret;
 use receipts_store::PartitionOffset;
@@ -540,7 +540,7 @@ impl Deliverer {
             retry.record_key(),
             retry.to_json(),
         )
-        .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+        .content_type(Encoding::Json)
         .header(DUE_AT_HEADER, retry.due_at_ms.to_string());
         // The retry partition of a conversation is its receipt-updates partition, so the
         // retry moves with the partition that owns the delivery.
@@ -566,7 +566,7 @@ impl Deliverer {
             job.record_key(),
             listed.to_json(),
         )
-        .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+        .content_type(Encoding::Json)
         .header(ERROR_HEADER, reason.as_str());
         if self.produce(record).await {
             self.context.metrics.dead_lettered.inc();
@@ -600,7 +600,7 @@ impl Deliverer {
         self.context.metrics.endpoints_disabled.inc();
         let payload = codec::encode(&config, Encoding::Protobuf);
         let record = Outgoing::new(&self.context.topics.webhook_configs, key, payload)
-            .header(CONTENT_TYPE_HEADER, Encoding::Protobuf.content_type());
+            .content_type(Encoding::Protobuf);
         if !self.produce(record).await {
             error!(webhook = %key, "cannot write the disabled configuration; disabled in memory only");
         }

@@ -196,12 +196,6 @@ pub async fn run(
         let specs = config.topics.specs(config.create_topics_partitions);
         receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
     }
-    receipts_bus::topics::ensure_changelog(
-        &config.kafka,
-        &config.topics.receipt_updates,
-        &config.topics.dispatcher_changelog,
-    )
-    .await?;
     let readiness = metrics.readiness().clone();
     let metrics = DispatcherMetrics::register(metrics);
     let data_dir = config.data_dir.clone();

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use receipts_bus::{KafkaSettings, Outgoing, Publisher, TopicNames};
-use receipts_proto::codec::{CONTENT_TYPE_HEADER, Encoding};
+use receipts_proto::codec::Encoding;
 use receipts_webhook::redacted_url;
 
 use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
@@ -107,7 +107,7 @@ pub async fn replay_dlq(
         job.due_at_ms = now_ms();
         job.replayed_from = Some(origin.clone());
         let retry = Outgoing::new(&topics.webhook_retries, job.record_key(), job.to_json())
-            .header(CONTENT_TYPE_HEADER, Encoding::Json.content_type())
+            .content_type(Encoding::Json)
             .header(DUE_AT_HEADER, job.due_at_ms.to_string());
         publisher.send_all(&[retry]).await?;
         let marker = Outgoing {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::histogram::Histogram;
 use receipts_bus::{KafkaSettings, Outgoing, PartialPublish};
 use receipts_domain::DeliveryEvent;
-use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
+use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use tracing::warn;
 
@@ -82,7 +82,7 @@ impl Publisher {
             .iter()
             .map(|record| {
                 Outgoing::new(&self.topic, record.key.as_str(), record.payload.clone())
-                    .header(CONTENT_TYPE_HEADER, Encoding::Protobuf.content_type())
+                    .content_type(Encoding::Protobuf)
             })
             .collect();
         let result = self

@@ -187,12 +187,6 @@ pub async fn run_with_store(
         let specs = config.topics.specs(config.create_topics_partitions);
         receipts_bus::topics::ensure_topics(&config.kafka, &specs).await?;
     }
-    receipts_bus::topics::ensure_changelog(
-        &config.kafka,
-        &config.topics.delivery_events,
-        &config.topics.projector_changelog,
-    )
-    .await?;
     let client_id = receipts_bus::settings::client_id(&config.group_id);
     let stored = {
         let store = store.clone();
@@ -324,13 +318,13 @@ impl Projector {
         let topics = &self.config.topics;
         let mut pending =
             Vec::with_capacity(outcome.updates.len() * 2 + outcome.dead_letters.len());
-        let headers = content_type_headers_list(Encoding::Protobuf);
         for change in &outcome.updates {
             let key = change.receipt.registration.conversation.as_str();
             let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
-            let mut record = Outgoing::new(&topics.receipt_updates, key, payload);
-            record.headers = headers.clone();
-            pending.push(record);
+            pending.push(
+                Outgoing::new(&topics.receipt_updates, key, payload)
+                    .content_type(Encoding::Protobuf),
+            );
         }
         for dead in &outcome.dead_letters {
             warn!(
@@ -351,10 +345,11 @@ impl Projector {
         let mut changelog = Vec::with_capacity(outcome.store.states.len());
         for ((id, state), partition) in outcome.store.states.iter().zip(&outcome.state_partitions) {
             let payload = v1::StoredReceiptState::from(state).encode_to_vec();
-            let mut record = Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
-                .to_partition(*partition);
-            record.headers = headers.clone();
-            changelog.push(record);
+            changelog.push(
+                Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
+                    .to_partition(*partition)
+                    .content_type(Encoding::Protobuf),
+            );
         }
         let landed = self.publisher.send_all(&changelog).await?;
         // The changelog positions this batch reaches are stored with it.
@@ -375,13 +370,6 @@ impl Projector {
             .inc_by(outcome.updates.len() as u64);
         Ok(())
     }
-}
-
-fn content_type_headers_list(encoding: Encoding) -> Vec<(String, Vec<u8>)> {
-    vec![(
-        receipts_proto::codec::CONTENT_TYPE_HEADER.to_owned(),
-        encoding.content_type().as_bytes().to_vec(),
-    )]
 }
 
 /// Decodes changelog records into states, with the time each was written.

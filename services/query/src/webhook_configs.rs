@@ -342,10 +342,7 @@ impl WebhookConfigs {
             ..Default::default()
         };
         if payload.is_some() {
-            record = record.header(
-                receipts_proto::codec::CONTENT_TYPE_HEADER,
-                Encoding::Protobuf.content_type(),
-            );
+            record = record.content_type(Encoding::Protobuf);
         }
         let sent = tokio::time::timeout(
             READ_BACK_TIMEOUT,

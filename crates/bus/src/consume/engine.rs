@@ -88,10 +88,6 @@ impl Consumer {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.options.name
-    }
-
     fn kafka_error<E: std::error::Error + 'static>(&self, source: KafkaError) -> ConsumeError<E> {
         ConsumeError::Kafka {
             consumer: self.options.name.clone(),
@@ -505,25 +501,5 @@ impl Consumer {
         state.events.push(Event::Assigned(partitions));
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         Ok(true)
-    }
-
-    /// The partitions assigned right now.
-    pub fn assigned(&self) -> Vec<Partition> {
-        let mut partitions: Vec<Partition> =
-            self.shared.lock().generation.keys().cloned().collect();
-        partitions.sort();
-        partitions
-    }
-
-    /// The high watermark of each partition assigned right now (a blocking broker call).
-    pub fn high_watermarks(&self, timeout: Duration) -> Result<Vec<(Partition, i64)>, BusError> {
-        let mut highs = Vec::new();
-        for partition in self.assigned() {
-            let (_, high) =
-                self.consumer
-                    .fetch_watermarks(&partition.topic, partition.partition, timeout)?;
-            highs.push((partition, high));
-        }
-        Ok(highs)
     }
 }
