@@ -46,8 +46,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
-use crate::job::{DUE_AT_HEADER, DeliveryJob, Source};
+use crate::job::{DUE_AT_HEADER, DeliveryJob};
 use crate::metrics::{DispatcherMetrics, ScopeLabel};
+use crate::progress::{ChangelogProgress, Unsettled};
 use crate::store::{DispatcherStore, Entry, SETTLED, delivered_entry, progress_entry};
 use crate::{now_ms, timestamp_now};
 
@@ -106,94 +107,6 @@ pub(crate) struct DeliveryContext {
     pub(crate) breaker: BreakerConfig,
     pub(crate) unsettled: Arc<Unsettled>,
     pub(crate) changelog: Arc<ChangelogProgress>,
-}
-
-/// Which of this instance's changelog records are stored locally, per changelog partition, so
-/// that the stored position never passes one that is not.
-#[derive(Debug, Default)]
-pub(crate) struct ChangelogProgress {
-    partitions: Mutex<HashMap<i32, PartitionProgress>>,
-}
-
-#[derive(Debug, Default)]
-struct PartitionProgress {
-    /// Landed in the changelog, not yet stored locally.
-    unstored: std::collections::BTreeSet<i64>,
-    /// The next offset after the newest record stored locally.
-    stored_end: i64,
-}
-
-impl ChangelogProgress {
-    fn landed(&self, partition: i32, landed: &[receipts_bus::Landed]) {
-        let mut partitions = lock(&self.partitions);
-        let progress = partitions.entry(partition).or_default();
-        progress.unstored.extend(landed.iter().map(|l| l.offset));
-    }
-
-    /// Marks `offsets` stored; returns the position that is safe to store now.
-    fn stored(&self, partition: i32, offsets: &[i64]) -> i64 {
-        let mut partitions = lock(&self.partitions);
-        let progress = partitions.entry(partition).or_default();
-        for offset in offsets {
-            progress.unstored.remove(offset);
-            progress.stored_end = progress.stored_end.max(offset + 1);
-        }
-        match progress.unstored.first() {
-            Some(oldest) => *oldest,
-            None => progress.stored_end,
-        }
-    }
-
-    /// A restore brought the local copy to `position`.
-    pub(crate) fn restored(&self, partition: i32, position: i64) {
-        let mut partitions = lock(&self.partitions);
-        let progress = partitions.entry(partition).or_default();
-        progress.stored_end = progress.stored_end.max(position);
-    }
-}
-
-/// The source offsets of attempts not settled yet, per partition: a partition's committed
-/// offset never passes the oldest of them, so a new owner reads that record again.
-#[derive(Debug, Default)]
-pub(crate) struct Unsettled {
-    offsets: Mutex<HashMap<(String, i32), BTreeMap<i64, u32>>>,
-}
-
-impl Unsettled {
-    pub(crate) fn add(&self, source: &Source) {
-        *lock(&self.offsets)
-            .entry((source.topic.clone(), source.partition))
-            .or_default()
-            .entry(source.offset)
-            .or_default() += 1;
-    }
-
-    pub(crate) fn remove(&self, source: &Source) {
-        let mut offsets = lock(&self.offsets);
-        let key = (source.topic.clone(), source.partition);
-        if let Some(partition) = offsets.get_mut(&key) {
-            if let Some(count) = partition.get_mut(&source.offset) {
-                *count -= 1;
-                if *count == 0 {
-                    partition.remove(&source.offset);
-                }
-            }
-            if partition.is_empty() {
-                offsets.remove(&key);
-            }
-        }
-    }
-
-    /// The oldest unsettled source offset of a partition.
-    pub(crate) fn oldest(&self, topic: &str, partition: i32) -> Option<i64> {
-        lock(&self.offsets)
-            .get(&(topic.to_owned(), partition))
-            .and_then(|p| p.keys().next().copied())
-    }
-
-    fn forget(&self, partition: &Partition) {
-        lock(&self.offsets).remove(&(partition.topic.clone(), partition.partition));
-    }
 }
 
 /// How an attempt ended, for what it leaves behind.

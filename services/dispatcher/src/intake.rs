@@ -23,10 +23,11 @@ use receipts_webhook::payload::status_word;
 use tracing::{debug, warn};
 
 use crate::configs::SharedDirectory;
-use crate::deliver::{ChangelogProgress, Deliverer, Unsettled};
+use crate::deliver::Deliverer;
 use crate::job::{DeliveryJob, Source};
 use crate::metrics::DispatcherMetrics;
 use crate::now_ms;
+use crate::progress::{ChangelogProgress, Unsettled};
 use crate::store::{DispatcherStore, SETTLED, StoreError};
 
 /// Why the intake cannot go on.

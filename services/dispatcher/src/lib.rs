@@ -25,6 +25,7 @@ pub mod deliver;
 pub mod intake;
 pub mod job;
 mod metrics;
+mod progress;
 pub mod replay;
 pub mod store;
 
@@ -44,9 +45,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use crate::deliver::BreakerConfig;
-use crate::deliver::{ChangelogProgress, Deliverer, DeliveryContext, Unsettled};
+use crate::deliver::{Deliverer, DeliveryContext};
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
+use crate::progress::{ChangelogProgress, Unsettled};
 pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
 use crate::store::{DispatcherStore, StoreError};
 

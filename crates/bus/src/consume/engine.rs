@@ -1,4 +1,6 @@
-//! The loop: receive, batch, fence, process, commit; restore on assignment; readiness.
+//! The loop: receive, batch, fence, process, commit; restore on assignment; readiness. One
+//! cohesive thing (every step shares the epoch, the generations and the trouble counter), so it
+//! stays in one file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
