@@ -39,6 +39,7 @@ fn registration() -> Registration {
 
 fn report(status: DeliveryStatus, raw: &str, millis: i64) -> StatusReport {
     StatusReport {
+        account: AccountSid::parse(ACCOUNT).unwrap(),
         channel_message_id: ChannelMessageId::parse(CHANNEL_MESSAGE).unwrap(),
         status,
         raw_status: raw.to_owned(),

@@ -13,11 +13,12 @@ pub enum DeliveryEventKind {
 }
 
 impl DeliveryEvent {
-    /// The channel message both kinds of event are keyed by.
-    pub fn channel_message_id(&self) -> &crate::ChannelMessageId {
-        match &self.kind {
-            DeliveryEventKind::Registered(r) => &r.channel_message_id,
-            DeliveryEventKind::Reported(r) => &r.channel_message_id,
-        }
+    /// The receipt both kinds of event are keyed by: the account's channel message.
+    pub fn receipt_key(&self) -> crate::ReceiptKey {
+        let (account, id) = match &self.kind {
+            DeliveryEventKind::Registered(r) => (&r.account, &r.channel_message_id),
+            DeliveryEventKind::Reported(r) => (&r.account, &r.channel_message_id),
+        };
+        crate::ReceiptKey::new(account.clone(), id.clone())
     }
 }

@@ -24,6 +24,8 @@ pub enum IdError {
     ChannelMessageIdTooLong { max: usize },
     #[error("channel message id contains a control character")]
     ChannelMessageIdControlChar,
+    #[error("a receipt key is `{{account sid}}/{{channel message id}}`")]
+    NotReceiptKey,
 }
 
 const SID_HEX_LEN: usize = 32;
@@ -204,6 +206,46 @@ impl fmt::Display for ChannelMessageId {
 impl fmt::Debug for ChannelMessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ChannelMessageId({:?})", self.0)
+    }
+}
+
+/// What a receipt is keyed by: the account that sent the message and the id the channel gave it.
+/// Channel message ids are only unique per account (another tenant may well see, or guess, the
+/// same `SM…`, `wamid.…` or SMSC id), so every report and registration is scoped by the account
+/// it was authenticated for and only ever meets receipts of that account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReceiptKey {
+    pub account: AccountSid,
+    pub channel_message_id: ChannelMessageId,
+}
+
+impl ReceiptKey {
+    pub fn new(account: AccountSid, channel_message_id: ChannelMessageId) -> Self {
+        ReceiptKey {
+            account,
+            channel_message_id,
+        }
+    }
+
+    /// Reads the key back from its `Display` form.
+    pub fn parse(encoded: &str) -> Result<Self, IdError> {
+        let (account, id) = encoded.split_once('/').ok_or(IdError::NotReceiptKey)?;
+        Ok(ReceiptKey {
+            account: AccountSid::parse(account)?,
+            channel_message_id: ChannelMessageId::parse(id)?,
+        })
+    }
+
+    pub fn receipt_sid(&self) -> ReceiptSid {
+        ReceiptSid::for_channel_message(&self.account, &self.channel_message_id)
+    }
+}
+
+/// `{account sid}/{channel message id}`: the Kafka key of the events of one receipt, and the
+/// key of its state. Account sids never hold a `/`, so the first one separates the two.
+impl fmt::Display for ReceiptKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.account, self.channel_message_id)
     }
 }
 

@@ -23,7 +23,7 @@ mod time;
 pub use event::{DeliveryEvent, DeliveryEventKind};
 pub use ids::{
     AccountSid, ChannelMessageId, ChannelMessageSid, ChatServiceSid, ConversationSid, IdError,
-    MessageSid, ParticipantSid, ReceiptSid, WebhookSid,
+    MessageSid, ParticipantSid, ReceiptKey, ReceiptSid, WebhookSid,
 };
 pub use receipt::{
     Channel, ChannelError, Receipt, ReceiptChange, ReceiptState, RegisterOutcome, Registration,

@@ -118,9 +118,12 @@ pub struct RegistrationConflict {
     pub channel_message_id: ChannelMessageId,
 }
 
-/// One status a carrier or WhatsApp reported for a channel message.
+/// One status a carrier or WhatsApp reported for a channel message of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
+    /// The account the report was authenticated for: it only ever touches that account's
+    /// receipt of the channel message.
+    pub account: AccountSid,
     pub channel_message_id: ChannelMessageId,
     pub status: DeliveryStatus,
     /// The provider's own word for it, kept for display and audits.

@@ -204,6 +204,7 @@ pub fn registration_from_wire(
 impl From<&StatusReport> for v1::StatusReported {
     fn from(r: &StatusReport) -> Self {
         v1::StatusReported {
+            account_sid: r.account.to_string(),
             channel_message_id: r.channel_message_id.to_string(),
             raw_status: r.raw_status.clone(),
             status: status_to_wire(r.status).into(),
@@ -232,6 +233,7 @@ impl TryFrom<&v1::StatusReported> for StatusReport {
             r.raw_status.clone()
         };
         Ok(StatusReport {
+            account: id("account_sid", &r.account_sid, AccountSid::parse)?,
             channel_message_id: id(
                 "channel_message_id",
                 &r.channel_message_id,
@@ -350,6 +352,7 @@ impl TryFrom<&v1::Receipt> for Receipt {
         let report = match r.provider_timestamp.as_ref() {
             None => None,
             Some(t) => Some(StatusReport {
+                account: registration.account.clone(),
                 channel_message_id: registration.channel_message_id.clone(),
                 status: status_from_wire("status", r.status)?
                     .ok_or(ConversionError::Missing("status"))?,

@@ -1,15 +1,17 @@
-//! The projector's keyspace: per channel message its [`ReceiptState`], an index of parked
-//! reports (status reports still waiting for their registration), and the stored offsets.
+//! The projector's keyspace: per receipt (an account's channel message) its [`ReceiptState`],
+//! an index of parked reports (status reports still waiting for their registration), and the
+//! stored offsets.
 //!
 //! Keys, all in one tree so a batch is one atomic write:
-//! - `s/{channel message id}` → `StoredReceiptState` (protobuf)
-//! - `p/{channel message id}` → when the first report was parked (unix millis, big-endian)
+//! - `s/{account sid}/{channel message id}` → `StoredReceiptState` (protobuf)
+//! - `p/{account sid}/{channel message id}` → when the first report was parked (unix millis,
+//!   big-endian)
 //! - `o/{topic}/{partition}` → next offset
 
 use std::path::Path;
 
 use prost::Message;
-use receipts_domain::{ChannelMessageId, ReceiptState, StatusReport, Timestamp};
+use receipts_domain::{ReceiptKey, ReceiptState, StatusReport, Timestamp};
 use receipts_proto::v1;
 
 use crate::StoreError;
@@ -18,11 +20,11 @@ use crate::offsets::{self, PartitionOffset};
 /// Everything one projector batch changes, written atomically.
 #[derive(Debug, Default)]
 pub struct ProjectorBatch {
-    pub states: Vec<(ChannelMessageId, ReceiptState)>,
+    pub states: Vec<(ReceiptKey, ReceiptState)>,
     /// Reports parked for the first time, with the time they were parked.
-    pub parked: Vec<(ChannelMessageId, Timestamp)>,
-    /// Channel messages whose registration arrived, ending their wait.
-    pub unparked: Vec<ChannelMessageId>,
+    pub parked: Vec<(ReceiptKey, Timestamp)>,
+    /// Receipts whose registration arrived, ending their wait.
+    pub unparked: Vec<ReceiptKey>,
     /// Next offsets of the input partitions read, and of the changelog partitions written.
     pub offsets: Vec<PartitionOffset>,
 }
@@ -30,7 +32,7 @@ pub struct ProjectorBatch {
 /// A status report waiting for its registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedEntry {
-    pub channel_message_id: ChannelMessageId,
+    pub key: ReceiptKey,
     pub parked_since: Timestamp,
     /// The greatest report seen for it so far.
     pub report: Option<StatusReport>,
@@ -38,7 +40,7 @@ pub struct ParkedEntry {
 
 /// The projector's storage. Implementations must write a [`ProjectorBatch`] atomically.
 pub trait ProjectorStore: Send + Sync + 'static {
-    fn state(&self, id: &ChannelMessageId) -> Result<Option<ReceiptState>, StoreError>;
+    fn state(&self, id: &ReceiptKey) -> Result<Option<ReceiptState>, StoreError>;
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
     fn commit(&self, batch: &ProjectorBatch) -> Result<(), StoreError>;
     /// Stores states read back from the changelog (each with the time its record was written,
@@ -46,7 +48,7 @@ pub trait ProjectorStore: Send + Sync + 'static {
     /// reach, atomically.
     fn restore(
         &self,
-        states: &[(ChannelMessageId, ReceiptState, Timestamp)],
+        states: &[(ReceiptKey, ReceiptState, Timestamp)],
         position: &PartitionOffset,
     ) -> Result<(), StoreError>;
     /// Every parked report, oldest first.
@@ -62,12 +64,12 @@ pub struct SledProjectorStore {
     db: sled::Db,
 }
 
-fn state_key(id: &ChannelMessageId) -> Vec<u8> {
-    [b"s/", id.as_str().as_bytes()].concat()
+fn state_key(key: &ReceiptKey) -> Vec<u8> {
+    format!("s/{key}").into_bytes()
 }
 
-fn parked_key(id: &ChannelMessageId) -> Vec<u8> {
-    [b"p/", id.as_str().as_bytes()].concat()
+fn parked_key(key: &ReceiptKey) -> Vec<u8> {
+    format!("p/{key}").into_bytes()
 }
 
 fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
@@ -97,7 +99,7 @@ impl SledProjectorStore {
 }
 
 impl ProjectorStore for SledProjectorStore {
-    fn state(&self, id: &ChannelMessageId) -> Result<Option<ReceiptState>, StoreError> {
+    fn state(&self, id: &ReceiptKey) -> Result<Option<ReceiptState>, StoreError> {
         let key = state_key(id);
         let Some(bytes) = self.tree.get(&key)? else {
             return Ok(None);
@@ -136,7 +138,7 @@ impl ProjectorStore for SledProjectorStore {
 
     fn restore(
         &self,
-        states: &[(ChannelMessageId, ReceiptState, Timestamp)],
+        states: &[(ReceiptKey, ReceiptState, Timestamp)],
         position: &PartitionOffset,
     ) -> Result<(), StoreError> {
         let mut write = sled::Batch::default();
@@ -166,15 +168,15 @@ impl ProjectorStore for SledProjectorStore {
             let (key, value) = item?;
             let id = std::str::from_utf8(&key[2..])
                 .ok()
-                .and_then(|s| ChannelMessageId::parse(s).ok())
-                .ok_or_else(|| corrupt(&key, "not a channel message id"))?;
+                .and_then(|s| ReceiptKey::parse(s).ok())
+                .ok_or_else(|| corrupt(&key, "not a receipt key"))?;
             let millis: [u8; 8] = value
                 .as_ref()
                 .try_into()
                 .map_err(|_| corrupt(&key, "parked time is not 8 bytes"))?;
             let report = self.state(&id)?.and_then(|s| s.best);
             entries.push(ParkedEntry {
-                channel_message_id: id,
+                key: id,
                 parked_since: Timestamp::from_unix_millis(i64::from_be_bytes(millis)),
                 report,
             });
@@ -191,13 +193,14 @@ impl ProjectorStore for SledProjectorStore {
 
 #[cfg(test)]
 mod tests {
-    use receipts_domain::{DeliveryStatus, StatusSource};
+    use receipts_domain::{AccountSid, ChannelMessageId, DeliveryStatus, StatusSource};
 
     use super::*;
 
-    fn report(id: &ChannelMessageId) -> StatusReport {
+    fn report(id: &ReceiptKey) -> StatusReport {
         StatusReport {
-            channel_message_id: id.clone(),
+            account: id.account.clone(),
+            channel_message_id: id.channel_message_id.clone(),
             status: DeliveryStatus::Delivered,
             raw_status: "DELIVRD".into(),
             error_code: None,
@@ -209,7 +212,10 @@ mod tests {
     #[test]
     fn a_batch_is_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let id = ChannelMessageId::smpp("eu", "1").unwrap();
+        let id = ReceiptKey::new(
+            AccountSid::parse("AC00000000000000000000000000000001").unwrap(),
+            ChannelMessageId::smpp("eu", "1").unwrap(),
+        );
         let mut state = ReceiptState::default();
         state.apply_report(report(&id));
         {

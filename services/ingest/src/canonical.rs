@@ -13,7 +13,7 @@ use crate::report::{FieldError, Problem};
 pub enum BatchError {
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    /// A registration names an account other than the caller's.
+    /// A registration or a report names an account other than the caller's.
     #[error("`{field}` belongs to another account")]
     ForeignAccount { field: String },
 }
@@ -37,8 +37,19 @@ pub fn parse_event_batch(
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("events[{i}]");
-        let wire: v1::Envelope = serde_json::from_value(item.clone())
+        let mut wire: v1::Envelope = serde_json::from_value(item.clone())
             .map_err(|e| FieldError::invalid(&path, e.to_string()))?;
+        // A report is the caller's unless it says so itself; naming another account is refused
+        // like a foreign registration, before anything is validated further.
+        if let Some(v1::envelope::Event::StatusReported(report)) = &mut wire.event {
+            if report.account_sid.is_empty() {
+                report.account_sid = account.to_string();
+            } else if report.account_sid != account.as_str() {
+                return Err(BatchError::ForeignAccount {
+                    field: format!("{path}.status_reported.account_sid"),
+                });
+            }
+        }
         let event =
             DeliveryEvent::try_from(&wire).map_err(|e| conversion_error(&path, &wire, e))?;
         if let DeliveryEventKind::Registered(registration) = &event.kind
@@ -108,6 +119,35 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].event_id, "reg-1");
         assert_eq!(events[1].event_id, "rep-1");
+        // The report left its account out: it is the caller's.
+        match &events[1].kind {
+            DeliveryEventKind::Reported(report) => assert_eq!(report.account, account),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reports_naming_another_account_are_refused() {
+        let account = AccountSid::parse(AC).unwrap();
+        let own = REPORT.replace(
+            r#""rawStatus""#,
+            &format!(r#""accountSid": "{AC}", "rawStatus""#),
+        );
+        let foreign = REPORT.replace(
+            r#""rawStatus""#,
+            r#""accountSid": "AC00000000000000000000000000000002", "rawStatus""#,
+        );
+        let body = format!(r#"{{"events": [{own}, {foreign}]}}"#);
+        let err = parse_event_batch(body.as_bytes(), &account).unwrap_err();
+        assert!(
+            matches!(&err, BatchError::ForeignAccount { field } if field == "events[1].status_reported.account_sid"),
+            "{err}"
+        );
+        let body = format!(r#"{{"events": [{own}]}}"#);
+        assert_eq!(
+            parse_event_batch(body.as_bytes(), &account).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -28,9 +28,9 @@ pub struct IngestConfig {
     /// HTTP Basic `AccountSid:AuthToken` on the canonical batch endpoint.
     pub accounts: BTreeMap<String, Secret>,
     pub whatsapp: WhatsappConfig,
-    /// SMSC connection name → the bearer token its bridge sends
+    /// SMSC connection name → the account it sends for and the bearer token its bridge sends
     /// (`Authorization: Bearer <token>` on `POST /v1/smpp/{connection}/receipts`).
-    pub smpp_connections: BTreeMap<String, Secret>,
+    pub smpp_connections: BTreeMap<String, SmppConnection>,
     /// Larger request bodies are answered with 413.
     pub body_limit_bytes: usize,
     /// Timeouts, the connection cap and load shedding of the HTTP server (see
@@ -57,6 +57,18 @@ pub struct WhatsappConfig {
     pub verify_token: Secret,
     /// Keys the `X-Hub-Signature-256` HMAC of every `POST`.
     pub app_secret: Secret,
+    /// Business phone number id (`value.metadata.phone_number_id`) → the account sid that owns
+    /// it. Statuses sent from a number not listed here are skipped and counted (see
+    /// `crate::whatsapp`).
+    pub phone_numbers: BTreeMap<String, String>,
+}
+
+/// One SMSC connection: the account whose messages it carries, and its bridge's token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmppConnection {
+    pub account: String,
+    pub token: Secret,
 }
 
 impl Default for IngestConfig {
@@ -131,17 +143,37 @@ impl Validate for IngestConfig {
                 ));
             }
         }
-        for (name, token) in &self.smpp_connections {
+        for (number, account) in &self.whatsapp.phone_numbers {
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::invalid(
+                    format!("whatsapp.phone_numbers.{number}"),
+                    "phone number ids are decimal digits",
+                ));
+            }
+            if let Err(e) = AccountSid::parse(account) {
+                return Err(ConfigError::invalid(
+                    format!("whatsapp.phone_numbers.{number}"),
+                    e.to_string(),
+                ));
+            }
+        }
+        for (name, connection) in &self.smpp_connections {
             if !is_connection_name(name) {
                 return Err(ConfigError::invalid(
                     format!("smpp_connections.{name}"),
                     "connection names are 1-64 of A-Z a-z 0-9 - _ .",
                 ));
             }
-            if token.is_empty() {
+            if let Err(e) = AccountSid::parse(&connection.account) {
                 return Err(ConfigError::invalid(
-                    format!("smpp_connections.{name}"),
-                    "token must not be empty",
+                    format!("smpp_connections.{name}.account"),
+                    e.to_string(),
+                ));
+            }
+            if connection.token.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("smpp_connections.{name}.token"),
+                    "must not be empty",
                 ));
             }
         }
@@ -186,13 +218,35 @@ mod tests {
             config.validate().unwrap_err().key(),
             Some("http.body_read_timeout_ms")
         );
+        let connection = |account: &str| SmppConnection {
+            account: account.into(),
+            token: Secret::new("t"),
+        };
         let mut config = IngestConfig::default();
-        config
-            .smpp_connections
-            .insert("a:b".into(), Secret::new("t"));
+        config.smpp_connections.insert(
+            "a:b".into(),
+            connection("AC00000000000000000000000000000001"),
+        );
         assert_eq!(
             config.validate().unwrap_err().key(),
             Some("smpp_connections.a:b")
+        );
+        let mut config = IngestConfig::default();
+        config
+            .smpp_connections
+            .insert("smsc-eu".into(), connection("nobody"));
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("smpp_connections.smsc-eu.account")
+        );
+        let mut config = IngestConfig::default();
+        config
+            .whatsapp
+            .phone_numbers
+            .insert("106540352242922".into(), "AC1".into());
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("whatsapp.phone_numbers.106540352242922")
         );
     }
 
@@ -213,8 +267,12 @@ AC00000000000000000000000000000001 = "token-one"
 verify_token = "verify"
 app_secret = "app"
 
-[smpp_connections]
-smsc-eu = "smpp-token"
+[whatsapp.phone_numbers]
+106540352242922 = "AC00000000000000000000000000000001"
+
+[smpp_connections.smsc-eu]
+account = "AC00000000000000000000000000000001"
+token = "smpp-token"
 "#,
         )
         .unwrap();
@@ -234,7 +292,13 @@ smsc-eu = "smpp-token"
             "token-one"
         );
         assert_eq!(config.whatsapp.app_secret.expose(), "app");
-        assert_eq!(config.smpp_connections["smsc-eu"].expose(), "smpp-token");
+        assert_eq!(
+            config.whatsapp.phone_numbers["106540352242922"],
+            "AC00000000000000000000000000000001"
+        );
+        let smsc = &config.smpp_connections["smsc-eu"];
+        assert_eq!(smsc.account, "AC00000000000000000000000000000001");
+        assert_eq!(smsc.token.expose(), "smpp-token");
     }
 
     #[test]
@@ -246,9 +310,13 @@ smsc-eu = "smpp-token"
         );
         config.whatsapp.app_secret = Secret::new("hunter3");
         config.whatsapp.verify_token = Secret::new("hunter4");
-        config
-            .smpp_connections
-            .insert("smsc-eu".into(), Secret::new("hunter5"));
+        config.smpp_connections.insert(
+            "smsc-eu".into(),
+            SmppConnection {
+                account: "AC00000000000000000000000000000001".into(),
+                token: Secret::new("hunter5"),
+            },
+        );
         config
             .kafka
             .properties

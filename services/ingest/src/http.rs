@@ -119,7 +119,10 @@ pub(crate) struct Gateway {
     pub(crate) accounts: BTreeMap<String, Secret>,
     pub(crate) whatsapp_verify_token: Secret,
     pub(crate) whatsapp_app_secret: Secret,
-    pub(crate) smpp_connections: BTreeMap<String, Secret>,
+    /// Business phone number id → the account that owns it.
+    pub(crate) whatsapp_numbers: BTreeMap<String, AccountSid>,
+    /// SMSC connection name → the account it sends for, and its bridge's token.
+    pub(crate) smpp_connections: BTreeMap<String, (AccountSid, Secret)>,
     pub(crate) body_limit: usize,
     pub(crate) retry_after_secs: u64,
     pub(crate) publisher: Publisher,
@@ -400,7 +403,9 @@ async fn whatsapp_statuses(
                 "bad_signature",
             ));
         }
-        let parsed = parse_whatsapp(&body)?;
+        let parsed = parse_whatsapp(&body, |number| {
+            gateway.whatsapp_numbers.get(number).cloned()
+        })?;
         gateway
             .accept_skipping(Format::Whatsapp, parsed.events, parsed.skipped)
             .await
@@ -419,7 +424,7 @@ async fn smpp_receipt(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let token = gateway.smpp_connections.get(&connection).ok_or_else(|| {
+        let (account, token) = gateway.smpp_connections.get(&connection).ok_or_else(|| {
             Rejection::forbidden(
                 "connection",
                 "unknown SMPP connection",
@@ -438,7 +443,7 @@ async fn smpp_receipt(
         let body = gateway.body(body)?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| FieldError::malformed("body", "is not UTF-8 text"))?;
-        let event = parse_smpp_receipt(&connection, text)?;
+        let event = parse_smpp_receipt(account, &connection, text)?;
         gateway.accept(Format::Smpp, vec![event]).await
     }
     .await;
@@ -473,7 +478,7 @@ async fn canonical_events(
             BatchError::Invalid(e) => Rejection::Invalid(e),
             BatchError::ForeignAccount { field } => Rejection::Forbidden {
                 field: Some(field),
-                reason: "the registration belongs to another account".to_owned(),
+                reason: "names an account other than the caller's".to_owned(),
                 label: "foreign_account",
             },
         })?;

@@ -48,12 +48,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use receipts_bus::TopicSpec;
+use receipts_domain::AccountSid;
 use receipts_runtime::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use crate::config::{IngestConfig, WhatsappConfig};
+pub use crate::config::{IngestConfig, SmppConnection, WhatsappConfig};
 pub use crate::publish::{MAX_EVENT_BYTES, PublishError};
 
 use crate::http::Gateway;
@@ -100,7 +101,25 @@ pub async fn run(
         accounts: config.accounts.clone(),
         whatsapp_verify_token: config.whatsapp.verify_token.clone(),
         whatsapp_app_secret: config.whatsapp.app_secret.clone(),
-        smpp_connections: config.smpp_connections.clone(),
+        // Validated with the configuration.
+        whatsapp_numbers: config
+            .whatsapp
+            .phone_numbers
+            .iter()
+            .filter_map(|(number, account)| {
+                Some((number.clone(), AccountSid::parse(account).ok()?))
+            })
+            .collect(),
+        smpp_connections: config
+            .smpp_connections
+            .iter()
+            .filter_map(|(name, c)| {
+                Some((
+                    name.clone(),
+                    (AccountSid::parse(&c.account).ok()?, c.token.clone()),
+                ))
+            })
+            .collect(),
         body_limit: config.body_limit_bytes,
         retry_after_secs: config.retry_after_secs,
         publisher,

@@ -1,7 +1,7 @@
 //! Producing a request's events to `delivery-events` and waiting for Kafka to acknowledge them.
 //!
 //! The producer is idempotent with `acks=all` (see `receipts_bus::settings`), so an acknowledged
-//! event is stored once, in order per channel message. `message.timeout.ms` bounds how long
+//! event is stored once, in order per receipt. `message.timeout.ms` bounds how long
 //! librdkafka tries; a request is answered 2xx only when every one of its events is
 //! acknowledged, and 503 otherwise.
 
@@ -32,7 +32,7 @@ pub(crate) struct Record {
 impl Record {
     pub(crate) fn encode(event: &DeliveryEvent) -> Self {
         Record {
-            key: event.channel_message_id().as_str().to_owned(),
+            key: event.receipt_key().to_string(),
             payload: codec::encode(&v1::Envelope::from(event), Encoding::Protobuf),
         }
     }
@@ -74,7 +74,7 @@ impl Publisher {
         })
     }
 
-    /// Produces every event, keyed by its channel message id, and waits until all are
+    /// Produces every event, keyed by its receipt (account and channel message id), and waits until all are
     /// acknowledged or one has failed for good.
     pub(crate) async fn publish(&self, records: &[Record]) -> Result<(), PublishError> {
         let started = Instant::now();

@@ -2,7 +2,7 @@
 //! deterministic event id, and the provider time formats.
 
 use receipts_domain::{
-    ChannelMessageId, DeliveryEvent, DeliveryEventKind, StatusReport, StatusSource, Timestamp,
+    DeliveryEvent, DeliveryEventKind, ReceiptKey, StatusReport, StatusSource, Timestamp,
     map_provider_status,
 };
 use sha2::{Digest, Sha256};
@@ -15,6 +15,8 @@ pub enum Problem {
     Missing,
     Invalid,
     UnknownStatus,
+    /// A WhatsApp business phone number no account owns.
+    UnknownPhoneNumber,
 }
 
 impl Problem {
@@ -24,6 +26,7 @@ impl Problem {
             Problem::Missing => "missing_field",
             Problem::Invalid => "invalid_field",
             Problem::UnknownStatus => "unknown_status",
+            Problem::UnknownPhoneNumber => "unknown_phone_number",
         }
     }
 }
@@ -73,15 +76,15 @@ impl FieldError {
     }
 }
 
-/// The event id of a provider report: 32 hex digits of SHA-256 over the source, the provider's
-/// message id, the raw status, the provider timestamp and the error code.
+/// The event id of a provider report: 32 hex digits of SHA-256 over the source, the account and
+/// the provider's message id, the raw status, the provider timestamp and the error code.
 ///
 /// A provider that resends the same report therefore yields the same id. `provider_time` is
 /// `None` when the provider gave no time and the receipt time stands in for it: that time differs
 /// between resends, so it must not take part.
 pub fn event_id(
     source: StatusSource,
-    channel_message_id: &ChannelMessageId,
+    key: &ReceiptKey,
     raw_status: &str,
     provider_time: Option<Timestamp>,
     error_code: Option<u32>,
@@ -92,7 +95,8 @@ pub fn event_id(
     hasher.update(b"receipts-ingest/v1");
     for part in [
         source.as_str(),
-        channel_message_id.as_str(),
+        key.account.as_str(),
+        key.channel_message_id.as_str(),
         raw_status,
         &time,
         &code,
@@ -108,7 +112,7 @@ pub fn event_id(
 /// `provider_time` came from the provider (and so takes part in the event id).
 pub(crate) fn status_event(
     source: StatusSource,
-    channel_message_id: ChannelMessageId,
+    key: ReceiptKey,
     (status_field, raw_status): (&str, &str),
     provider_time: Timestamp,
     time_given: bool,
@@ -118,7 +122,7 @@ pub(crate) fn status_event(
         .map_err(|_| FieldError::unknown_status(status_field, raw_status))?;
     let event_id = event_id(
         source,
-        &channel_message_id,
+        &key,
         raw_status,
         time_given.then_some(provider_time),
         error_code,
@@ -126,7 +130,8 @@ pub(crate) fn status_event(
     Ok(DeliveryEvent {
         event_id,
         kind: DeliveryEventKind::Reported(StatusReport {
-            channel_message_id,
+            account: key.account,
+            channel_message_id: key.channel_message_id,
             status,
             raw_status: raw_status.to_owned(),
             error_code,
@@ -199,6 +204,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use receipts_domain::{AccountSid, ChannelMessageId};
+
     use super::*;
 
     #[test]
@@ -252,7 +259,14 @@ mod tests {
 
     #[test]
     fn event_ids_depend_on_every_part() {
-        let id = ChannelMessageId::parse("wamid.x").unwrap();
+        let key = |account: &str, id: &str| {
+            ReceiptKey::new(
+                AccountSid::parse(account).unwrap(),
+                ChannelMessageId::parse(id).unwrap(),
+            )
+        };
+        let a = "AC00000000000000000000000000000001";
+        let id = key(a, "wamid.x");
         let t = Some(Timestamp::from_unix_millis(1_000));
         let base = event_id(StatusSource::WhatsappCloud, &id, "read", t, None);
         assert_eq!(base.len(), 32);
@@ -260,10 +274,12 @@ mod tests {
             base,
             event_id(StatusSource::WhatsappCloud, &id, "read", t, None)
         );
-        let other = ChannelMessageId::parse("wamid.y").unwrap();
+        let other = key(a, "wamid.y");
+        let other_account = key("AC00000000000000000000000000000002", "wamid.x");
         for different in [
             event_id(StatusSource::Smpp, &id, "read", t, None),
             event_id(StatusSource::WhatsappCloud, &other, "read", t, None),
+            event_id(StatusSource::WhatsappCloud, &other_account, "read", t, None),
             event_id(StatusSource::WhatsappCloud, &id, "sent", t, None),
             event_id(StatusSource::WhatsappCloud, &id, "read", None, None),
             event_id(StatusSource::WhatsappCloud, &id, "read", t, Some(1)),

@@ -10,7 +10,7 @@
 //! is the SMSC's id scoped by the connection it came over, the provider time the done date
 //! (UTC, seconds allowed), and the error code `err` when it is not zero.
 
-use receipts_domain::{ChannelMessageId, DeliveryEvent, StatusSource};
+use receipts_domain::{AccountSid, ChannelMessageId, DeliveryEvent, ReceiptKey, StatusSource};
 
 use crate::report::{FieldError, parse_yymmddhhmm, status_event};
 
@@ -26,8 +26,12 @@ const KEYS: [&str; 8] = [
     "id",
 ];
 
-/// Parses one receipt received over the SMSC `connection`.
-pub fn parse_smpp_receipt(connection: &str, text: &str) -> Result<DeliveryEvent, FieldError> {
+/// Parses one receipt received over the SMSC `connection`, which sends for `account`.
+pub fn parse_smpp_receipt(
+    account: &AccountSid,
+    connection: &str,
+    text: &str,
+) -> Result<DeliveryEvent, FieldError> {
     let fields = split_fields(text.trim());
     if fields.is_empty() {
         return Err(FieldError::malformed(
@@ -71,7 +75,7 @@ pub fn parse_smpp_receipt(connection: &str, text: &str) -> Result<DeliveryEvent,
     };
     status_event(
         StatusSource::Smpp,
-        channel_message_id,
+        ReceiptKey::new(account.clone(), channel_message_id),
         ("stat", stat),
         done,
         true,
@@ -115,8 +119,12 @@ mod tests {
     use super::*;
     use receipts_domain::{DeliveryEventKind, DeliveryStatus, StatusReport};
 
+    fn account() -> AccountSid {
+        AccountSid::parse("AC00000000000000000000000000000001").unwrap()
+    }
+
     fn report(text: &str) -> (String, StatusReport) {
-        let event = parse_smpp_receipt("smsc-eu", text).unwrap();
+        let event = parse_smpp_receipt(&account(), "smsc-eu", text).unwrap();
         match event.kind {
             DeliveryEventKind::Reported(r) => (event.event_id, r),
             DeliveryEventKind::Registered(_) => panic!("a report"),
@@ -134,9 +142,10 @@ mod tests {
         assert_eq!(r.error_code, None);
         assert_eq!(r.provider_time.unix_millis(), 1_709_296_440_000);
         assert_eq!(r.source, StatusSource::Smpp);
+        assert_eq!(r.account, account());
         assert_eq!(report(DELIVERED).0, id);
         // The same SMSC id over another connection is another message.
-        let other = parse_smpp_receipt("smsc-us", DELIVERED).unwrap();
+        let other = parse_smpp_receipt(&account(), "smsc-us", DELIVERED).unwrap();
         assert_ne!(other.event_id, id);
     }
 
@@ -171,7 +180,7 @@ mod tests {
             ("id:1 2 done date:2403011234 stat:DELIVRD", "id"),
         ];
         for (text, field) in cases {
-            let err = parse_smpp_receipt("c", text).unwrap_err();
+            let err = parse_smpp_receipt(&account(), "c", text).unwrap_err();
             assert_eq!(err.field, field, "{text}: {err}");
         }
     }

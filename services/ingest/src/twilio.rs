@@ -12,14 +12,16 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use receipts_domain::{AccountSid, ChannelMessageId, DeliveryEvent, StatusSource, Timestamp};
+use receipts_domain::{
+    AccountSid, ChannelMessageId, DeliveryEvent, ReceiptKey, StatusSource, Timestamp,
+};
 
 use crate::report::{FieldError, parse_yymmddhhmm, status_event};
 
 /// One accepted status callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwilioCallback {
-    /// The account whose auth token signed the callback.
+    /// The account whose auth token signed the callback: the report is that account's.
     pub account: AccountSid,
     pub event: DeliveryEvent,
 }
@@ -79,7 +81,7 @@ pub fn parse_twilio_pairs(
     let done = form_value(pairs, "RawDlrDoneDate").and_then(|d| parse_yymmddhhmm(d.trim()).ok());
     let event = status_event(
         StatusSource::TwilioMessaging,
-        channel_message_id,
+        ReceiptKey::new(account.clone(), channel_message_id),
         ("MessageStatus", raw_status),
         done.unwrap_or(received_at),
         done.is_some(),

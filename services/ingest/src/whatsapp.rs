@@ -5,18 +5,25 @@
 //! updates) contribute none. The provider time is the status's `timestamp` (unix seconds), and
 //! the error code the first `errors[].code` (Meta's codes, e.g. 131026, kept as given).
 //!
-//! A status that cannot be read (an unknown `status` value, a missing id or time) is skipped
-//! and named in the answer, and the others are kept: Meta resends a POST answered non-2xx for
-//! days, always with the same body, so a 400 for one odd status would lose every valid status
-//! beside it until Meta gave up. A body that is not a webhook at all (not JSON, no `entry`) is
-//! still a 400.
+//! Every status belongs to the account that owns the business phone number it was sent from
+//! (`value.metadata.phone_number_id`, mapped to an account by configuration): it only ever
+//! touches that account's receipt of the `wamid`.
+//!
+//! A status that cannot be read (an unknown `status` value, a missing id or time) or whose phone
+//! number belongs to no account is skipped and named in the answer, and the others are kept:
+//! Meta resends a POST answered non-2xx for days, always with the same body, so a 400 for one
+//! odd status would lose every valid status beside it until Meta gave up, and refusing a number
+//! no account owns would only repeat that number's statuses for a week without a receipt to
+//! apply them to. Skipped statuses are counted by reason, so a number missing from the
+//! configuration shows. A body that is not a webhook at all (not JSON, no `entry`) is still a
+//! 400.
 
 use hmac::{Hmac, Mac};
-use receipts_domain::{ChannelMessageId, DeliveryEvent, StatusSource};
+use receipts_domain::{AccountSid, ChannelMessageId, DeliveryEvent, ReceiptKey, StatusSource};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::report::{FieldError, parse_unix_seconds, status_event};
+use crate::report::{FieldError, Problem, parse_unix_seconds, status_event};
 
 /// What a webhook POST yields: one event per readable status, and why each other was skipped.
 #[derive(Debug, Default)]
@@ -26,8 +33,12 @@ pub struct WhatsappStatuses {
 }
 
 /// Parses a webhook body into one event per status, skipping the statuses in error (see the
-/// module docs); a body whose structure is wrong names its first field in error.
-pub fn parse_whatsapp(body: &[u8]) -> Result<WhatsappStatuses, FieldError> {
+/// module docs); a body whose structure is wrong names its first field in error. `account_of`
+/// names the account owning a business phone number id.
+pub fn parse_whatsapp(
+    body: &[u8],
+    account_of: impl Fn(&str) -> Option<AccountSid>,
+) -> Result<WhatsappStatuses, FieldError> {
     let document: Value = serde_json::from_slice(body)
         .map_err(|e| FieldError::malformed("body", format!("is not JSON: {e}")))?;
     let mut parsed = WhatsappStatuses::default();
@@ -44,9 +55,21 @@ pub fn parse_whatsapp(body: &[u8]) -> Result<WhatsappStatuses, FieldError> {
                 None | Some(Value::Null) => continue,
                 Some(_) => array(value, "statuses", &format!("{path}.value.statuses"))?,
             };
+            let account = match business_number(value, &path) {
+                Ok(number) => account_of(number).ok_or_else(|| FieldError {
+                    field: format!("{path}.value.metadata.phone_number_id"),
+                    reason: format!("{number:?} belongs to no account"),
+                    problem: Problem::UnknownPhoneNumber,
+                }),
+                Err(error) => Err(error),
+            };
             for (k, status) in statuses.iter().enumerate() {
                 let path = format!("{path}.value.statuses[{k}]");
-                match parse_status(status, &path) {
+                let event = match &account {
+                    Ok(account) => parse_status(account, status, &path),
+                    Err(error) => Err(error.clone()),
+                };
+                match event {
                     Ok(event) => parsed.events.push(event),
                     Err(error) => parsed.skipped.push(error),
                 }
@@ -74,7 +97,24 @@ fn string<'a>(status: &'a Value, key: &str, path: &str) -> Result<&'a str, Field
     }
 }
 
-fn parse_status(status: &Value, path: &str) -> Result<DeliveryEvent, FieldError> {
+/// The business phone number id a change's statuses were sent from.
+fn business_number<'a>(value: &'a Value, path: &str) -> Result<&'a str, FieldError> {
+    let metadata = value
+        .get("metadata")
+        .filter(|m| !m.is_null())
+        .ok_or_else(|| FieldError::missing(format!("{path}.value.metadata.phone_number_id")))?;
+    string(
+        metadata,
+        "phone_number_id",
+        &format!("{path}.value.metadata"),
+    )
+}
+
+fn parse_status(
+    account: &AccountSid,
+    status: &Value,
+    path: &str,
+) -> Result<DeliveryEvent, FieldError> {
     let id = string(status, "id", path)?;
     let channel_message_id = ChannelMessageId::parse(id)
         .map_err(|e| FieldError::invalid(format!("{path}.id"), e.to_string()))?;
@@ -118,7 +158,7 @@ fn parse_status(status: &Value, path: &str) -> Result<DeliveryEvent, FieldError>
     };
     status_event(
         StatusSource::WhatsappCloud,
-        channel_message_id,
+        ReceiptKey::new(account.clone(), channel_message_id),
         (&format!("{path}.status"), raw_status),
         provider_time,
         true,
@@ -154,8 +194,23 @@ mod tests {
     use super::*;
     use receipts_domain::{DeliveryEventKind, DeliveryStatus, StatusReport};
 
+    const NUMBER: &str = "106540352242922";
+    const ACCOUNT: &str = "AC00000000000000000000000000000001";
+
+    /// Parses with one business number, `NUMBER`, owned by `ACCOUNT`; bodies whose changes name no
+    /// number are given that one.
+    fn parse(body: &str) -> Result<WhatsappStatuses, FieldError> {
+        let body = body.replace(
+            r#""value": {"statuses""#,
+            &format!(r#""value": {{"metadata": {{"phone_number_id": "{NUMBER}"}}, "statuses""#),
+        );
+        parse_whatsapp(body.as_bytes(), |number| {
+            (number == NUMBER).then(|| AccountSid::parse(ACCOUNT).unwrap())
+        })
+    }
+
     fn reports(body: &str) -> Vec<(String, StatusReport)> {
-        let parsed = parse_whatsapp(body.as_bytes()).unwrap();
+        let parsed = parse(body).unwrap();
         assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
         parsed
             .events
@@ -170,7 +225,9 @@ mod tests {
     const TWO_STATUSES: &str = r#"{
       "object": "whatsapp_business_account",
       "entry": [{"id": "102290129340398", "changes": [
-        {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+          "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"},
+          "statuses": [
           {"id": "wamid.A", "status": "delivered", "timestamp": "1603059201", "recipient_id": "15551234567"},
           {"id": "wamid.B", "status": "failed", "timestamp": 1603059202, "recipient_id": "15551234568",
            "errors": [{"code": 131026, "title": "Message undeliverable"}]}
@@ -185,6 +242,7 @@ mod tests {
         assert_eq!(reports.len(), 2);
         let (_, a) = &reports[0];
         assert_eq!(a.channel_message_id.as_str(), "wamid.A");
+        assert_eq!(a.account.as_str(), ACCOUNT);
         assert_eq!(a.status, DeliveryStatus::Delivered);
         assert_eq!(a.provider_time.unix_millis(), 1_603_059_201_000);
         assert_eq!(a.error_code, None);
@@ -231,7 +289,7 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let err = match parse_whatsapp(body.as_bytes()) {
+            let err = match parse(body) {
                 Err(err) => err,
                 Ok(parsed) => parsed.skipped.into_iter().next().expect("an error"),
             };
@@ -246,7 +304,7 @@ mod tests {
             {"id": "wamid.B", "status": "warped", "timestamp": "1603059202"},
             {"id": "wamid.C", "status": "read", "timestamp": "1603059203"}
         ]}}]}]}"#;
-        let parsed = parse_whatsapp(body.as_bytes()).unwrap();
+        let parsed = parse(body).unwrap();
         let ids: Vec<&str> = parsed
             .events
             .iter()
@@ -260,6 +318,42 @@ mod tests {
         assert_eq!(
             parsed.skipped[0].field,
             "entry[0].changes[0].value.statuses[1].status"
+        );
+    }
+
+    #[test]
+    fn statuses_of_a_number_no_account_owns_are_skipped() {
+        let body = r#"{"entry": [{"changes": [
+            {"value": {"metadata": {"phone_number_id": "999"}, "statuses": [
+                {"id": "wamid.A", "status": "delivered", "timestamp": "1603059201"}]}},
+            {"value": {"statuses": [
+                {"id": "wamid.B", "status": "delivered", "timestamp": "1603059201"}]}},
+            {"value": {"metadata": {}, "statuses": [
+                {"id": "wamid.C", "status": "delivered", "timestamp": "1603059201"}]}}
+        ]}]}"#;
+        let parsed = parse(body).unwrap();
+        assert_eq!(
+            parsed.events.len(),
+            1,
+            "only the configured number's status"
+        );
+        let skipped: Vec<(&str, Problem)> = parsed
+            .skipped
+            .iter()
+            .map(|e| (e.field.as_str(), e.problem))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (
+                    "entry[0].changes[0].value.metadata.phone_number_id",
+                    Problem::UnknownPhoneNumber
+                ),
+                (
+                    "entry[0].changes[2].value.metadata.phone_number_id",
+                    Problem::Missing
+                ),
+            ]
         );
     }
 

@@ -1,7 +1,7 @@
 //! Applying one batch of `delivery-events` records to the stored receipt states.
 //!
-//! This is the projector without Kafka: given records in log order, it loads each channel
-//! message's state, merges the event into it, and collects what the batch must publish
+//! This is the projector without Kafka: given records in log order, it loads each receipt's
+//! state (an account's channel message), merges the event into it, and collects what the batch must publish
 //! (receipt updates and dead letters) and store (states, parked index, next offsets). The caller
 //! publishes first and stores second, so a crash in between replays the batch and re-publishes
 //! identical updates (same sid, same version).
@@ -12,8 +12,8 @@ use std::collections::hash_map::Entry;
 use receipts_bus::Record;
 use receipts_bus::record::decode_delivery_event;
 use receipts_domain::{
-    ChannelMessageId, DeliveryEventKind, ReceiptChange, ReceiptState, RegisterOutcome,
-    ReportOutcome, Timestamp,
+    DeliveryEventKind, ReceiptChange, ReceiptKey, ReceiptState, RegisterOutcome, ReportOutcome,
+    Timestamp,
 };
 use receipts_store::{PartitionOffset, ProjectorBatch, ProjectorStore, StoreError};
 
@@ -60,7 +60,7 @@ pub fn apply_batch(
     now: Timestamp,
 ) -> Result<BatchOutcome, StoreError> {
     let mut outcome = BatchOutcome::default();
-    let mut states: HashMap<ChannelMessageId, Loaded> = HashMap::new();
+    let mut states: HashMap<ReceiptKey, Loaded> = HashMap::new();
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
 
     for record in records {
@@ -78,7 +78,7 @@ pub fn apply_batch(
                 continue;
             }
         };
-        let id = event.channel_message_id().clone();
+        let id = event.receipt_key();
         let loaded = match states.entry(id.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => entry.insert(Loaded {

@@ -29,7 +29,7 @@ use receipts_bus::{
     Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Outgoing, Partition, PublishError,
     Publisher, Record, TopicNames, Transient,
 };
-use receipts_domain::{ChannelMessageId, ReceiptState, Timestamp};
+use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
@@ -346,7 +346,7 @@ impl Projector {
         for ((id, state), partition) in outcome.store.states.iter().zip(&outcome.state_partitions) {
             let payload = v1::StoredReceiptState::from(state).encode_to_vec();
             changelog.push(
-                Outgoing::new(&topics.projector_changelog, id.as_str(), payload)
+                Outgoing::new(&topics.projector_changelog, id.to_string(), payload)
                     .to_partition(*partition)
                     .content_type(Encoding::Protobuf),
             );
@@ -375,7 +375,7 @@ impl Projector {
 /// Decodes changelog records into states, with the time each was written.
 fn changelog_states(
     records: &[Record],
-) -> Result<Vec<(ChannelMessageId, ReceiptState, Timestamp)>, StoreError> {
+) -> Result<Vec<(ReceiptKey, ReceiptState, Timestamp)>, StoreError> {
     let mut states = Vec::with_capacity(records.len());
     for record in records {
         let corrupt = |reason: String| StoreError::Corrupt {
@@ -385,8 +385,8 @@ fn changelog_states(
         let key = record
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .ok_or_else(|| corrupt("the key is not a channel message id".into()))?;
-        let id = ChannelMessageId::parse(key).map_err(|e| corrupt(e.to_string()))?;
+            .ok_or_else(|| corrupt("the key is not a receipt key".into()))?;
+        let id = ReceiptKey::parse(key).map_err(|e| corrupt(e.to_string()))?;
         let Some(payload) = record.payload() else {
             continue;
         };
@@ -434,7 +434,7 @@ async fn check_parked(
         if let Some(oldest) = expired.first() {
             warn!(
                 expired = expired.len(),
-                oldest = %oldest.channel_message_id,
+                oldest = %oldest.key,
                 ttl_secs = ttl.as_secs(),
                 "status reports are still waiting for their registration"
             );
@@ -442,7 +442,8 @@ async fn check_parked(
     }
 }
 
-/// Writes one line per parked report (parked since, channel message id, status, provider time)
+/// Writes one line per parked report (parked since, account, channel message id, status,
+/// provider time)
 /// of the projector database in `data_dir`.
 pub fn print_parked(
     data_dir: &std::path::Path,
@@ -460,9 +461,10 @@ pub fn print_parked(
             .unwrap_or(("-", 0));
         writeln!(
             out,
-            "parked_since_ms={} channel_message_id={} status={} provider_time_ms={}",
+            "parked_since_ms={} account_sid={} channel_message_id={} status={} provider_time_ms={}",
             entry.parked_since.unix_millis(),
-            entry.channel_message_id,
+            entry.key.account,
+            entry.key.channel_message_id,
             status,
             at
         )?;

@@ -30,6 +30,8 @@ pub const DEMO_TOKEN: &str = "dev-auth-token";
 /// The WhatsApp app secret and verify token, and the SMPP connection, of the demo setup.
 pub const DEMO_WHATSAPP_SECRET: &str = "dev-whatsapp-app-secret";
 pub const DEMO_WHATSAPP_VERIFY_TOKEN: &str = "dev-whatsapp-verify-token";
+/// The business phone number id the demo account sends WhatsApp messages from.
+pub const DEMO_WHATSAPP_PHONE_NUMBER_ID: &str = "100000000000001";
 pub const DEMO_SMPP_CONNECTION: &str = "demo-smsc";
 pub const DEMO_SMPP_TOKEN: &str = "dev-smpp-token";
 
@@ -158,10 +160,17 @@ pub async fn run(
         whatsapp: receipts_ingest::config::WhatsappConfig {
             verify_token: Secret::new(DEMO_WHATSAPP_VERIFY_TOKEN),
             app_secret: Secret::new(DEMO_WHATSAPP_SECRET),
+            phone_numbers: BTreeMap::from([(
+                DEMO_WHATSAPP_PHONE_NUMBER_ID.to_owned(),
+                DEMO_ACCOUNT.to_owned(),
+            )]),
         },
         smpp_connections: BTreeMap::from([(
             DEMO_SMPP_CONNECTION.to_owned(),
-            Secret::new(DEMO_SMPP_TOKEN),
+            receipts_ingest::config::SmppConnection {
+                account: DEMO_ACCOUNT.to_owned(),
+                token: Secret::new(DEMO_SMPP_TOKEN),
+            },
         )]),
         create_topics_partitions: create_partitions,
         metrics_listen: String::new(),

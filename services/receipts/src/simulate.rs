@@ -20,7 +20,9 @@ use receipts_domain::{DeliveryStatus, DeliverySummary, StatusCounts, Timestamp};
 use receipts_proto::v1;
 use tokio::sync::Semaphore;
 
-use crate::dev::{DEMO_SMPP_CONNECTION, DEMO_SMPP_TOKEN, DEMO_WHATSAPP_SECRET};
+use crate::dev::{
+    DEMO_SMPP_CONNECTION, DEMO_SMPP_TOKEN, DEMO_WHATSAPP_PHONE_NUMBER_ID, DEMO_WHATSAPP_SECRET,
+};
 use crate::get::{self, Connection};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +47,9 @@ pub struct SimulateArgs {
     /// The WhatsApp app secret ingest checks signatures with.
     #[arg(long, default_value = DEMO_WHATSAPP_SECRET, hide_default_value = true)]
     pub whatsapp_secret: String,
+    /// The business phone number id the WhatsApp statuses come from: one of the account's.
+    #[arg(long, default_value = DEMO_WHATSAPP_PHONE_NUMBER_ID)]
+    pub whatsapp_phone_number_id: String,
     /// The SMPP connection name and its bearer token.
     #[arg(long, default_value = DEMO_SMPP_CONNECTION)]
     pub smpp_connection: String,
@@ -111,6 +116,7 @@ impl Plan {
         messages: u32,
         seed: u64,
         smpp_connection: &str,
+        whatsapp_phone_number_id: &str,
     ) -> Plan {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut plan = Plan::default();
@@ -163,6 +169,7 @@ impl Plan {
                         let at = sent_at + 1 + n as i64 * 2;
                         let request = match route {
                             Route::Whatsapp => Request::Whatsapp(whatsapp_body(
+                                whatsapp_phone_number_id,
                                 &channel_message_id,
                                 raw,
                                 at,
@@ -253,7 +260,13 @@ fn outcome(route: Route, rng: &mut StdRng) -> (Vec<(&'static str, Option<u32>)>,
     }
 }
 
-fn whatsapp_body(id: &str, status: &str, at: i64, error: Option<u32>) -> String {
+fn whatsapp_body(
+    phone_number_id: &str,
+    id: &str,
+    status: &str,
+    at: i64,
+    error: Option<u32>,
+) -> String {
     let mut entry = serde_json::json!({
         "id": id, "status": status, "timestamp": at.to_string(), "recipient_id": "15551234567",
     });
@@ -263,7 +276,9 @@ fn whatsapp_body(id: &str, status: &str, at: i64, error: Option<u32>) -> String 
     serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{ "id": "0", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp", "statuses": [entry]
+            "messaging_product": "whatsapp",
+            "metadata": { "phone_number_id": phone_number_id },
+            "statuses": [entry]
         }}]}]
     })
     .to_string()
@@ -352,6 +367,7 @@ pub async fn run(
         args.messages,
         seed,
         &args.smpp_connection,
+        &args.whatsapp_phone_number_id,
     );
     writeln!(
         out,
@@ -464,8 +480,8 @@ mod tests {
 
     #[test]
     fn a_plan_is_repeatable_and_excludes_chat_participants() {
-        let a = Plan::generate("AC0123456789abcdef0123456789abcdef", 3, 4, 7, "smsc");
-        let b = Plan::generate("AC0123456789abcdef0123456789abcdef", 3, 4, 7, "smsc");
+        let a = Plan::generate("AC0123456789abcdef0123456789abcdef", 3, 4, 7, "smsc", "1");
+        let b = Plan::generate("AC0123456789abcdef0123456789abcdef", 3, 4, 7, "smsc", "1");
         assert_eq!(a.requests.len(), b.requests.len());
         assert_eq!(a.expected.len(), 12);
         let receipts: u64 = a

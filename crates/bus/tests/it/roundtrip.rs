@@ -34,6 +34,7 @@ fn events() -> Vec<DeliveryEvent> {
         DeliveryEvent {
             event_id: "rep-1".into(),
             kind: DeliveryEventKind::Reported(StatusReport {
+                account: AccountSid::parse("AC00000000000000000000000000000001").unwrap(),
                 channel_message_id: id,
                 status: DeliveryStatus::Read,
                 raw_status: "read".into(),
@@ -64,7 +65,7 @@ async fn envelopes_round_trip_through_a_real_broker() {
     for encoding in [Encoding::Protobuf, Encoding::Json] {
         for event in events() {
             let payload = codec::encode(&v1::Envelope::from(&event), encoding);
-            let key = event.channel_message_id().to_string();
+            let key = event.receipt_key().to_string();
             let record = FutureRecord::to(&topic)
                 .key(&key)
                 .payload(&payload)
@@ -102,7 +103,7 @@ async fn envelopes_round_trip_through_a_real_broker() {
             Ok(event) => {
                 assert_eq!(
                     message.key(),
-                    Some(event.channel_message_id().as_str().as_bytes())
+                    Some(event.receipt_key().to_string().as_bytes())
                 );
                 received.push(event);
             }

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use receipts_domain::{
-    AccountSid, ChannelMessageId, IdError, ParticipantSid, ReceiptSid, ReceiptState,
+    AccountSid, ChannelMessageId, IdError, ParticipantSid, ReceiptKey, ReceiptSid, ReceiptState,
     RegisterOutcome, Registration,
 };
 
@@ -95,4 +95,32 @@ proptest! {
         );
         prop_assert_eq!(shown, registration.channel_message_id.channel_message_sid(whatsapp));
     }
+}
+
+proptest! {
+    /// A receipt key reads back from its text form whatever the channel message id holds
+    /// (slashes included), and two accounts' keys of the same id differ, as do their sids.
+    #[test]
+    fn receipt_keys_read_back_and_keep_accounts_apart(
+        id in "[ -~]{1,64}",
+        a in "[0-9a-f]{32}",
+        b in "[0-9a-f]{32}",
+    ) {
+        prop_assume!(a != b);
+        let id = ChannelMessageId::parse(&id).unwrap();
+        let key = |hex: &str| ReceiptKey::new(AccountSid::parse(&format!("AC{hex}")).unwrap(), id.clone());
+        let (ka, kb) = (key(&a), key(&b));
+        prop_assert_eq!(ReceiptKey::parse(&ka.to_string()), Ok(ka.clone()));
+        prop_assert_ne!(ka.to_string(), kb.to_string());
+        prop_assert_ne!(ka.receipt_sid(), kb.receipt_sid());
+    }
+}
+
+#[test]
+fn a_text_that_is_not_a_receipt_key_is_refused() {
+    assert_eq!(ReceiptKey::parse("SM1"), Err(IdError::NotReceiptKey));
+    assert!(matches!(
+        ReceiptKey::parse("nobody/SM1"),
+        Err(IdError::MalformedSid { .. })
+    ));
 }

@@ -60,6 +60,7 @@ pub(crate) fn registration(id: &str, expected_receipts: u32) -> Registration {
 /// A report in canonical words, with no error code.
 pub(crate) fn report(id: &str, status: DeliveryStatus, millis: i64) -> StatusReport {
     StatusReport {
+        account: AccountSid::parse(ACCOUNT).unwrap(),
         channel_message_id: channel_message(id),
         status,
         raw_status: status.as_str().to_owned(),
@@ -78,6 +79,7 @@ pub(crate) fn provider_report(
     millis: i64,
 ) -> StatusReport {
     StatusReport {
+        account: AccountSid::parse(ACCOUNT).unwrap(),
         channel_message_id: channel_message(id),
         status: map_provider_status(source, raw).expect("test provider statuses are known"),
         raw_status: raw.to_owned(),

@@ -6,11 +6,11 @@ use proptest::collection::SizeRange;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use receipts_domain::{
-    DeliveryStatus, DeliverySummary, ReceiptState, RegisterOutcome, Registration, ReportOutcome,
-    StatusCounts, StatusReport, StatusSource, map_provider_status,
+    AccountSid, DeliveryStatus, DeliverySummary, ReceiptState, RegisterOutcome, Registration,
+    ReportOutcome, StatusCounts, StatusReport, StatusSource, map_provider_status,
 };
 
-use crate::{Message, at, channel_message, registration, rule_key};
+use crate::{ACCOUNT, Message, at, channel_message, registration, rule_key};
 
 const ID: &str = "SM00000000000000000000000000000001";
 
@@ -78,6 +78,7 @@ fn any_report() -> impl Strategy<Value = StatusReport> {
         .prop_map(|(status, tick, error_code, pick)| {
             let (source, raw) = word(status, pick);
             StatusReport {
+                account: AccountSid::parse(ACCOUNT).unwrap(),
                 channel_message_id: channel_message(ID),
                 status,
                 raw_status: raw.to_owned(),

@@ -53,6 +53,7 @@ fn hand_written_json_events_decode() {
         "eventId": "manual-1",
         "occurredAt": "2026-11-27T10:00:00Z",
         "statusReported": {
+            "accountSid": "AC0123456789abcdef0123456789abcdef",
             "channelMessageId": "SM0123456789abcdef0123456789abcdef",
             "rawStatus": "undelivered",
             "errorCode": 30005,

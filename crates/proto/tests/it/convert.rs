@@ -65,6 +65,7 @@ fn the_wire_receipt_shows_the_twilio_shaped_channel_message_sid_beside_the_verba
 #[test]
 fn a_report_without_a_mapped_status_is_mapped_from_its_raw_status() {
     let wire = v1::StatusReported {
+        account_sid: "AC00000000000000000000000000000001".into(),
         channel_message_id: "smpp:eu:42".into(),
         raw_status: "UNDELIV".into(),
         status: v1::DeliveryStatus::Unspecified.into(),
@@ -98,6 +99,7 @@ fn invalid_wire_values_name_the_field() {
     assert!(err.to_string().contains("`conversation_sid`"), "{err}");
 
     let unknown = v1::StatusReported {
+        account_sid: "AC00000000000000000000000000000001".into(),
         channel_message_id: "SM1".into(),
         raw_status: "teleported".into(),
         source: v1::StatusSource::TwilioMessaging.into(),
@@ -107,6 +109,17 @@ fn invalid_wire_values_name_the_field() {
     let err = receipts_domain::StatusReport::try_from(&unknown).unwrap_err();
     assert!(matches!(err, ConversionError::UnknownStatus(_)), "{err}");
     assert!(err.to_string().contains("teleported"), "{err}");
+
+    // A report belongs to an account: without one it is refused, naming the field.
+    let anonymous = v1::StatusReported {
+        account_sid: String::new(),
+        ..v1::StatusReported::from(&report("SM1", DeliveryStatus::Read))
+    };
+    let err = receipts_domain::StatusReport::try_from(&anonymous).unwrap_err();
+    assert!(
+        matches!(err, ConversionError::Missing("account_sid")),
+        "{err}"
+    );
 
     let no_time = v1::StatusReported {
         provider_timestamp: None,
@@ -179,6 +192,7 @@ proptest! {
         let receipt = Receipt {
             sid: reg.receipt_sid(),
             report: has_report.then(|| receipts_domain::StatusReport {
+                account: reg.account.clone(),
                 channel_message_id: reg.channel_message_id.clone(),
                 status,
                 raw_status: format!("raw-{status}"),

@@ -25,6 +25,7 @@ pub(crate) fn registration(channel_message_id: &str) -> Registration {
 
 pub(crate) fn report(channel_message_id: &str, status: DeliveryStatus) -> StatusReport {
     StatusReport {
+        account: AccountSid::parse("AC00000000000000000000000000000001").unwrap(),
         channel_message_id: ChannelMessageId::parse(channel_message_id).unwrap(),
         status,
         raw_status: status.as_str().to_owned(),

@@ -87,6 +87,7 @@ pub(crate) fn provider_report(
     millis: i64,
 ) -> StatusReport {
     StatusReport {
+        account: AccountSid::parse(ACCOUNT).unwrap(),
         channel_message_id: channel_message(id),
         status: map_provider_status(source, raw).expect("test provider statuses are known"),
         raw_status: raw.to_owned(),

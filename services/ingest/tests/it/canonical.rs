@@ -52,7 +52,7 @@ async fn registrations_and_reports_are_stored_in_order() {
     assert_eq!(response.event_ids(), ["reg-1", "rep-delivered"]);
     // Same key, so the same partition and the posted order.
     let produced = read_events(&reader, 2).await;
-    assert!(produced.iter().all(|p| p.key == SM));
+    assert!(produced.iter().all(|p| p.key == format!("{ACCOUNT}/{SM}")));
     let DeliveryEventKind::Registered(registration) = &produced[0].event.kind else {
         panic!("a registration first: {:?}", produced[0].event);
     };

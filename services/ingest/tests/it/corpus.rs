@@ -9,6 +9,8 @@ use receipts_ingest::smpp::parse_smpp_receipt;
 use receipts_ingest::twilio::parse_twilio_form;
 use receipts_ingest::whatsapp::parse_whatsapp;
 
+use crate::support::{account, whatsapp_account};
+
 fn samples(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -53,7 +55,7 @@ fn twilio_corpus() {
 fn whatsapp_corpus() {
     for (name, body) in samples("parse_whatsapp") {
         // A sample named `err-` has a status that is refused (skipped in a request).
-        let outcome = parse_whatsapp(&body)
+        let outcome = parse_whatsapp(&body, whatsapp_account)
             .map_err(|e| e.to_string())
             .and_then(|parsed| match parsed.skipped.first() {
                 Some(skipped) => Err(skipped.to_string()),
@@ -67,7 +69,7 @@ fn whatsapp_corpus() {
 fn smpp_corpus() {
     for (name, body) in samples("parse_smpp_receipt") {
         let outcome = match std::str::from_utf8(&body) {
-            Ok(text) => parse_smpp_receipt("corpus", text)
+            Ok(text) => parse_smpp_receipt(&account(), "corpus", text)
                 .map(|_| 1)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

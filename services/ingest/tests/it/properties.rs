@@ -9,6 +9,8 @@ use receipts_ingest::smpp::parse_smpp_receipt;
 use receipts_ingest::twilio::{parse_twilio_form, twilio_signature, verify_twilio_signature};
 use receipts_ingest::whatsapp::parse_whatsapp;
 
+use crate::support::{account, whatsapp_account};
+
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -55,9 +57,9 @@ proptest! {
     #[test]
     fn no_input_panics(data in prop::collection::vec(any::<u8>(), 0..512), text in ".{0,256}") {
         let _ = parse_twilio_form(&data, Timestamp::EPOCH);
-        let _ = parse_whatsapp(&data);
-        let _ = parse_smpp_receipt("p", &text);
-        let _ = parse_smpp_receipt("p", &String::from_utf8_lossy(&data));
+        let _ = parse_whatsapp(&data, whatsapp_account);
+        let _ = parse_smpp_receipt(&account(), "p", &text);
+        let _ = parse_smpp_receipt(&account(), "p", &String::from_utf8_lossy(&data));
     }
 
     #[test]
@@ -70,10 +72,10 @@ proptest! {
         let twilio = corpus("parse_twilio_form");
         let _ = parse_twilio_form(&mutate(&twilio[which.index(twilio.len())], cut, flip, byte), Timestamp::EPOCH);
         let whatsapp = corpus("parse_whatsapp");
-        let _ = parse_whatsapp(&mutate(&whatsapp[which.index(whatsapp.len())], cut, flip, byte));
+        let _ = parse_whatsapp(&mutate(&whatsapp[which.index(whatsapp.len())], cut, flip, byte), whatsapp_account);
         let smpp = corpus("parse_smpp_receipt");
         let data = mutate(&smpp[which.index(smpp.len())], cut, flip, byte);
-        let _ = parse_smpp_receipt("p", &String::from_utf8_lossy(&data));
+        let _ = parse_smpp_receipt(&account(), "p", &String::from_utf8_lossy(&data));
     }
 
     #[test]
@@ -102,7 +104,7 @@ proptest! {
             .collect();
         text.push(format!("{}:{err:03}", any_case("err", &upper)));
         text.push(format!("{}:id:x stat:NOPE", any_case("text", &upper)));
-        let report = report_of(parse_smpp_receipt("c", &text.join(" ")).unwrap().kind);
+        let report = report_of(parse_smpp_receipt(&account(), "c", &text.join(" ")).unwrap().kind);
         prop_assert_eq!(report.channel_message_id.as_str(), format!("smpp:c:{id}"));
         prop_assert_eq!(report.raw_status.as_str(), stat);
         prop_assert_eq!(report.error_code, (err != 0).then_some(err));

@@ -2,7 +2,9 @@
 
 use receipts_domain::{DeliveryStatus, StatusSource};
 
-use crate::support::{Harness, SMPP_CONNECTION, SMPP_TOKEN, assert_nothing_written, read_events};
+use crate::support::{
+    ACCOUNT, Harness, SMPP_CONNECTION, SMPP_TOKEN, assert_nothing_written, read_events,
+};
 
 const RECEIPT: &str = "id:0123456789 sub:001 dlvrd:000 submit date:2403011230 done date:2403011234 stat:UNDELIV err:005 text:Hello";
 
@@ -24,7 +26,10 @@ async fn receipts_are_scoped_by_connection_and_timed_by_done_date() {
         .await;
     assert_eq!(response.status, 200, "{:?}", response.json());
     let produced = read_events(&reader, 1).await;
-    assert_eq!(produced[0].key, "smpp:smsc-eu:0123456789");
+    assert_eq!(
+        produced[0].key,
+        format!("{ACCOUNT}/smpp:smsc-eu:0123456789")
+    );
     let report = produced[0].report();
     assert_eq!(report.status, DeliveryStatus::Undelivered);
     assert_eq!(report.raw_status, "UNDELIV");

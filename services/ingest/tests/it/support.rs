@@ -9,8 +9,8 @@ use receipts_bus::Record;
 use receipts_bus::record::decode_delivery_event;
 use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames, TopicSpec};
-use receipts_domain::{DeliveryEvent, DeliveryEventKind, StatusReport};
-use receipts_ingest::{IngestConfig, WhatsappConfig};
+use receipts_domain::{AccountSid, DeliveryEvent, DeliveryEventKind, StatusReport};
+use receipts_ingest::{IngestConfig, SmppConnection, WhatsappConfig};
 use receipts_runtime::config::Secret;
 use receipts_runtime::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +27,25 @@ pub(crate) const VERIFY_TOKEN: &str = "meta-verify-token";
 pub(crate) const APP_SECRET: &str = "meta-app-secret";
 pub(crate) const SMPP_CONNECTION: &str = "smsc-eu";
 pub(crate) const SMPP_TOKEN: &str = "smsc-eu-token";
+/// The business phone number `ACCOUNT` sends WhatsApp messages from, and one of `OTHER_ACCOUNT`.
+pub(crate) const WHATSAPP_NUMBER: &str = "106540352242922";
+pub(crate) const OTHER_WHATSAPP_NUMBER: &str = "106540352242923";
+/// `OTHER_ACCOUNT`'s SMSC connection.
+pub(crate) const OTHER_SMPP_CONNECTION: &str = "smsc-other";
+pub(crate) const OTHER_SMPP_TOKEN: &str = "smsc-other-token";
+
+pub(crate) fn account() -> AccountSid {
+    AccountSid::parse(ACCOUNT).unwrap()
+}
+
+/// The account owning a WhatsApp business number, as the test configuration maps them.
+pub(crate) fn whatsapp_account(number: &str) -> Option<AccountSid> {
+    match number {
+        WHATSAPP_NUMBER => Some(account()),
+        OTHER_WHATSAPP_NUMBER => Some(AccountSid::parse(OTHER_ACCOUNT).unwrap()),
+        _ => None,
+    }
+}
 pub(crate) const BODY_LIMIT: usize = 16 * 1024;
 
 pub(crate) struct Harness {
@@ -51,8 +70,25 @@ pub(crate) fn config(kafka: KafkaSettings, topics: TopicNames) -> IngestConfig {
         whatsapp: WhatsappConfig {
             verify_token: Secret::new(VERIFY_TOKEN),
             app_secret: Secret::new(APP_SECRET),
+            phone_numbers: [
+                (WHATSAPP_NUMBER.to_owned(), ACCOUNT.to_owned()),
+                (OTHER_WHATSAPP_NUMBER.to_owned(), OTHER_ACCOUNT.to_owned()),
+            ]
+            .into(),
         },
-        smpp_connections: [(SMPP_CONNECTION.to_owned(), Secret::new(SMPP_TOKEN))].into(),
+        smpp_connections: [
+            (SMPP_CONNECTION, ACCOUNT, SMPP_TOKEN),
+            (OTHER_SMPP_CONNECTION, OTHER_ACCOUNT, OTHER_SMPP_TOKEN),
+        ]
+        .into_iter()
+        .map(|(name, account, token)| {
+            let connection = SmppConnection {
+                account: account.to_owned(),
+                token: Secret::new(token),
+            };
+            (name.to_owned(), connection)
+        })
+        .collect(),
         body_limit_bytes: BODY_LIMIT,
         produce_timeout_ms: 15_000,
         retry_after_secs: 7,
@@ -191,7 +227,7 @@ pub(crate) async fn assert_nothing_written(harness: &Harness, reader: &StreamCon
     let next = read_events(reader, 1).await;
     assert_eq!(
         next[0].key,
-        format!("smpp:{SMPP_CONNECTION}:{id}"),
+        format!("{ACCOUNT}/smpp:{SMPP_CONNECTION}:{id}"),
         "a record was written before the sentinel: {:?}",
         next[0].event
     );

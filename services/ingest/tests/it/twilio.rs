@@ -42,7 +42,7 @@ async fn signed_callbacks_become_status_reports() {
 
     let produced = read_events(&reader, 2).await;
     for record in &produced {
-        assert_eq!(record.key, SM);
+        assert_eq!(record.key, format!("{ACCOUNT}/{SM}"));
         assert_eq!(record.content_type, "application/x-protobuf");
         assert_eq!(record.event.event_id, first.event_ids()[0]);
         let report = record.report();

@@ -3,7 +3,10 @@
 use receipts_domain::{DeliveryStatus, StatusSource};
 use receipts_ingest::whatsapp::hub_signature;
 
-use crate::support::{APP_SECRET, Harness, VERIFY_TOKEN, assert_nothing_written, read_events};
+use crate::support::{
+    ACCOUNT, APP_SECRET, Harness, VERIFY_TOKEN, WHATSAPP_NUMBER, assert_nothing_written,
+    read_events,
+};
 
 const PATH: &str = "/v1/whatsapp/webhook";
 
@@ -23,7 +26,9 @@ fn statuses(items: &[(&str, &str, &str)]) -> String {
         .collect();
     format!(
         r#"{{"object": "whatsapp_business_account", "entry": [{{"id": "1", "changes": [{{"field": "messages",
-            "value": {{"messaging_product": "whatsapp", "statuses": [{}]}}}}]}}]}}"#,
+            "value": {{"messaging_product": "whatsapp",
+                "metadata": {{"display_phone_number": "15550001111", "phone_number_id": "{WHATSAPP_NUMBER}"}},
+                "statuses": [{}]}}}}]}}]}}"#,
         statuses.join(",")
     )
 }
@@ -49,8 +54,8 @@ async fn the_verification_handshake_echoes_the_challenge() {
     harness.stop().await;
 }
 
-/// One signed POST with several statuses becomes one event per status, keyed by wamid, with the
-/// provider timestamp and error code.
+/// One signed POST with several statuses becomes one event per status, keyed by the number's
+/// account and the wamid, with the provider timestamp and error code.
 #[tokio::test]
 async fn every_status_of_a_signed_post_is_stored() {
     let harness = Harness::start().await;
@@ -81,7 +86,7 @@ async fn every_status_of_a_signed_post_is_stored() {
         .map(|p| {
             let r = p.report();
             (
-                p.key.as_str(),
+                p.key.strip_prefix(&format!("{ACCOUNT}/")).unwrap(),
                 r.status,
                 r.provider_time.unix_millis(),
                 r.error_code,

@@ -2,11 +2,11 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use receipts_domain::{ChannelMessageId, DeliveryStatus};
+use receipts_domain::DeliveryStatus;
 use receipts_proto::codec::Encoding;
 use receipts_store::{ProjectorStore, SledProjectorStore};
 
-use crate::support::{Harness, assert_no_more, read_updates, registration, report, sid};
+use crate::support::{Harness, assert_no_more, key, read_updates, registration, report, sid};
 
 /// Reports before their registration are parked and applied when it arrives; duplicates and
 /// stale reports emit nothing; every change emits exactly one update with version + 1, keyed by
@@ -80,10 +80,7 @@ async fn either_order_one_update_per_change() {
     shutdown.cancel();
     running.await.unwrap();
     let store = SledProjectorStore::open(dir.path()).unwrap();
-    let a = store
-        .state(&ChannelMessageId::parse("wamid.a").unwrap())
-        .unwrap()
-        .unwrap();
+    let a = store.state(&key("wamid.a")).unwrap().unwrap();
     assert_eq!(a.receipt().unwrap().status(), DeliveryStatus::Read);
     assert!(
         store.parked().unwrap().is_empty(),

@@ -1,5 +1,6 @@
 //! The projector against a real broker: unique topics, a temp sled dir per instance.
 
+mod accounts;
 mod crash;
 mod flow;
 mod handoff;

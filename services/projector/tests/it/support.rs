@@ -16,8 +16,9 @@ use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, MessageSid, ParticipantSid, ReceiptChange, ReceiptSid, ReceiptState,
-    RegisterOutcome, Registration, ReportOutcome, StatusReport, StatusSource, Timestamp,
+    DeliveryStatus, MessageSid, ParticipantSid, ReceiptChange, ReceiptKey, ReceiptSid,
+    ReceiptState, RegisterOutcome, Registration, ReportOutcome, StatusReport, StatusSource,
+    Timestamp,
 };
 use receipts_projector::{BatchConfig, ProjectorConfig};
 use receipts_proto::codec::{self, Encoding};
@@ -93,7 +94,7 @@ impl Harness {
         let mut acks = Vec::new();
         for event in events {
             let payload = codec::encode(&v1::Envelope::from(event), encoding);
-            let key = event.channel_message_id().to_string();
+            let key = event.receipt_key().to_string();
             let record = FutureRecord::to(&self.topics.delivery_events)
                 .key(&key)
                 .payload(&payload)
@@ -162,6 +163,25 @@ pub(crate) fn sid(prefix: &str, n: u64) -> String {
     format!("{prefix}{n:032x}")
 }
 
+/// The key of `ACCOUNT`'s receipt of a channel message.
+pub(crate) fn key(channel_message_id: &str) -> ReceiptKey {
+    ReceiptKey::new(
+        AccountSid::parse(ACCOUNT).unwrap(),
+        ChannelMessageId::parse(channel_message_id).unwrap(),
+    )
+}
+
+/// The same event, registered or reported for another account.
+pub(crate) fn of_account(mut event: DeliveryEvent, account: &str) -> DeliveryEvent {
+    let account = AccountSid::parse(account).unwrap();
+    match &mut event.kind {
+        DeliveryEventKind::Registered(r) => r.account = account,
+        DeliveryEventKind::Reported(r) => r.account = account,
+    }
+    event.event_id = format!("{}-{}", event.event_id, event.receipt_key().account);
+    event
+}
+
 pub(crate) fn registration(
     channel_message_id: &str,
     conversation: u64,
@@ -194,6 +214,7 @@ pub(crate) fn report(
     DeliveryEvent {
         event_id: format!("rep-{channel_message_id}-{status}-{at_millis}"),
         kind: DeliveryEventKind::Reported(StatusReport {
+            account: AccountSid::parse(ACCOUNT).unwrap(),
             channel_message_id: ChannelMessageId::parse(channel_message_id).unwrap(),
             status,
             raw_status: status.as_str().to_owned(),
@@ -279,19 +300,17 @@ pub(crate) fn workload(seed: u64, messages: u64, conversations: u64) -> Vec<Deli
 /// A channel message's events share a key, so a partition, and the idempotent producer keeps
 /// their order: log order per message is production order. The versions are therefore exact.
 pub(crate) struct Model {
-    states: HashMap<ChannelMessageId, ReceiptState>,
+    states: HashMap<ReceiptKey, ReceiptState>,
     /// Per receipt, its changes by version (version 1 first).
     changes: HashMap<ReceiptSid, Vec<ReceiptChange>>,
 }
 
 impl Model {
     pub(crate) fn of(events: &[DeliveryEvent]) -> Self {
-        let mut states: HashMap<ChannelMessageId, ReceiptState> = HashMap::new();
+        let mut states: HashMap<ReceiptKey, ReceiptState> = HashMap::new();
         let mut changes: HashMap<ReceiptSid, Vec<ReceiptChange>> = HashMap::new();
         for event in events {
-            let state = states
-                .entry(event.channel_message_id().clone())
-                .or_default();
+            let state = states.entry(event.receipt_key()).or_default();
             let change = match event.kind.clone() {
                 DeliveryEventKind::Registered(r) => match state.register(r) {
                     Ok(RegisterOutcome::Changed(change)) => Some(change),
@@ -386,13 +405,13 @@ impl Model {
             self.states.len(),
             differ[..differ.len().min(3)].join("; ")
         );
-        let parked: BTreeMap<ChannelMessageId, Option<StatusReport>> = store
+        let parked: BTreeMap<ReceiptKey, Option<StatusReport>> = store
             .parked()
             .unwrap()
             .into_iter()
-            .map(|entry| (entry.channel_message_id, entry.report))
+            .map(|entry| (entry.key, entry.report))
             .collect();
-        let expected: BTreeMap<ChannelMessageId, Option<StatusReport>> = self
+        let expected: BTreeMap<ReceiptKey, Option<StatusReport>> = self
             .states
             .iter()
             .filter_map(|(id, state)| {
@@ -401,7 +420,7 @@ impl Model {
             })
             .collect();
         assert!(!expected.is_empty(), "the workload parks some reports");
-        let differ: Vec<&ChannelMessageId> = parked
+        let differ: Vec<&ReceiptKey> = parked
             .keys()
             .chain(expected.keys())
             .filter(|id| parked.get(*id) != expected.get(*id))

@@ -308,7 +308,15 @@ impl Projection {
         at: i64,
         error_code: Option<u32>,
     ) {
+        let state = self.states.entry(cmid.to_owned()).or_default();
+        // The projection keys its states by channel message id alone: a report is for the
+        // account that registered it.
+        let account = state.registration.as_ref().map_or_else(
+            || AccountSid::parse(ACCOUNT).unwrap(),
+            |r| r.account.clone(),
+        );
         let report = StatusReport {
+            account,
             channel_message_id: ChannelMessageId::parse(cmid).unwrap(),
             status,
             raw_status: status.as_str().to_owned(),
@@ -316,12 +324,7 @@ impl Projection {
             provider_time: Timestamp::from_unix_millis(at),
             source: StatusSource::TwilioMessaging,
         };
-        if let ReportOutcome::Changed(change) = self
-            .states
-            .entry(cmid.to_owned())
-            .or_default()
-            .apply_report(report)
-        {
+        if let ReportOutcome::Changed(change) = state.apply_report(report) {
             self.changes.push(change);
         }
     }

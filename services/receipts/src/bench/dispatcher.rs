@@ -23,8 +23,8 @@ use receipts_bus::KafkaSettings;
 use receipts_dispatcher::DispatcherConfig;
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, MessageSid, ParticipantSid, ReceiptSid, Registration, StatusReport,
-    StatusSource, Timestamp,
+    DeliveryStatus, MessageSid, ParticipantSid, Registration, StatusReport, StatusSource,
+    Timestamp,
 };
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
@@ -407,6 +407,7 @@ fn receipt_events(count: usize, offset: usize) -> (Vec<DeliveryEvent>, Vec<Deliv
         reports.push(DeliveryEvent {
             event_id: format!("dlr:{id}"),
             kind: DeliveryEventKind::Reported(StatusReport {
+                account: account.clone(),
                 channel_message_id: id,
                 status: DeliveryStatus::Delivered,
                 raw_status: "delivered".into(),
@@ -521,14 +522,13 @@ async fn measure_end_to_end(
     // The measured phase: one report per tick, each its own request, never waiting for answers.
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let failed = Arc::new(AtomicU64::new(0));
-    let account = AccountSid::parse(DEMO_ACCOUNT)?;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut requests = Vec::with_capacity(reports.len());
     for event in &reports {
         ticker.tick().await;
-        let receipt = ReceiptSid::for_channel_message(&account, event.channel_message_id());
+        let receipt = event.receipt_key().receipt_sid();
         let body = batch_body(std::slice::from_ref(event))?;
         let (sent, failed) = (sent.clone(), failed.clone());
         let request = post(body);

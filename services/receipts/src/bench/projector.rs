@@ -65,7 +65,7 @@ async fn measure(
         .iter()
         .map(|event| {
             (
-                event.channel_message_id().as_str().as_bytes().to_vec(),
+                event.receipt_key().to_string().into_bytes(),
                 codec::encode(&v1::Envelope::from(event), Encoding::Protobuf),
             )
         })

@@ -80,12 +80,12 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
                     event.kind,
                     receipts_domain::DeliveryEventKind::Registered(_)
                 ) {
-                    keep.insert(event.channel_message_id().clone());
+                    keep.insert(event.receipt_key());
                 }
             }
             workload
                 .events
-                .retain(|event| keep.contains(event.channel_message_id()));
+                .retain(|event| keep.contains(&event.receipt_key()));
             break (workload, keep);
         }
         reports += reports / 4;
@@ -100,7 +100,7 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
         .events
         .iter()
         .map(|event| {
-            let key = event.channel_message_id().as_str().as_bytes().to_vec();
+            let key = event.receipt_key().to_string().into_bytes();
             let partition = (key.iter().map(|b| *b as u32).sum::<u32>() % PARTITIONS as u32) as i32;
             let offset = next_offset.entry(partition).or_insert(0);
             *offset += 1;
@@ -155,7 +155,7 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
     for id in &kept {
         if let Some(state) = projector.state(id)? {
             projector_logical += 2
-                + id.as_str().len()
+                + id.to_string().len()
                 + codec::encode(&v1::StoredReceiptState::from(&state), Encoding::Protobuf).len();
         }
     }

@@ -14,8 +14,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    MessageSid, ParticipantSid, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
-    ReportOutcome, StatusReport, StatusSource, Timestamp, map_provider_status,
+    MessageSid, ParticipantSid, ReceiptChange, ReceiptKey, ReceiptState, RegisterOutcome,
+    Registration, ReportOutcome, StatusReport, StatusSource, Timestamp, map_provider_status,
 };
 
 use crate::dev::{DEMO_ACCOUNT, DEMO_SMPP_CONNECTION};
@@ -131,6 +131,7 @@ pub fn generate(reports: usize, seed: u64) -> Workload {
             {
                 let at = sent_at + 800 * (step as i64 + 1) + rng.random_range(0..400);
                 let report = StatusReport {
+                    account: account.clone(),
                     channel_message_id: id.clone(),
                     status: map_provider_status(source, raw)
                         .expect("generated raw statuses are known"),
@@ -166,10 +167,10 @@ pub fn generate(reports: usize, seed: u64) -> Workload {
 /// its own records, so this is exactly what the projector emits (interleaved differently across
 /// partitions).
 pub fn changes(events: &[DeliveryEvent]) -> Vec<ReceiptChange> {
-    let mut states: HashMap<&ChannelMessageId, ReceiptState> = HashMap::new();
+    let mut states: HashMap<ReceiptKey, ReceiptState> = HashMap::new();
     let mut changes = Vec::new();
     for event in events {
-        let state = states.entry(event.channel_message_id()).or_default();
+        let state = states.entry(event.receipt_key()).or_default();
         match &event.kind {
             DeliveryEventKind::Registered(registration) => {
                 if let Ok(RegisterOutcome::Changed(change)) = state.register(registration.clone()) {
@@ -186,12 +187,12 @@ pub fn changes(events: &[DeliveryEvent]) -> Vec<ReceiptChange> {
     changes
 }
 
-/// Distinct receipts (registered channel messages) among `events`.
+/// Distinct receipts (registered channel messages of an account) among `events`.
 pub fn receipts(events: &[DeliveryEvent]) -> usize {
     events
         .iter()
         .filter(|e| matches!(e.kind, DeliveryEventKind::Registered(_)))
-        .map(|e| e.channel_message_id())
+        .map(|e| e.receipt_key())
         .collect::<std::collections::HashSet<_>>()
         .len()
 }

@@ -74,7 +74,7 @@ impl Stream {
                         };
                         let payload =
                             codec::encode(&v1::Envelope::from(&event), Encoding::Protobuf);
-                        let key = event.channel_message_id().as_str().to_owned();
+                        let key = event.receipt_key().to_string();
                         let mut attempts = 0;
                         let ack = loop {
                             let record = FutureRecord::to(&topic).key(&key).payload(&payload);

@@ -18,9 +18,9 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, DeliverySummary, MessageSid, ParticipantSid, ReceiptChange, ReceiptSid,
-    ReceiptState, RegisterOutcome, Registration, ReportOutcome, StatusCounts, StatusReport,
-    StatusSource, Timestamp,
+    DeliveryStatus, DeliverySummary, MessageSid, ParticipantSid, ReceiptChange, ReceiptKey,
+    ReceiptSid, ReceiptState, RegisterOutcome, Registration, ReportOutcome, StatusCounts,
+    StatusReport, StatusSource, Timestamp,
 };
 
 pub(crate) const ACCOUNT: &str = "AC0000000000000000000000000000fa17";
@@ -120,6 +120,7 @@ impl Workload {
                 events.push(DeliveryEvent {
                     event_id: format!("rep-{id}-{n}"),
                     kind: DeliveryEventKind::Reported(StatusReport {
+                        account: AccountSid::parse(ACCOUNT).expect("the account sid"),
                         channel_message_id: id.clone(),
                         status,
                         raw_status: status.as_str().to_owned(),
@@ -161,17 +162,14 @@ fn fires(change: &ReceiptChange, previous: Option<&ReceiptChange>) -> bool {
 /// What a never-stopped system makes of the events produced so far.
 #[derive(Default)]
 pub(crate) struct Model {
-    states: HashMap<ChannelMessageId, ReceiptState>,
+    states: HashMap<ReceiptKey, ReceiptState>,
     /// Per receipt, its changes by version (version 1 first).
     changes: HashMap<ReceiptSid, Vec<ReceiptChange>>,
 }
 
 impl Model {
     pub(crate) fn apply(&mut self, event: &DeliveryEvent) {
-        let state = self
-            .states
-            .entry(event.channel_message_id().clone())
-            .or_default();
+        let state = self.states.entry(event.receipt_key()).or_default();
         let change = match event.kind.clone() {
             DeliveryEventKind::Registered(r) => match state.register(r) {
                 Ok(RegisterOutcome::Changed(change)) => Some(change),

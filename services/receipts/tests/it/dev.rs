@@ -2,7 +2,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use receipts::dev::{
-    DEMO_ACCOUNT, DEMO_SMPP_CONNECTION, DEMO_SMPP_TOKEN, DEMO_TOKEN, DEMO_WHATSAPP_SECRET, DevArgs,
+    DEMO_ACCOUNT, DEMO_SMPP_CONNECTION, DEMO_SMPP_TOKEN, DEMO_TOKEN, DEMO_WHATSAPP_PHONE_NUMBER_ID,
+    DEMO_WHATSAPP_SECRET, DevArgs,
 };
 use receipts::get::Connection;
 use receipts::simulate::SimulateArgs;
@@ -113,6 +114,7 @@ async fn dev_plus_simulate_converges_and_calls_every_webhook() {
             connection: connection.clone(),
             seed: Some(42 + run),
             whatsapp_secret: DEMO_WHATSAPP_SECRET.into(),
+            whatsapp_phone_number_id: DEMO_WHATSAPP_PHONE_NUMBER_ID.into(),
             smpp_connection: DEMO_SMPP_CONNECTION.into(),
             smpp_token: DEMO_SMPP_TOKEN.into(),
             settle_secs: 60,
