@@ -210,7 +210,8 @@ pub async fn run(
         if broker.is_none() {
             receipts_bus::topics::ensure_topics(&kafka, &topics.specs(args.partitions)).await?;
         }
-        configure_webhook(&kafka, &topics, &format!("http://{address}{}", sink::PATH)).await?;
+        let url = format!("http://{address}{}", sink::PATH);
+        configure_webhook(&kafka, &topics, DEMO_ACCOUNT, &url).await?;
     }
     let registry = Metrics::new();
     let services = tokio::spawn({
@@ -270,16 +271,18 @@ pub async fn run(
     result
 }
 
-/// Points the demo account's post-webhook, filtered on onDeliveryUpdated, at `url`.
-async fn configure_webhook(
+/// Points `account`'s post-webhook, filtered on onDeliveryUpdated, at `url`, by writing its
+/// configuration record to `webhook-configs`.
+pub async fn configure_webhook(
     kafka: &KafkaSettings,
     topics: &TopicNames,
+    account: &str,
     url: &str,
 ) -> anyhow::Result<()> {
     use receipts_proto::codec::{self, Encoding};
     use receipts_proto::v1;
     let mut config = v1::WebhookConfig {
-        account_sid: DEMO_ACCOUNT.to_owned(),
+        account_sid: account.to_owned(),
         method: "POST".into(),
         filters: vec!["onDeliveryUpdated".into()],
         post_webhook_url: url.to_owned(),

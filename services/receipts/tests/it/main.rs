@@ -3,3 +3,4 @@
 mod bench;
 mod compose;
 mod dev;
+mod tenants;
