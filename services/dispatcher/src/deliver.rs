@@ -8,10 +8,12 @@
 //!   the endpoint's deliveries wait (still pending in sled), then a single probe decides whether
 //!   it closes again.
 //!
-//! Order: a delivery whose receipt version is not newer than the newest version already
-//! delivered to the same webhook is dropped as stale (counted, never sent), and every request
-//! carries the version in `X-Receipts-Receipt-Version`. Two versions in flight at the same
-//! moment may still arrive out of order; the receiver can tell by that header or `DateUpdated`.
+//! Order: the versions of one receipt go to a webhook one at a time, in version order, through
+//! the receipt's lane ([`crate::lanes`]); different receipts are in flight to an endpoint at
+//! once, and a receipt waiting for its retry holds back only itself. A delivery whose receipt
+//! version is not newer than the newest version already delivered to the same webhook is
+//! dropped as stale (counted, never sent), and every request carries the version in
+//! `X-Receipts-Receipt-Version`.
 //!
 //! Outcomes are *settled*: delivered → the delivered version is raised and the delivery marked
 //! settled; a transient failure → the next attempt is produced to the retry topic (to the same
@@ -47,6 +49,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
 use crate::job::{DUE_AT_HEADER, DeliveryJob};
+use crate::lanes::Lanes;
 use crate::metrics::{DispatcherMetrics, ScopeLabel};
 use crate::progress::{ChangelogProgress, Unsettled};
 use crate::store::{DispatcherStore, Entry, SETTLED, delivered_entry, progress_entry};
@@ -89,7 +92,7 @@ struct Endpoint {
     breaker: Mutex<Breaker>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -134,6 +137,7 @@ pub(crate) struct Deliverer {
     due: Mutex<BTreeMap<(i64, Vec<u8>), DeliveryJob>>,
     /// Every attempt between its enqueueing and its settlement, by token and attempt.
     pending: Mutex<std::collections::HashSet<(String, u32)>>,
+    lanes: Lanes,
     wake: Notify,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     tracker: TaskTracker,
@@ -146,6 +150,7 @@ impl Deliverer {
             context,
             due: Mutex::default(),
             pending: Mutex::default(),
+            lanes: Lanes::default(),
             wake: Notify::new(),
             endpoints: Mutex::default(),
             tracker: TaskTracker::new(),
@@ -199,6 +204,21 @@ impl Deliverer {
         for endpoint in lock(&self.endpoints).values() {
             lock(&endpoint.queue).retain(|job| forget(job));
         }
+        let lanes = self.lanes.forget(|source| {
+            partitions
+                .iter()
+                .any(|p| p.topic == source.topic && p.partition == source.partition)
+        });
+        for job in &lanes.dropped {
+            forget(job);
+        }
+        if !lanes.released.is_empty() {
+            let mut due = lock(&self.due);
+            for job in lanes.released {
+                due.insert((job.due_at_ms, job.pending_key()), job);
+            }
+            self.wake.notify_one();
+        }
         for partition in partitions {
             self.context.unsettled.forget(partition);
         }
@@ -230,7 +250,9 @@ impl Deliverer {
                 (ready, due.keys().next().map(|(at, _)| *at))
             };
             for job in ready.into_values() {
-                self.endpoint(&job.webhook_key).push(job);
+                if let Some(job) = self.lanes.admit(job) {
+                    self.endpoint(&job.webhook_key).push(job);
+                }
             }
             let wait = next.map_or(Duration::from_secs(3600), |at| {
                 Duration::from_millis((at - now).max(1) as u64)
@@ -548,7 +570,7 @@ impl Deliverer {
 
     /// Records how an attempt ended: in the changelog (acknowledged) first, then locally; then
     /// the attempt stops holding back its partition's committed offset.
-    async fn settle(&self, job: DeliveryJob, settlement: Settlement) {
+    async fn settle(self: &Arc<Self>, job: DeliveryJob, settlement: Settlement) {
         let cx = &self.context;
         let mut entries: Vec<Entry> = Vec::with_capacity(2);
         match settlement {
@@ -630,6 +652,13 @@ impl Deliverer {
             cx.unsettled.remove(source);
         }
         lock(&self.pending).remove(&(job.token.clone(), job.attempt));
+        // Delivered or ended for good: the receipt's next version may go. A retry keeps the
+        // lane until its own attempts end.
+        if !matches!(settlement, Settlement::Retrying(_))
+            && let Some(next) = self.lanes.finish(&job)
+        {
+            self.endpoint(&next.webhook_key).push(next);
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod configs;
 pub mod deliver;
 pub mod intake;
 pub mod job;
+mod lanes;
 mod metrics;
 mod progress;
 pub mod replay;

@@ -6,5 +6,6 @@ mod flow;
 mod handoff;
 mod isolation;
 mod leaks;
+mod order;
 mod retries;
 mod support;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -370,6 +371,8 @@ pub(crate) enum Answer {
     Hang,
     /// Never answers until the sink is released, then this status.
     HangThen(u16),
+    /// This status after a pause.
+    After(Duration, u16),
 }
 
 type Policy = Arc<dyn Fn(&Received, usize) -> Answer + Send + Sync>;
@@ -381,6 +384,8 @@ pub(crate) struct Sink {
     count: watch::Receiver<usize>,
     policy: Arc<Mutex<Policy>>,
     released: watch::Sender<bool>,
+    /// The most requests received and not answered yet there ever were at once.
+    max_in_flight: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -413,11 +418,17 @@ impl Sink {
         let (released, released_rx) = watch::channel(false);
         let (kept, rules) = (received.clone(), policy.clone());
         let count_tx = Arc::new(count_tx);
+        let in_flight: Arc<AtomicUsize> = Arc::default();
+        let max_in_flight: Arc<AtomicUsize> = Arc::default();
+        let (busy, most) = (in_flight.clone(), max_in_flight.clone());
         let app = Router::new().fallback(any(
             move |method: HttpMethod, uri: Uri, headers: HeaderMap, body: String| {
                 let (kept, rules, count_tx) = (kept.clone(), rules.clone(), count_tx.clone());
+                let (busy, most) = (busy.clone(), most.clone());
                 let mut released = released_rx.clone();
                 async move {
+                    let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
                     let host = headers
                         .get("host")
                         .and_then(|h| h.to_str().ok())
@@ -438,7 +449,9 @@ impl Sink {
                         count_tx.send_replace(kept.len());
                         answer
                     };
-                    respond(answer, &mut released).await
+                    let response = respond(answer, &mut released).await;
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    response
                 }
             },
         ));
@@ -449,6 +462,7 @@ impl Sink {
             count,
             policy,
             released,
+            max_in_flight,
         }
     }
 
@@ -470,6 +484,11 @@ impl Sink {
 
     pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The most requests the sink held unanswered at once.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub(crate) fn count(&self) -> usize {
@@ -526,6 +545,10 @@ async fn respond(answer: Answer, released: &mut watch::Receiver<bool>) -> Respon
         Answer::Hang => {
             let _ = released.wait_for(|r| *r).await;
             StatusCode::OK.into_response()
+        }
+        Answer::After(pause, code) => {
+            tokio::time::sleep(pause).await;
+            StatusCode::from_u16(code).unwrap().into_response()
         }
         Answer::HangThen(code) => {
             let _ = released.wait_for(|r| *r).await;
