@@ -19,14 +19,48 @@ pub use query::{
     ApplyStats, MessageView, Page, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
 };
 
+/// How a service's sled database is opened: `storage.*` in every service's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The most memory sled's page cache may take, in MiB. sled's own default is 1 GiB per
+    /// database; what a process needs beyond this is independent of the number of receipts
+    /// stored, so this bounds a service's memory.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 64 }
+    }
+}
+
+impl StorageConfig {
+    /// Refuses a cache too small for sled to work with.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.cache_mb == 0 {
+            return Err("must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// How long opening waits for a previous owner of the database to let go of it: a process that
 /// is restarting, or a store that was just dropped (sled's flusher holds the lock a little longer).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Opens the sled database in `dir` with the default [`StorageConfig`].
+pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
+    open_db_with(dir, &StorageConfig::default())
+}
+
 /// Opens the sled database in `dir`, waiting up to [`LOCK_WAIT`] while another owner holds it.
 /// Every service's store opens its database this way.
-pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
-    open_db_waiting(dir, LOCK_WAIT)
+pub fn open_db_with(
+    dir: &std::path::Path,
+    storage: &StorageConfig,
+) -> Result<sled::Db, StoreError> {
+    open_db_waiting(dir, storage, LOCK_WAIT)
 }
 
 /// Whether sled refused to open because another owner holds the database's file lock. sled
@@ -44,11 +78,15 @@ fn lock_held(error: &sled::Error) -> bool {
 
 fn open_db_waiting(
     dir: &std::path::Path,
+    storage: &StorageConfig,
     wait: std::time::Duration,
 ) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + wait;
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(storage.cache_mb.saturating_mul(1024 * 1024));
     loop {
-        match sled::Config::new().path(dir).open() {
+        match config.open() {
             Err(e) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -96,7 +134,12 @@ mod tests {
     fn a_database_held_for_longer_is_reported_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let _held = open_db(dir.path()).unwrap();
-        let err = open_db_waiting(dir.path(), Duration::from_millis(100)).unwrap_err();
+        let err = open_db_waiting(
+            dir.path(),
+            &StorageConfig::default(),
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("in use"), "{err}");
     }

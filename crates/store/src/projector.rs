@@ -81,7 +81,11 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
 
 impl SledProjectorStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = crate::open_db(dir)?;
+        Self::open_with(dir, &crate::StorageConfig::default())
+    }
+
+    pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
+        let db = crate::open_db_with(dir, storage)?;
         Ok(Self::from_db(db)?)
     }
 

@@ -216,7 +216,11 @@ pub struct SledQueryStore {
 
 impl SledQueryStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = crate::open_db(dir)?;
+        Self::open_with(dir, &crate::StorageConfig::default())
+    }
+
+    pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
+        let db = crate::open_db_with(dir, storage)?;
         Ok(Self::from_db(db)?)
     }
 

@@ -27,7 +27,7 @@
 //! after a request was answered but before its outcome was settled sends it again, with the
 //! same `I-Twilio-Idempotency-Token`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
+use crate::due::DueQueue;
 use crate::job::{DUE_AT_HEADER, DeliveryJob};
 use crate::lanes::Lanes;
 use crate::metrics::{DispatcherMetrics, ScopeLabel};
@@ -134,7 +135,7 @@ impl std::fmt::Debug for DeliveryContext {
 #[derive(Debug)]
 pub(crate) struct Deliverer {
     context: DeliveryContext,
-    due: Mutex<BTreeMap<(i64, Vec<u8>), DeliveryJob>>,
+    due: Mutex<DueQueue>,
     /// Every attempt between its enqueueing and its settlement, by token and attempt.
     pending: Mutex<std::collections::HashSet<(String, u32)>>,
     lanes: Lanes,
@@ -145,10 +146,14 @@ pub(crate) struct Deliverer {
 }
 
 impl Deliverer {
-    pub(crate) fn new(context: DeliveryContext, shutdown: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(
+        context: DeliveryContext,
+        due: DueQueue,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Deliverer {
             context,
-            due: Mutex::default(),
+            due: Mutex::new(due),
             pending: Mutex::default(),
             lanes: Lanes::default(),
             wake: Notify::new(),
@@ -168,7 +173,7 @@ impl Deliverer {
         for job in jobs {
             self.context.metrics.backlog.inc();
             pending.insert((job.token.clone(), job.attempt));
-            due.insert((job.due_at_ms, job.pending_key()), job);
+            due.insert(job);
         }
         drop(pending);
         drop(due);
@@ -200,7 +205,7 @@ impl Deliverer {
                 true
             }
         };
-        lock(&self.due).retain(|_, job| forget(job));
+        lock(&self.due).retain(&mut forget);
         for endpoint in lock(&self.endpoints).values() {
             lock(&endpoint.queue).retain(|job| forget(job));
         }
@@ -215,7 +220,7 @@ impl Deliverer {
         if !lanes.released.is_empty() {
             let mut due = lock(&self.due);
             for job in lanes.released {
-                due.insert((job.due_at_ms, job.pending_key()), job);
+                due.insert(job);
             }
             self.wake.notify_one();
         }
@@ -234,7 +239,7 @@ impl Deliverer {
     /// Puts a delivery whose outcome could not be stored back in the queue.
     fn requeue(&self, mut job: DeliveryJob) {
         job.due_at_ms = now_ms() + REQUEUE_AFTER.as_millis() as i64;
-        lock(&self.due).insert((job.due_at_ms, job.pending_key()), job);
+        lock(&self.due).insert(job);
         self.wake.notify_one();
     }
 
@@ -245,11 +250,11 @@ impl Deliverer {
             let now = now_ms();
             let (ready, next) = {
                 let mut due = lock(&self.due);
-                let later = due.split_off(&(now + 1, Vec::new()));
-                let ready = std::mem::replace(&mut *due, later);
-                (ready, due.keys().next().map(|(at, _)| *at))
+                let taken = (due.take_due(now), due.next_due());
+                self.context.metrics.paged_out.set(due.paged_out() as i64);
+                taken
             };
-            for job in ready.into_values() {
+            for job in ready {
                 if let Some(job) = self.lanes.admit(job) {
                     self.endpoint(&job.webhook_key).push(job);
                 }

@@ -43,7 +43,7 @@ pub struct DeliveryJob {
 }
 
 /// Where a pending attempt was read from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Source {
     pub topic: String,
     pub partition: i32,

@@ -22,6 +22,7 @@
 
 pub mod configs;
 pub mod deliver;
+mod due;
 pub mod intake;
 pub mod job;
 mod lanes;
@@ -47,6 +48,7 @@ use tracing::{info, warn};
 
 pub use crate::deliver::BreakerConfig;
 use crate::deliver::{Deliverer, DeliveryContext};
+use crate::due::DueQueue;
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 use crate::progress::{ChangelogProgress, Unsettled};
@@ -63,6 +65,8 @@ pub struct DispatcherConfig {
     pub group_id: String,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
+    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    pub storage: receipts_store::StorageConfig,
     /// Account sid → auth token, the key of `X-Twilio-Signature`. A delivery for an account
     /// without one is dead-lettered.
     pub accounts: BTreeMap<String, Secret>,
@@ -73,6 +77,8 @@ pub struct DispatcherConfig {
     pub ssrf: AddressPolicy,
     /// Attempts in flight per endpoint.
     pub endpoint_concurrency: usize,
+    /// Pending attempts held in memory, the earliest due; later ones wait in the database.
+    pub queue_in_memory: usize,
     pub breaker: BreakerConfig,
     pub batch_max_records: usize,
     /// Not ready once the broker has been unreachable for this long.
@@ -93,11 +99,13 @@ impl Default for DispatcherConfig {
             topics: TopicNames::default(),
             group_id: "receipts-dispatcher".into(),
             data_dir: PathBuf::from("data/dispatcher"),
+            storage: receipts_store::StorageConfig::default(),
             accounts: BTreeMap::new(),
             retry: RetrySchedule::default(),
             attempt_timeout_ms: 5_000,
             ssrf: AddressPolicy::default(),
             endpoint_concurrency: 4,
+            queue_in_memory: 10_000,
             breaker: BreakerConfig::default(),
             batch_max_records: 1_000,
             stale_after_secs: 30,
@@ -136,6 +144,7 @@ impl Validate for DispatcherConfig {
         for (key, value) in [
             ("attempt_timeout_ms", self.attempt_timeout_ms),
             ("endpoint_concurrency", self.endpoint_concurrency as u64),
+            ("queue_in_memory", self.queue_in_memory as u64),
             ("batch_max_records", self.batch_max_records as u64),
             (
                 "breaker.failure_threshold",
@@ -147,6 +156,9 @@ impl Validate for DispatcherConfig {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        self.storage
+            .check()
+            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
@@ -201,9 +213,11 @@ pub async fn run(
     }
     let readiness = metrics.readiness().clone();
     let metrics = DispatcherMetrics::register(metrics);
-    let data_dir = config.data_dir.clone();
-    let store =
-        Arc::new(tokio::task::spawn_blocking(move || DispatcherStore::open(&data_dir)).await??);
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || DispatcherStore::open_with(&data_dir, &storage))
+            .await??,
+    );
 
     // The whole configuration before the first delivery.
     let directory = Arc::new(RwLock::new(configs::Directory::default()));
@@ -245,6 +259,7 @@ pub async fn run(
             unsettled: unsettled.clone(),
             changelog: changelog.clone(),
         },
+        DueQueue::new(store.spill_tree()?, config.queue_in_memory).map_err(StoreError::from)?,
         shutdown.clone(),
     );
     let delivering = tokio::spawn(

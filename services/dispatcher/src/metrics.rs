@@ -43,6 +43,7 @@ pub(crate) struct DispatcherMetrics {
     pub(crate) updates: Family<OutcomeLabel, Counter>,
     pub(crate) latency: Family<ScopeLabel, Histogram>,
     pub(crate) backlog: Gauge,
+    pub(crate) paged_out: Gauge,
     pub(crate) dead_lettered: Counter,
     pub(crate) dlq_records: Gauge,
     pub(crate) endpoints_disabled: Counter,
@@ -59,6 +60,7 @@ impl DispatcherMetrics {
                 Histogram::new(exponential_buckets(0.005, 2.0, 12))
             }),
             backlog: Gauge::default(),
+            paged_out: Gauge::default(),
             dead_lettered: Counter::default(),
             dlq_records: Gauge::default(),
             endpoints_disabled: Counter::default(),
@@ -88,6 +90,11 @@ impl DispatcherMetrics {
             "dispatcher_retry_backlog",
             "pending deliveries (due or waiting for their next attempt) held by this instance",
             this.backlog.clone(),
+        );
+        metrics.register(
+            "dispatcher_queue_paged_out",
+            "pending deliveries waiting in the database rather than memory (beyond queue_in_memory)",
+            this.paged_out.clone(),
         );
         metrics.register(
             "dispatcher_dead_lettered",

@@ -62,11 +62,23 @@ pub fn delivered_entry(webhook_key: &str, receipt_sid: &str, version: u64) -> En
 impl DispatcherStore {
     /// Opens the database in `dir`, waiting while a previous owner still holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = receipts_store::open_db(dir)?;
+        Self::open_with(dir, &receipts_store::StorageConfig::default())
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        storage: &receipts_store::StorageConfig,
+    ) -> Result<Self, StoreError> {
+        let db = receipts_store::open_db_with(dir, storage)?;
         Ok(DispatcherStore {
             tree: db.open_tree("dispatcher")?,
             db,
         })
+    }
+
+    /// The tree pending attempts are paged out to (see `crate::due`): not state, emptied at start.
+    pub fn spill_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree("due-spill")?)
     }
 
     /// Where the local copy of changelog `topic`'s `partition` ends.

@@ -52,6 +52,8 @@ pub struct ProjectorConfig {
     pub group_id: String,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
+    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    pub storage: receipts_store::StorageConfig,
     pub batch: BatchConfig,
     /// Parked reports older than this are reported (logged and counted), never dropped.
     pub parked_ttl_secs: u64,
@@ -90,6 +92,7 @@ impl Default for ProjectorConfig {
             topics: TopicNames::default(),
             group_id: "receipts-projector".into(),
             data_dir: PathBuf::from("data/projector"),
+            storage: receipts_store::StorageConfig::default(),
             batch: BatchConfig::default(),
             parked_ttl_secs: 24 * 3600,
             parked_check_secs: 60,
@@ -124,6 +127,9 @@ impl Validate for ProjectorConfig {
                 "must be at least 1",
             ));
         }
+        self.storage
+            .check()
+            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
@@ -169,9 +175,11 @@ pub async fn run(
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
-    let data_dir = config.data_dir.clone();
-    let store: Arc<dyn ProjectorStore> =
-        Arc::new(tokio::task::spawn_blocking(move || SledProjectorStore::open(&data_dir)).await??);
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage);
+    let store: Arc<dyn ProjectorStore> = Arc::new(
+        tokio::task::spawn_blocking(move || SledProjectorStore::open_with(&data_dir, &storage))
+            .await??,
+    );
     run_with_store(config, store, metrics, shutdown).await
 }
 

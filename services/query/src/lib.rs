@@ -51,6 +51,8 @@ pub struct QueryConfig {
     pub topics: TopicNames,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
+    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    pub storage: receipts_store::StorageConfig,
     /// Where gRPC is served.
     pub grpc_listen: String,
     /// Where the Twilio-compatible REST facade is served; empty disables it.
@@ -85,6 +87,7 @@ impl Default for QueryConfig {
             kafka: KafkaSettings::default(),
             topics: TopicNames::default(),
             data_dir: PathBuf::from("data/query"),
+            storage: receipts_store::StorageConfig::default(),
             grpc_listen: "127.0.0.1:50051".into(),
             rest_listen: "127.0.0.1:8081".into(),
             public_base_url: String::new(),
@@ -203,6 +206,9 @@ impl Validate for QueryConfig {
                 "must be an absolute http:// or https:// URL",
             ));
         }
+        self.storage
+            .check()
+            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
@@ -249,9 +255,11 @@ pub async fn run(
     } else {
         PageTokens::new(config.page_token_key.expose().as_bytes())
     };
-    let data_dir = config.data_dir.clone();
-    let store: Arc<dyn QueryStore> =
-        Arc::new(tokio::task::spawn_blocking(move || SledQueryStore::open(&data_dir)).await??);
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage);
+    let store: Arc<dyn QueryStore> = Arc::new(
+        tokio::task::spawn_blocking(move || SledQueryStore::open_with(&data_dir, &storage))
+            .await??,
+    );
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;

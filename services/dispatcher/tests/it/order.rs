@@ -73,6 +73,8 @@ async fn versions_arrive_in_order_while_receipts_overtake_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = harness.config(dir.path());
     config.endpoint_concurrency = 16;
+    // Most of the backlog waits paged out to the database.
+    config.queue_in_memory = 64;
     let running = harness.spawn(config);
     sink.wait_for_delivered((RECEIPTS * 3) as usize, |_| true)
         .await;
