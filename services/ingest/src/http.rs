@@ -25,12 +25,10 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use receipts_domain::{AccountSid, DeliveryEvent, Timestamp};
+use receipts_runtime::auth;
 use receipts_runtime::config::Secret;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::canonical::{BatchError, parse_event_batch};
@@ -170,18 +168,6 @@ fn now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     Timestamp::from_unix_millis(millis)
-}
-
-/// Compares two credentials without leaking where they differ: both are hashed first, so the
-/// comparison sees equal lengths, and it runs over every byte.
-fn same_secret(given: &str, expected: &Secret) -> bool {
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.expose().as_bytes());
-    !expected.is_empty()
-        && a.iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -372,7 +358,7 @@ async fn whatsapp_verify(State(gateway): Shared, RawQuery(query): RawQuery) -> R
                 "bad_verify_token",
             ));
         }
-        if !same_secret(token, &gateway.whatsapp_verify_token) {
+        if !auth::same_secret(token, &gateway.whatsapp_verify_token) {
             return Err(Rejection::forbidden(
                 "hub.verify_token",
                 "does not match",
@@ -434,7 +420,7 @@ async fn smpp_receipt(
         let given = header(&headers, "authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !same_secret(given.trim(), token) {
+        if !auth::same_secret(given.trim(), token) {
             return Err(Rejection::Unauthenticated {
                 challenge: BEARER_CHALLENGE,
                 reason: "the connection's bearer token is missing or wrong",
@@ -452,15 +438,12 @@ async fn smpp_receipt(
 
 /// The account named by HTTP Basic credentials, if its auth token matches.
 fn basic_account(gateway: &Gateway, headers: &HeaderMap) -> Option<AccountSid> {
-    let encoded = header(headers, "authorization")?.strip_prefix("Basic ")?;
-    let decoded = BASE64.decode(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    let token = gateway.accounts.get(user)?;
-    if !same_secret(password, token) {
+    let (user, password) = auth::basic_credentials(headers)?;
+    let token = gateway.accounts.get(&user)?;
+    if !auth::same_secret(&password, token) {
         return None;
     }
-    AccountSid::parse(user).ok()
+    AccountSid::parse(&user).ok()
 }
 
 async fn canonical_events(

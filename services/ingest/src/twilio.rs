@@ -110,13 +110,7 @@ pub fn verify_twilio_signature(
         let expected = BASE64
             .decode(twilio_signature(auth_token, candidate, pairs))
             .unwrap_or_default();
-        // Constant time: every byte is compared whatever the first difference.
-        expected.len() == given.len()
-            && expected
-                .iter()
-                .zip(&given)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        receipts_runtime::auth::same_bytes(&expected, &given)
     })
 }
 

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use receipts_domain::AccountSid;
+use receipts_runtime::auth;
 use receipts_runtime::config::Secret;
-use sha2::{Digest, Sha256};
 
 /// The accounts this instance serves and their auth tokens. `Debug` shows the account sids only:
 /// an unsalted digest of a short token is as good as the token to anyone who can guess.
@@ -30,7 +29,7 @@ impl Accounts {
     pub fn new<'a>(accounts: impl IntoIterator<Item = (AccountSid, &'a Secret)>) -> Self {
         let tokens = accounts
             .into_iter()
-            .map(|(sid, token)| (sid, digest(token.expose())))
+            .map(|(sid, token)| (sid, auth::digest(token.expose())))
             .collect();
         Accounts {
             tokens: Arc::new(tokens),
@@ -39,37 +38,15 @@ impl Accounts {
 
     /// The account an `authorization` header value authenticates, if any.
     pub fn authenticate(&self, authorization: &str) -> Option<AccountSid> {
-        let (scheme, encoded) = authorization.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (sid, token) = decoded.split_once(':')?;
-        let sid = AccountSid::parse(sid).ok()?;
+        let (sid, token) = auth::basic_credentials_of(authorization)?;
+        let sid = AccountSid::parse(&sid).ok()?;
         let expected = self.tokens.get(&sid)?;
-        let given = digest(token);
-        let differences = expected
-            .iter()
-            .zip(given.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        (differences == 0).then_some(sid)
+        auth::same_bytes(expected, &auth::digest(&token)).then_some(sid)
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 /// The `authorization` value for `account:token`, for clients and tests.
-pub fn basic_authorization(account: &str, token: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{account}:{token}"))
-    )
-}
+pub use receipts_runtime::auth::basic_authorization;
 
 #[cfg(test)]
 mod tests {

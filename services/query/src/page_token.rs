@@ -58,13 +58,17 @@ impl PageTokens {
         PageTokens { key: folded }
     }
 
-    fn mac(&self, scope: &str, cursor: &str) -> [u8; MAC_LEN] {
+    fn keyed(&self, scope: &str, cursor: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key size");
         mac.update(scope.as_bytes());
         mac.update(&[0]);
         mac.update(cursor.as_bytes());
+        mac
+    }
+
+    fn mac(&self, scope: &str, cursor: &str) -> [u8; MAC_LEN] {
         let mut out = [0u8; MAC_LEN];
-        out.copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        out.copy_from_slice(&self.keyed(scope, cursor).finalize().into_bytes()[..MAC_LEN]);
         out
     }
 
@@ -82,16 +86,11 @@ impl PageTokens {
         }
         let (mac, cursor) = bytes.split_at(MAC_LEN);
         let cursor = std::str::from_utf8(cursor).map_err(|_| InvalidToken)?;
-        let expected = self.mac(scope, cursor);
-        let differences = expected
-            .iter()
-            .zip(mac)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if differences == 0 {
-            Ok(cursor.to_owned())
-        } else {
-            Err(InvalidToken)
-        }
+        // The MAC crate's own check: constant time over the truncated tag.
+        self.keyed(scope, cursor)
+            .verify_truncated_left(mac)
+            .map(|()| cursor.to_owned())
+            .map_err(|_| InvalidToken)
     }
 }
 
