@@ -21,10 +21,24 @@ pub enum Encoding {
 pub enum CodecError {
     #[error("unsupported content-type {0:?}")]
     UnsupportedContentType(String),
+    // The decoder's message is part of this one (it is what a dead letter's reason shows), so
+    // it is not also a source: a chain of causes names it once.
     #[error("undecodable protobuf payload: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    Protobuf(prost::DecodeError),
     #[error("undecodable JSON payload: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<prost::DecodeError> for CodecError {
+    fn from(error: prost::DecodeError) -> Self {
+        CodecError::Protobuf(error)
+    }
+}
+
+impl From<serde_json::Error> for CodecError {
+    fn from(error: serde_json::Error) -> Self {
+        CodecError::Json(error)
+    }
 }
 
 impl Encoding {

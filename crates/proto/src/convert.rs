@@ -16,16 +16,23 @@ use crate::v1;
 pub enum ConversionError {
     #[error("`{0}` is missing")]
     Missing(&'static str),
-    #[error("`{field}` is invalid: {source}")]
+    // Each message includes what was wrong, as an answer to a client shows it; so the inner
+    // errors are not also sources, and a chain of causes names them once.
+    #[error("`{field}` is invalid: {reason}")]
     InvalidId {
         field: &'static str,
-        #[source]
-        source: IdError,
+        reason: IdError,
     },
     #[error("`{field}` has an unknown value {value}")]
     UnknownEnum { field: &'static str, value: i32 },
     #[error("`status`: {0}")]
-    UnknownStatus(#[from] UnknownStatus),
+    UnknownStatus(UnknownStatus),
+}
+
+impl From<UnknownStatus> for ConversionError {
+    fn from(error: UnknownStatus) -> Self {
+        ConversionError::UnknownStatus(error)
+    }
 }
 
 fn id<T>(
@@ -36,7 +43,7 @@ fn id<T>(
     if value.is_empty() {
         return Err(ConversionError::Missing(field));
     }
-    parse(value).map_err(|source| ConversionError::InvalidId { field, source })
+    parse(value).map_err(|reason| ConversionError::InvalidId { field, reason })
 }
 
 fn optional_id<T>(

@@ -105,7 +105,7 @@ fn open_db_waiting(
 pub enum StoreError {
     #[error("database {} is in use by another process", dir.display())]
     InUse { dir: std::path::PathBuf },
-    #[error("sled: {0}")]
+    #[error(transparent)]
     Sled(#[from] sled::Error),
     #[error("stored value under {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },

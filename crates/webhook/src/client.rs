@@ -31,7 +31,7 @@ const AGENT: &str = concat!("receipts-dispatcher/", env!("CARGO_PKG_VERSION"));
 
 /// The client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("building the webhook HTTP client: {0}")]
+#[error("building the webhook HTTP client")]
 pub struct ClientError(#[from] reqwest::Error);
 
 /// Everything one request needs. Its `Debug` shows the URL redacted and no token or secret.

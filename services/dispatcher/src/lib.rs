@@ -180,8 +180,6 @@ pub enum DispatcherError {
     Publish(#[from] receipts_bus::PublishError),
     #[error("reading the dead-letter topic")]
     ReadDeadLetters(#[from] receipts_bus::changelog::RestoreError<std::convert::Infallible>),
-    #[error("replay: {0}")]
-    Replay(String),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
