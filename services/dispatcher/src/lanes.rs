@@ -14,9 +14,8 @@
 //! subscriber never sees an older version after a newer one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::deliver::lock;
 use crate::job::{DeliveryJob, Source};
 
 /// (webhook key, receipt sid).
@@ -45,6 +44,10 @@ pub(crate) struct Forgotten {
     /// Waiting deliveries of other partitions whose lane's delivery in progress was revoked:
     /// they queue up again.
     pub(crate) released: Vec<DeliveryJob>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn key(job: &DeliveryJob) -> LaneKey {

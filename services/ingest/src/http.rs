@@ -35,29 +35,10 @@ use crate::canonical::{BatchError, parse_event_batch};
 use crate::metrics::IngestMetrics;
 use crate::publish::{MAX_EVENT_BYTES, PublishError, Publisher, Record};
 use crate::report::FieldError;
+pub use crate::report::Format;
 use crate::smpp::parse_smpp_receipt;
 use crate::twilio::{form_pairs, form_value, parse_twilio_pairs, verify_twilio_signature};
 use crate::whatsapp::{parse_whatsapp, verify_hub_signature};
-
-/// The request formats, as metric labels and log fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Twilio,
-    Whatsapp,
-    Smpp,
-    Canonical,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Twilio => "twilio",
-            Format::Whatsapp => "whatsapp",
-            Format::Smpp => "smpp",
-            Format::Canonical => "canonical",
-        }
-    }
-}
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]

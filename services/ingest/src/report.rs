@@ -7,6 +7,26 @@ use receipts_domain::{
 };
 use sha2::{Digest, Sha256};
 
+/// The provider formats reports come in, as metric labels and log fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Twilio,
+    Whatsapp,
+    Smpp,
+    Canonical,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Twilio => "twilio",
+            Format::Whatsapp => "whatsapp",
+            Format::Smpp => "smpp",
+            Format::Canonical => "canonical",
+        }
+    }
+}
+
 /// What is wrong with a field, coarse enough to label a metric with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Problem {

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use receipts_query::auth::Credentials;
 
-use crate::dev::{DEMO_ACCOUNT, DEMO_TOKEN};
+use crate::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
 
 /// Where the API is and who is asking.
 #[derive(Debug, Clone, clap::Args)]

@@ -20,7 +20,7 @@ use receipts_domain::{DeliveryStatus, DeliverySummary, StatusCounts, Timestamp};
 use receipts_proto::v1;
 use tokio::sync::Semaphore;
 
-use crate::dev::{
+use crate::demo::{
     DEMO_SMPP_CONNECTION, DEMO_SMPP_TOKEN, DEMO_WHATSAPP_PHONE_NUMBER_ID, DEMO_WHATSAPP_SECRET,
 };
 use crate::get::{self, Connection};

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::dev::DEMO_TOKEN;
+use crate::demo::DEMO_TOKEN;
 
 /// The path webhooks are received on.
 pub const PATH: &str = "/webhooks";
