@@ -24,35 +24,18 @@ impl Timestamp {
         (secs, nanos)
     }
 
-    /// The UTC calendar date and time of day: (year, month, day, hour, minute, second).
-    pub const fn to_civil(self) -> (i64, u32, u32, u32, u32, u32) {
-        let seconds = self.0.div_euclid(1000);
-        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-        (
-            year,
-            month as u32,
-            day as u32,
-            (of_day / 3600) as u32,
-            (of_day % 3600 / 60) as u32,
-            (of_day % 60) as u32,
-        )
+    /// The UTC date and time, for formatting; `None` beyond what a calendar can hold (hundreds
+    /// of millennia away, never a provider's time).
+    pub fn to_utc(self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp_millis(self.0)
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ`: UTC, whole seconds, the form of every time in Twilio's REST bodies
     /// and webhooks.
     pub fn iso8601_seconds(self) -> String {
-        let (year, month, day, hour, minute, second) = self.to_civil();
-        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+        self.to_utc()
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
     }
 
     /// The inverse of [`Timestamp::to_seconds_nanos`]; sub-millisecond precision is truncated.
@@ -87,8 +70,8 @@ mod tests {
             "1969-12-31T23:59:59Z"
         );
         assert_eq!(
-            Timestamp::from_unix_millis(1_772_323_199_000).to_civil(),
-            (2026, 2, 28, 23, 59, 59)
+            Timestamp::from_unix_millis(1_772_323_199_000).iso8601_seconds(),
+            "2026-02-28T23:59:59Z"
         );
     }
 

@@ -161,56 +161,9 @@ fn read_to_end(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Entry>, Dispatc
 
 /// Parses an RFC 3339 time (`2026-11-27T18:00:00Z`, `…T18:00:00.5+01:00`) into unix millis.
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
-    let bad = || format!("{text:?} is not an RFC 3339 time like 2026-11-27T18:00:00Z");
-    let t = text.trim();
-    if t.len() < 20 || !t.is_ascii() {
-        return Err(bad());
-    }
-    let num = |range: std::ops::Range<usize>| t[range].parse::<i64>().map_err(|_| bad());
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if &t[4..5] != "-" || &t[7..8] != "-" || !matches!(&t[10..11], "T" | "t" | " ") {
-        return Err(bad());
-    }
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let mut rest = &t[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.chars().take_while(char::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
-        millis = padded.parse::<i64>().map_err(|_| bad())?;
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let h = rest[1..3].parse::<i64>().map_err(|_| bad())?;
-            let m = rest[4..6].parse::<i64>().map_err(|_| bad())?;
-            let sign = if &rest[..1] == "-" { -1 } else { 1 };
-            sign * (h * 60 + m)
-        }
-        _ => return Err(bad()),
-    };
-    // Days from the civil date (Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(secs * 1000 + millis)
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time like 2026-11-27T18:00:00Z"))
 }
 
 #[cfg(test)]

@@ -185,41 +185,14 @@ pub(crate) fn parse_yymmddhhmm(text: &str) -> Result<Timestamp, String> {
     if !(text.len() == 10 || text.len() == 12) || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(shape());
     }
-    let n = |i: usize| -> i64 { text[i..i + 2].parse().expect("two ascii digits") };
-    let (year, month, day, hour, minute) = (2000 + n(0), n(2), n(4), n(6), n(8));
+    let n = |i: usize| -> u32 { text[i..i + 2].parse().expect("two ascii digits") };
     let second = if text.len() == 12 { n(10) } else { 0 };
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(format!("{text:?} is not a valid date and time"));
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Ok(Timestamp::from_unix_millis(secs * 1000))
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let time = chrono::NaiveDate::from_ymd_opt(2000 + n(0) as i32, n(2), n(4))
+        .and_then(|date| date.and_hms_opt(n(6), n(8), second))
+        .ok_or_else(|| format!("{text:?} is not a valid date and time"))?;
+    Ok(Timestamp::from_unix_millis(
+        time.and_utc().timestamp_millis(),
+    ))
 }
 
 #[cfg(test)]

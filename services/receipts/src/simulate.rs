@@ -105,8 +105,10 @@ fn rfc3339(unix: i64) -> String {
 
 /// YYMMDDhhmm in UTC, as SMPP receipts and Twilio's RawDlrDoneDate carry it.
 fn yymmddhhmm(unix: i64) -> String {
-    let (year, month, day, hour, minute, _) = Timestamp::from_unix_millis(unix * 1000).to_civil();
-    format!("{:02}{month:02}{day:02}{hour:02}{minute:02}", year % 100)
+    Timestamp::from_unix_millis(unix * 1000)
+        .to_utc()
+        .map(|t| t.format("%y%m%d%H%M").to_string())
+        .unwrap_or_default()
 }
 
 impl Plan {
