@@ -65,14 +65,12 @@ pub fn iso8601(t: Option<&pbjson_types::Timestamp>) -> String {
 
 /// The Twilio word for a status; `None` for a receipt still inside the platform (null in the REST
 /// API), which fires no webhook.
+/// The words are the domain's ([`DeliveryStatus::as_str`](receipts_domain::DeliveryStatus)), the
+/// one table REST, webhooks and the CLI share.
 pub fn status_word(status: v1::DeliveryStatus) -> Option<&'static str> {
-    match status {
-        v1::DeliveryStatus::Sent => Some("sent"),
-        v1::DeliveryStatus::Delivered => Some("delivered"),
-        v1::DeliveryStatus::Undelivered => Some("undelivered"),
-        v1::DeliveryStatus::Failed => Some("failed"),
-        v1::DeliveryStatus::Read => Some("read"),
-        v1::DeliveryStatus::Queued | v1::DeliveryStatus::Unspecified => None,
+    match receipts_proto::convert::status_from_wire("status", status.into()) {
+        Ok(Some(receipts_domain::DeliveryStatus::Queued)) | Ok(None) | Err(_) => None,
+        Ok(Some(status)) => Some(status.as_str()),
     }
 }
 
