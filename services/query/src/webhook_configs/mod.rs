@@ -8,26 +8,32 @@
 //! read after it on this instance — shows the write (read-your-writes). Reads wait until the
 //! reader has caught up with the topic as it was at start, so a restarted instance never answers
 //! from a half-read topic.
+//!
+//! Here: the calls and the writer. [`validate`] holds the Twilio parameters, their size caps and
+//! how an update changes a record; [`reader`] the consumer that fills the in-memory view.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use receipts_bus::consume::{ConsumeError, nothing_stored};
-use receipts_bus::{
-    BusError, Commit, Consumer, ConsumerOptions, Handler, Outgoing, Partition, Publisher, Record,
-    Transient,
-};
+use receipts_bus::consume::nothing_stored;
+use receipts_bus::{Consumer, ConsumerOptions, Outgoing, Publisher};
 use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, WebhookSid};
 use receipts_proto::codec::{self, Encoding};
-use receipts_proto::convert::timestamp_to_wire;
 use receipts_proto::v1;
 use receipts_proto::webhooks::webhook_key;
 use tokio::sync::{Mutex, watch};
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{QueryConfig, QueryError};
+
+mod reader;
+mod validate;
+
+use reader::ConfigHandler;
+pub use reader::{ConfigReadError, ConfigReader};
+use validate::apply;
+pub use validate::{MAX_ENTRY_BYTES, MAX_LIST_ENTRIES, MAX_URL_BYTES};
 
 /// Twilio's limit on conversation-scoped webhooks.
 pub const MAX_CONVERSATION_WEBHOOKS: usize = 5;
@@ -133,28 +139,6 @@ impl std::fmt::Debug for WebhookConfigs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfigs")
             .field("topic", &self.topic)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Reads `webhook-configs` into the shared view; see the module docs.
-pub struct ConfigReader {
-    consumer: Consumer,
-    handler: ConfigHandler,
-}
-
-struct ConfigHandler {
-    kafka: receipts_bus::KafkaSettings,
-    topic: String,
-    view: Arc<View>,
-    /// Each partition's end when it was assigned: reads wait until these are reached.
-    targets: BTreeMap<i32, i64>,
-}
-
-impl std::fmt::Debug for ConfigReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigReader")
-            .field("topic", &self.handler.topic)
             .finish_non_exhaustive()
     }
 }
@@ -438,320 +422,4 @@ fn now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     Timestamp::from_unix_millis(millis)
-}
-
-/// Validates `update` for `scope` and applies it. Writing a configuration again re-enables it.
-fn apply(
-    config: &mut v1::WebhookConfig,
-    scope: &Scope,
-    update: &WebhookUpdate,
-) -> Result<(), ConfigCallError> {
-    let conversation = matches!(scope, Scope::Conversation(..));
-    let (method_field, url_field, filters_field) = if conversation {
-        (
-            "Configuration.Method",
-            "Configuration.Url",
-            "Configuration.Filters",
-        )
-    } else {
-        ("Method", "PostWebhookUrl", "Filters")
-    };
-    if let Some(method) = &update.method {
-        config.method = match method.to_ascii_uppercase().as_str() {
-            "GET" => "GET".into(),
-            "POST" => "POST".into(),
-            _ => {
-                return Err(invalid(
-                    method_field,
-                    format!("must be GET or POST, got {}", quoted(method)),
-                ));
-            }
-        };
-    }
-    if let Some(filters) = &update.filters {
-        config.filters = event_names(filters_field, filters)?;
-    }
-    if let Some(url) = &update.post_webhook_url {
-        config.post_webhook_url = absolute_url(url_field, url)?;
-    }
-    match scope {
-        Scope::Account => {
-            if let Some(url) = &update.pre_webhook_url {
-                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
-            }
-            if let Some(target) = &update.target {
-                config.target = match target.to_ascii_lowercase().as_str() {
-                    "webhook" => "webhook".into(),
-                    "flex" => "flex".into(),
-                    _ => {
-                        return Err(invalid(
-                            "Target",
-                            format!("must be webhook or flex, got {}", quoted(target)),
-                        ));
-                    }
-                };
-            }
-        }
-        Scope::Service(_) => {
-            if let Some(url) = &update.pre_webhook_url {
-                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
-            }
-            if update.target.is_some() {
-                return Err(invalid(
-                    "Target",
-                    "is not a field of a service's configuration",
-                ));
-            }
-        }
-        Scope::Conversation(..) => {
-            if update.pre_webhook_url.is_some() {
-                return Err(invalid(
-                    "PreWebhookUrl",
-                    "conversation-scoped webhooks are post-event only",
-                ));
-            }
-            if !matches!(config.target.as_str(), "webhook" | "trigger" | "studio") {
-                return Err(invalid(
-                    "Target",
-                    format!(
-                        "must be webhook, trigger or studio, got {}",
-                        quoted(&config.target)
-                    ),
-                ));
-            }
-            if let Some(triggers) = &update.triggers {
-                bounded_list("Configuration.Triggers", triggers)?;
-                config.triggers = triggers.clone();
-            }
-            if let Some(flow) = &update.flow_sid {
-                let valid = flow.len() == 34
-                    && flow.starts_with("FW")
-                    && flow[2..].bytes().all(|b| b.is_ascii_hexdigit());
-                if !valid && !flow.is_empty() {
-                    return Err(invalid(
-                        "Configuration.FlowSid",
-                        "must be FW and 32 hex digits",
-                    ));
-                }
-                config.flow_sid = flow.clone();
-            }
-            let complete = match config.target.as_str() {
-                "studio" => !config.flow_sid.is_empty(),
-                _ => !config.post_webhook_url.is_empty(),
-            };
-            if !complete {
-                return Err(if config.target == "studio" {
-                    invalid("Configuration.FlowSid", "is required for target studio")
-                } else {
-                    invalid("Configuration.Url", "is required for this target")
-                });
-            }
-        }
-    }
-    let now = timestamp_to_wire(now());
-    config.date_created.get_or_insert(now);
-    config.date_updated = Some(now);
-    config.disabled_at = None;
-    config.disabled_reason.clear();
-    Ok(())
-}
-
-/// The longest webhook URL accepted, in bytes (browsers and proxies commonly stop near 2 KiB).
-pub const MAX_URL_BYTES: usize = 2048;
-/// The most entries of a list field (`Filters`, `Configuration.Triggers`); Conversations has
-/// about twenty event names.
-pub const MAX_LIST_ENTRIES: usize = 64;
-/// The longest event name or trigger, in bytes.
-pub const MAX_ENTRY_BYTES: usize = 256;
-
-/// `value` as an error message may quote it: at most 64 characters.
-fn quoted(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        Some((end, _)) => format!("{:?}…", &value[..end]),
-        None => format!("{value:?}"),
-    }
-}
-
-/// A list field within [`MAX_LIST_ENTRIES`] entries of at most [`MAX_ENTRY_BYTES`] each.
-fn bounded_list(field: &'static str, entries: &[String]) -> Result<(), ConfigCallError> {
-    if entries.len() > MAX_LIST_ENTRIES {
-        return Err(invalid(
-            field,
-            format!(
-                "has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
-                entries.len()
-            ),
-        ));
-    }
-    if let Some(long) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
-        return Err(invalid(
-            field,
-            format!(
-                "entry {} is {} bytes, more than the {MAX_ENTRY_BYTES} allowed",
-                quoted(long),
-                long.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Event names as given, each a plain identifier. Unknown names are kept: Twilio's own examples
-/// use names outside its documented list (contract §10.6), and only `onDeliveryUpdated` fires here.
-fn event_names(field: &'static str, names: &[String]) -> Result<Vec<String>, ConfigCallError> {
-    bounded_list(field, names)?;
-    let mut kept: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        let name = name.trim();
-        if name.is_empty() {
-            continue;
-        }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(
-                field,
-                format!("{} is not an event name", quoted(name)),
-            ));
-        }
-        if !kept.iter().any(|k| k == name) {
-            kept.push(name.to_owned());
-        }
-    }
-    Ok(kept)
-}
-
-/// An absolute http(s) URL, or empty to clear the field.
-fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallError> {
-    let url = url.trim();
-    if url.is_empty() {
-        return Ok(String::new());
-    }
-    if url.len() > MAX_URL_BYTES {
-        return Err(invalid(
-            field,
-            format!(
-                "is {} bytes, more than the {MAX_URL_BYTES} allowed",
-                url.len()
-            ),
-        ));
-    }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
-        {
-            Ok(url.to_owned())
-        }
-        _ => Err(invalid(
-            field,
-            format!("{} is not an absolute http(s) URL", quoted(url)),
-        )),
-    }
-}
-
-impl ConfigReader {
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), QueryError> {
-        self.consumer
-            .run(&mut self.handler, &shutdown)
-            .await
-            .map_err(QueryError::from)
-    }
-}
-
-/// Why the configuration reader cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigReadError {
-    #[error("reading the ends of the webhook-configs partitions")]
-    Ends(#[from] BusError),
-    #[error("a blocking task failed")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-impl Transient for ConfigReadError {
-    fn is_transient(&self) -> bool {
-        match self {
-            ConfigReadError::Ends(e) => e.is_transient(),
-            ConfigReadError::Join(_) => false,
-        }
-    }
-}
-
-impl From<ConsumeError<ConfigReadError>> for QueryError {
-    fn from(e: ConsumeError<ConfigReadError>) -> Self {
-        QueryError::ConfigReader(Box::new(e))
-    }
-}
-
-impl Handler for ConfigHandler {
-    type Error = ConfigReadError;
-
-    /// Notes every partition's end at start: the topic counts as loaded once they are reached.
-    async fn assigned(&mut self, _partitions: &[Partition]) -> Result<(), ConfigReadError> {
-        let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
-        self.targets = tokio::task::spawn_blocking(move || {
-            receipts_bus::changelog::partition_ends(&kafka, &topic)
-        })
-        .await??;
-        let targets = self.targets.clone();
-        self.view.progress.send_modify(|p| {
-            p.loaded = targets
-                .iter()
-                .all(|(partition, high)| p.next.get(partition).copied().unwrap_or(0) >= *high);
-        });
-        Ok(())
-    }
-
-    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ConfigReadError> {
-        for record in records.iter() {
-            self.apply(record);
-        }
-        Ok(Commit::Batch)
-    }
-}
-
-impl ConfigHandler {
-    fn apply(&self, record: &Record) {
-        let key = record
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        let (partition, offset) = (record.partition(), record.offset());
-        match (key, record.payload()) {
-            (None, _) => {
-                warn!(
-                    partition,
-                    offset, "webhook configuration without a key skipped"
-                );
-            }
-            (Some(key), None) => {
-                self.view
-                    .configs
-                    .write()
-                    .expect("no panics holding the lock")
-                    .remove(&key);
-            }
-            (Some(key), Some(_)) => match receipts_bus::record::decode::<v1::WebhookConfig>(record)
-            {
-                Ok(config) => {
-                    self.view
-                        .configs
-                        .write()
-                        .expect("no panics holding the lock")
-                        .insert(key, config);
-                }
-                Err(reason) => {
-                    warn!(partition, offset, %reason, "undecodable webhook configuration skipped");
-                }
-            },
-        }
-        self.view.progress.send_modify(|p| {
-            p.next.insert(partition, offset + 1);
-            if !p.loaded {
-                p.loaded = self
-                    .targets
-                    .iter()
-                    .all(|(partition, high)| p.next.get(partition).copied().unwrap_or(0) >= *high);
-            }
-        });
-    }
 }
