@@ -9,8 +9,8 @@
 //! reader has caught up with the topic as it was at start, so a restarted instance never answers
 //! from a half-read topic.
 //!
-//! Here: the calls and the writer. [`validate`] holds the Twilio parameters, their size caps and
-//! how an update changes a record; [`reader`] the consumer that fills the in-memory view.
+//! Here: the calls and the writer. `validate` holds the Twilio parameters, their size caps and
+//! how an update changes a record; `reader` the consumer that fills the in-memory view.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
