@@ -119,7 +119,7 @@ pub async fn fetch(
     let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
     let message = sids.parse("message", "Sid", MessageSid::parse)?;
     let (a, c, m) = (account.clone(), conversation.clone(), message.clone());
-    let view = state.read(move |store| store.message(&a, &c, &m)).await?;
+    let view = state.lookup(move |store| store.message(&a, &c, &m)).await?;
     match view {
         Some(view) if in_service(service.as_ref(), &view) => {
             Ok(Json(render(&state, service.as_ref(), &view)))

@@ -81,7 +81,7 @@ pub async fn fetch(
     let receipt = sids.parse("receipt", "Sid", ReceiptSid::parse)?;
     let sid = receipt.clone();
     let found = state
-        .read(move |store| store.receipt(&account, &conversation, &message, &sid))
+        .lookup(move |store| store.receipt(&account, &conversation, &message, &sid))
         .await?;
     match found {
         Some(found) if in_service(service.as_ref(), &found) => {
