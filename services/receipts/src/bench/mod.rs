@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod progress;
 pub mod projector;
 pub mod read_model;
+pub mod scale;
 pub mod storage;
 pub mod workload;
 
@@ -74,6 +75,9 @@ pub struct BenchArgs {
     /// storage: receipts stored.
     #[arg(long, default_value_t = 100_000)]
     pub receipts: usize,
+    /// scale: the receipts each run feeds the service processes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
+    pub scale: Vec<usize>,
     /// Seed of the generated workload, to repeat a run exactly.
     #[arg(long, default_value_t = 8)]
     pub seed: u64,
@@ -91,6 +95,8 @@ pub enum Stage {
     Dispatcher,
     EndToEnd,
     Storage,
+    /// Not part of `all`: the service processes at 100 k to 5 M receipts take many minutes.
+    Scale,
     All,
 }
 
@@ -112,6 +118,7 @@ impl Stage {
             Stage::Dispatcher => "dispatcher",
             Stage::EndToEnd => "end-to-end",
             Stage::Storage => "storage",
+            Stage::Scale => "scale",
             Stage::All => "all",
         }
     }
@@ -298,6 +305,7 @@ pub async fn run(args: &BenchArgs, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             Stage::ReadModel => read_model::run(args).await,
             Stage::Grpc => grpc::run(args).await,
             Stage::Storage => storage::run(args).await,
+            Stage::Scale => scale::run(args).await,
             Stage::Dispatcher => dispatcher::run(args).await,
             Stage::EndToEnd => dispatcher::run_end_to_end(args).await,
             Stage::All => unreachable!("`all` is expanded above"),
