@@ -23,6 +23,9 @@ use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 /// Records generated and produced at a time.
 const CHUNK_REPORTS: usize = 300_000;
+/// Records the workload holds per receipt, rounded down (3.1 on average): the last chunks are
+/// sized to what is missing and fall just short, until a small one tops them up.
+const RECORDS_PER_RECEIPT: usize = 3;
 /// The memory bound a service process is held to, whatever it stores.
 const RSS_GOAL_MB: f64 = 512.0;
 const DISK_GOAL_BYTES: f64 = 500.0;
@@ -165,7 +168,9 @@ async fn feed(
     let mut chunk = 0u64;
     while fed.receipts < receipts {
         // Each chunk draws its own ids, so no receipt spans two chunks.
-        let events = workload::generate(CHUNK_REPORTS, seed.wrapping_add(chunk)).events;
+        let missing = (receipts - fed.receipts).saturating_mul(RECORDS_PER_RECEIPT);
+        let reports = missing.clamp(1_000, CHUNK_REPORTS);
+        let events = workload::generate(reports, seed.wrapping_add(chunk)).events;
         chunk += 1;
         fed.receipts += workload::receipts(&events);
         fed.updates += workload::changes(&events).len() as u64;
