@@ -34,6 +34,9 @@ pub enum Command {
     },
     /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Print the event contracts: the AsyncAPI document of the topics, or the protobuf
+    /// descriptor set of their payloads.
+    Contracts(crate::contracts::ContractsArgs),
 }
 
 /// Runs one subcommand to its end.
@@ -113,5 +116,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().write_all(crate::bench::table(&report).as_bytes())?;
             Ok(())
         }
+        Command::Contracts(args) => crate::contracts::run(&args),
     }
 }

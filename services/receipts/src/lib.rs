@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod contracts;
 pub mod dev;
 pub mod embedded;
 pub mod get;
