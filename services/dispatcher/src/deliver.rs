@@ -410,6 +410,11 @@ impl Deliverer {
         if alive {
             if breaker.open_until.is_some() {
                 info!(endpoint = %endpoint.key, "circuit closed");
+                self.context
+                    .metrics
+                    .breakers_open
+                    .get_or_create(&ScopeLabel::of_key(&endpoint.key))
+                    .dec();
             }
             *breaker = Breaker::default();
             return;
@@ -421,6 +426,11 @@ impl Deliverer {
                 self.context
                     .metrics
                     .breaker_opened
+                    .get_or_create(&ScopeLabel::of_key(&endpoint.key))
+                    .inc();
+                self.context
+                    .metrics
+                    .breakers_open
                     .get_or_create(&ScopeLabel::of_key(&endpoint.key))
                     .inc();
             }
