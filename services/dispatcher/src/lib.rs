@@ -313,7 +313,7 @@ pub async fn run(
     result
 }
 
-/// Keeps `dispatcher_dlq_records` at the DLQ's high minus low watermark.
+/// Keeps `receipts_dispatcher_dlq_records` at the DLQ's high minus low watermark.
 async fn watch_dlq_size(
     publisher: Publisher,
     topic: String,

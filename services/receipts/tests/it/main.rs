@@ -4,6 +4,7 @@
 mod bench;
 mod compose;
 mod contracts;
+mod dashboards;
 mod dev;
 mod tenants;
 mod yaml;
