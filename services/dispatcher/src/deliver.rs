@@ -36,7 +36,7 @@ use receipts_proto::v1;
 use receipts_runtime::config::Secret;
 use receipts_store::PartitionOffset;
 use receipts_webhook::{
-    AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
+    Attempt, AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
     redacted_url,
 };
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
-use crate::job::{DUE_AT_HEADER, DeliveryJob};
+use crate::job::{AttemptRecord, DUE_AT_HEADER, DeliveryJob};
 use crate::metrics::{DispatcherMetrics, ScopeLabel};
 use crate::progress::{ChangelogProgress, Unsettled};
 use crate::store::{DispatcherStore, Entry, SETTLED, delivered_entry, progress_entry};
@@ -361,11 +361,13 @@ impl Deliverer {
             signing_secrets: config.signing_secrets.clone(),
             receipt_version: job.receipt.version,
         };
+        let sent_at_ms = now_ms();
         let attempt = cx.client.send(&request).await;
         cx.metrics
             .latency
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
             .observe(attempt.elapsed.as_secs_f64());
+        self.record_attempt(&job, &request.url, sent_at_ms, &attempt);
         cx.metrics.attempt(attempt.outcome.label());
         match attempt.outcome {
             AttemptOutcome::Delivered { status } => {
@@ -402,6 +404,46 @@ impl Deliverer {
                 self.dead_letter(job, reason).await;
             }
         }
+    }
+
+    /// Writes the attempt to the attempts topic in the background: the delivery does not wait
+    /// for it, and a record lost to a broker outage only leaves a gap in what operators see.
+    fn record_attempt(&self, job: &DeliveryJob, url: &str, sent_at_ms: i64, attempt: &Attempt) {
+        let answer = match &attempt.outcome {
+            AttemptOutcome::Delivered { status } => format!("HTTP {status}"),
+            AttemptOutcome::Gone => "HTTP 410".to_owned(),
+            AttemptOutcome::Retry { reason, .. } | AttemptOutcome::Reject { reason } => {
+                reason.clone()
+            }
+        };
+        let record = AttemptRecord {
+            receipt_sid: job.receipt.sid.clone(),
+            version: job.receipt.version,
+            account_sid: job.account_sid.clone(),
+            conversation_sid: job.receipt.conversation_sid.clone(),
+            webhook_key: job.webhook_key.clone(),
+            url: redacted_url(url),
+            token: job.token.clone(),
+            attempt: job.attempt,
+            at_ms: sent_at_ms,
+            latency_ms: attempt.elapsed.as_millis() as u64,
+            outcome: attempt.outcome.label().to_owned(),
+            answer,
+        };
+        let payload = serde_json::to_vec(&record).expect("an attempt serialises to JSON");
+        let outgoing = Outgoing::new(
+            &self.context.topics.webhook_attempts,
+            record.receipt_sid.as_str(),
+            payload,
+        )
+        .content_type(Encoding::Json);
+        let publisher = self.context.publisher.clone();
+        self.tracker.spawn(async move {
+            let sent = tokio::time::timeout(PRODUCE_TIMEOUT, publisher.send_all(&[outgoing])).await;
+            if !matches!(sent, Ok(Ok(_))) {
+                debug!(receipt = %record.receipt_sid, attempt = record.attempt, "webhook attempt not recorded");
+            }
+        });
     }
 
     /// Feeds the circuit breaker: `alive` is any answer but a transient failure.

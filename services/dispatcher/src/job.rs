@@ -50,6 +50,30 @@ pub struct Source {
     pub offset: i64,
 }
 
+/// One webhook attempt as the attempts topic records it, keyed by receipt sid: for operators
+/// to see each attempt of a receipt's deliveries with its answer and latency. Written after the
+/// attempt and never read back by the dispatcher, so losing one loses no delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub receipt_sid: String,
+    pub version: u64,
+    pub account_sid: String,
+    pub conversation_sid: String,
+    pub webhook_key: String,
+    /// Redacted (credentials and query as `***`).
+    pub url: String,
+    pub token: String,
+    /// 0-based.
+    pub attempt: u32,
+    /// When the request was sent, unix millis.
+    pub at_ms: i64,
+    pub latency_ms: u64,
+    /// `delivered`, `retry`, `rejected` or `gone`.
+    pub outcome: String,
+    /// The answer: `HTTP 200`, or why the attempt failed.
+    pub answer: String,
+}
+
 /// The idempotency token of `receipt_sid` at `version` for `webhook_key`.
 pub fn delivery_token(receipt_sid: &str, version: u64, webhook_key: &str) -> String {
     let mut hasher = Sha256::new();

@@ -49,7 +49,7 @@ use crate::deliver::{Deliverer, DeliveryContext};
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 use crate::progress::{ChangelogProgress, Unsettled};
-pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
+pub use crate::replay::{DeadLetter, ReplayFilter, ReplayReport, dead_letters, replay_dlq};
 use crate::store::{DispatcherStore, StoreError};
 
 /// Everything the dispatcher needs to run.

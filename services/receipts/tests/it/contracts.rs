@@ -292,6 +292,25 @@ fn records_as_the_services_write_them_match_their_schemas() {
     let job: Value = serde_json::from_slice(&job.to_json()).unwrap();
     assert_matches("#/components/messages/PendingDelivery/payload", &job);
     assert_matches("#/components/messages/DeadLetteredDelivery/payload", &job);
+
+    let attempt = receipts_dispatcher::job::AttemptRecord {
+        receipt_sid: change.receipt.sid.to_string(),
+        version: change.receipt.version,
+        account_sid: sid("AC", 1),
+        conversation_sid: sid("CH", 2),
+        webhook_key: receipts_proto::webhooks::webhook_key(&config),
+        url: receipts_webhook::redacted_url(&config.post_webhook_url),
+        token: job["token"].as_str().unwrap().to_owned(),
+        attempt: 0,
+        at_ms: 1_767_600_005_000,
+        latency_ms: 41,
+        outcome: "retry".into(),
+        answer: "HTTP 503".into(),
+    };
+    assert_matches(
+        "#/components/messages/WebhookAttempt/payload",
+        &serde_json::to_value(&attempt).unwrap(),
+    );
 }
 
 /// The document's own examples match the messages they illustrate.
