@@ -6,5 +6,6 @@ mod compose;
 mod contracts;
 mod dashboards;
 mod dev;
+mod ops;
 mod tenants;
 mod yaml;
