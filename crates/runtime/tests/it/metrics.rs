@@ -170,11 +170,7 @@ fn families_are_prefixed_and_listed_before_their_first_series() {
     let metrics = Metrics::new();
     let attempts = Family::<Outcome, Counter>::default();
     metrics.register("webhook_attempts", "attempts by outcome", attempts.clone());
-    metrics.register(
-        "attempt_seconds",
-        "latency",
-        Histogram::new([0.1, 1.0].into_iter()),
-    );
+    metrics.register("attempt_seconds", "latency", Histogram::new([0.1, 1.0]));
     let listed: Vec<(String, String)> = metrics
         .families()
         .into_iter()
