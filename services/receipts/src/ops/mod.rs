@@ -56,32 +56,63 @@ impl OpsArgs {
     }
 }
 
-/// Every record of `topic` up to its end as of now, partition by partition; none when the topic
-/// does not exist.
-pub(crate) async fn read_topic(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<Record>> {
+/// Folds every record of `topic`, up to its end as of now and partition by partition, into
+/// `state` with `visit`, on a blocking thread; a topic that does not exist has no records. Only
+/// what `visit` keeps stays in memory, however long the topic.
+pub(crate) async fn fold_topic<T, F>(
+    kafka: &KafkaSettings,
+    topic: &str,
+    state: T,
+    mut visit: F,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnMut(&mut T, &Record) -> anyhow::Result<()> + Send + 'static,
+{
     let (kafka, topic) = (kafka.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let mut records = Vec::new();
+        let mut state = state;
         let ends = receipts_bus::changelog::partition_ends(&kafka, &topic)
             .with_context(|| format!("reading the partitions of {topic}"))?;
         for partition in ends.into_keys() {
-            receipts_bus::changelog::restore_partition(
+            let mut failure = None;
+            let read = receipts_bus::changelog::restore_partition(
                 &kafka,
                 &topic,
                 partition,
                 None,
                 |chunk, _| {
-                    records.extend_from_slice(chunk);
-                    Ok::<_, std::convert::Infallible>(())
+                    for record in chunk {
+                        if let Err(error) = visit(&mut state, record) {
+                            failure = Some(error);
+                            return Err(Stopped);
+                        }
+                    }
+                    Ok(())
                 },
-            )
-            .with_context(|| format!("reading {topic} partition {partition}"))?;
+            );
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            read.with_context(|| format!("reading {topic} partition {partition}"))?;
         }
-        Ok(records)
+        Ok(state)
     })
     .await
     .context("reading a topic")?
 }
+
+/// Ends a [`fold_topic`] early; the reason is kept beside it.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by an unreadable record")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, or `-` for none.
 pub(crate) fn time(millis: Option<i64>) -> String {

@@ -5,6 +5,7 @@
 //! projectors run and whichever owns a partition. `--data-dir` reads one stopped projector's own
 //! database instead, as `receipts-projector parked` does.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use receipts_proto::v1;
 use receipts_store::{ProjectorStore, SledProjectorStore};
 use serde::Serialize;
 
-use super::{OpsConfig, json, read_topic, table, time};
+use super::{OpsConfig, fold_topic, json, table, time};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ParkedArgs {
@@ -52,39 +53,42 @@ fn parked(key: &ReceiptKey, since_ms: i64, report: Option<&StatusReport>) -> Par
     }
 }
 
-/// The latest state of every receipt on the changelog (compaction may not have run yet, so the
-/// last record of a key wins), keeping those without a registration.
+/// The receipts whose latest state on the changelog has no registration (compaction may not
+/// have run yet, so a later record of a key replaces an earlier one, and a registration ends the
+/// wait). Only the parked ones are held while reading.
 async fn from_changelog(config: &OpsConfig) -> anyhow::Result<Vec<Parked>> {
-    let records = read_topic(&config.kafka, &config.topics.projector_changelog).await?;
-    let mut latest: std::collections::HashMap<String, Option<(ReceiptState, i64)>> =
-        std::collections::HashMap::new();
-    for record in &records {
-        let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        let state = match record.payload() {
-            None => None,
-            Some(payload) => {
-                let stored = v1::StoredReceiptState::decode(payload)
-                    .with_context(|| format!("decoding {}", record.origin()))?;
-                let state = ReceiptState::try_from(&stored)
-                    .with_context(|| format!("reading {}", record.origin()))?;
-                Some((state, record.timestamp_millis().unwrap_or_default()))
+    let waiting = fold_topic(
+        &config.kafka,
+        &config.topics.projector_changelog,
+        HashMap::<String, Parked>::new(),
+        |waiting, record| {
+            let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                return Ok(());
+            };
+            let Some(payload) = record.payload() else {
+                waiting.remove(key);
+                return Ok(());
+            };
+            let stored = v1::StoredReceiptState::decode(payload)
+                .with_context(|| format!("decoding {}", record.origin()))?;
+            let state = ReceiptState::try_from(&stored)
+                .with_context(|| format!("reading {}", record.origin()))?;
+            match state.parked_report() {
+                Some(report) => {
+                    let id = ReceiptKey::parse(key)
+                        .with_context(|| format!("the key of {}", record.origin()))?;
+                    let since = record.timestamp_millis().unwrap_or_default();
+                    waiting.insert(key.to_owned(), parked(&id, since, Some(report)));
+                }
+                None => {
+                    waiting.remove(key);
+                }
             }
-        };
-        latest.insert(key.to_owned(), state);
-    }
-    let mut found = Vec::new();
-    for (key, state) in latest {
-        let Some((state, written_ms)) = state else {
-            continue;
-        };
-        if let Some(report) = state.parked_report() {
-            let key = ReceiptKey::parse(&key).with_context(|| format!("changelog key {key:?}"))?;
-            found.push(parked(&key, written_ms, Some(report)));
-        }
-    }
-    Ok(found)
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(waiting.into_values().collect())
 }
 
 fn from_database(dir: &std::path::Path) -> anyhow::Result<Vec<Parked>> {

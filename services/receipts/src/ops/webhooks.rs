@@ -14,7 +14,7 @@ use receipts_proto::v1;
 use receipts_webhook::redacted_url;
 use serde::Serialize;
 
-use super::{OpsConfig, json, read_topic, table, time};
+use super::{OpsConfig, fold_topic, json, table, time};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum WebhooksCommand {
@@ -81,27 +81,30 @@ fn webhook(key: &str, config: &v1::WebhookConfig) -> Webhook {
 
 /// The current configuration of every scope: the last record of each key, tombstones deleting.
 async fn webhooks(config: &OpsConfig) -> anyhow::Result<Vec<Webhook>> {
-    let mut current: BTreeMap<String, Option<v1::WebhookConfig>> = BTreeMap::new();
-    for record in read_topic(&config.kafka, &config.topics.webhook_configs).await? {
-        let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        let value = match record.payload() {
-            None => None,
-            Some(payload) => {
-                let encoding = Encoding::from_content_type(record.content_type())
-                    .with_context(|| format!("reading {}", record.origin()))?;
-                Some(
-                    codec::decode::<v1::WebhookConfig>(payload, encoding)
-                        .with_context(|| format!("decoding {}", record.origin()))?,
-                )
-            }
-        };
-        current.insert(key.to_owned(), value);
-    }
+    let current = fold_topic(
+        &config.kafka,
+        &config.topics.webhook_configs,
+        BTreeMap::<String, v1::WebhookConfig>::new(),
+        |current, record| {
+            let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                return Ok(());
+            };
+            let Some(payload) = record.payload() else {
+                current.remove(key);
+                return Ok(());
+            };
+            let encoding = Encoding::from_content_type(record.content_type())
+                .with_context(|| format!("reading {}", record.origin()))?;
+            let webhook = codec::decode::<v1::WebhookConfig>(payload, encoding)
+                .with_context(|| format!("decoding {}", record.origin()))?;
+            current.insert(key.to_owned(), webhook);
+            Ok(())
+        },
+    )
+    .await?;
     Ok(current
         .iter()
-        .filter_map(|(key, config)| Some(webhook(key, config.as_ref()?)))
+        .map(|(key, config)| webhook(key, config))
         .collect())
 }
 
@@ -125,19 +128,21 @@ pub struct ReceiptDeliveries {
 
 async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<ReceiptDeliveries> {
     let topics = &config.topics;
-    let mut attempts: Vec<AttemptRecord> = Vec::new();
-    for record in read_topic(&config.kafka, &topics.webhook_attempts).await? {
-        if record.key() != Some(receipt_sid.as_bytes()) {
-            continue;
-        }
-        let Some(Ok(attempt)) = record
-            .payload()
-            .map(serde_json::from_slice::<AttemptRecord>)
-        else {
-            continue;
-        };
-        attempts.push(attempt);
-    }
+    let sid = receipt_sid.to_owned();
+    let mut attempts = fold_topic(
+        &config.kafka,
+        &topics.webhook_attempts,
+        Vec::<AttemptRecord>::new(),
+        move |attempts, record| {
+            if record.key() == Some(sid.as_bytes()) {
+                if let Some(Ok(attempt)) = record.payload().map(serde_json::from_slice) {
+                    attempts.push(attempt);
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
     attempts.sort_by_key(|a| (a.at_ms, a.attempt));
 
     // (webhook, version) → state, from the weakest evidence to the strongest.
@@ -145,14 +150,22 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
     for a in &attempts {
         states.insert((a.webhook_key.clone(), a.version), "attempted");
     }
-    let jobs_of = |records: Vec<receipts_bus::record::Record>| -> Vec<DeliveryJob> {
-        records
-            .iter()
-            .filter_map(|r| DeliveryJob::from_json(r.payload()?).ok())
-            .filter(|job| job.receipt.sid == receipt_sid)
-            .collect()
-    };
-    for job in jobs_of(read_topic(&config.kafka, &topics.webhook_retries).await?) {
+    let sid = receipt_sid.to_owned();
+    let retrying = fold_topic(
+        &config.kafka,
+        &topics.webhook_retries,
+        Vec::<DeliveryJob>::new(),
+        move |jobs, record| {
+            if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json) {
+                if job.receipt.sid == sid {
+                    jobs.push(job);
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    for job in retrying {
         states.insert((job.webhook_key, job.receipt.version), "retrying");
     }
     for letter in receipts_dispatcher::dead_letters(&config.kafka, topics).await? {
@@ -164,22 +177,29 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         }
     }
     // `d/{webhook key}\0{receipt sid}` → the newest version delivered to that webhook.
-    let mut delivered: BTreeMap<String, u64> = BTreeMap::new();
-    for record in read_topic(&config.kafka, &topics.dispatcher_changelog).await? {
-        let Some(rest) = record.key().and_then(|k| k.strip_prefix(b"d/")) else {
-            continue;
-        };
-        let Some(split) = rest.iter().position(|b| *b == 0) else {
-            continue;
-        };
-        if &rest[split + 1..] != receipt_sid.as_bytes() {
-            continue;
-        }
-        let webhook_key = String::from_utf8_lossy(&rest[..split]).into_owned();
-        if let Some(Ok(bytes)) = record.payload().map(<[u8; 8]>::try_from) {
-            delivered.insert(webhook_key, u64::from_be_bytes(bytes));
-        }
-    }
+    let sid = receipt_sid.to_owned();
+    let delivered = fold_topic(
+        &config.kafka,
+        &topics.dispatcher_changelog,
+        BTreeMap::<String, u64>::new(),
+        move |delivered, record| {
+            let Some(rest) = record.key().and_then(|k| k.strip_prefix(b"d/")) else {
+                return Ok(());
+            };
+            let Some(split) = rest.iter().position(|b| *b == 0) else {
+                return Ok(());
+            };
+            if &rest[split + 1..] != sid.as_bytes() {
+                return Ok(());
+            }
+            let webhook_key = String::from_utf8_lossy(&rest[..split]).into_owned();
+            if let Some(Ok(bytes)) = record.payload().map(<[u8; 8]>::try_from) {
+                delivered.insert(webhook_key, u64::from_be_bytes(bytes));
+            }
+            Ok(())
+        },
+    )
+    .await?;
     for (webhook_key, newest) in &delivered {
         states.retain(|(key, version), _| !(key == webhook_key && version <= newest));
         states.insert((webhook_key.clone(), *newest), "delivered");
