@@ -409,27 +409,7 @@ impl Deliverer {
     /// Writes the attempt to the attempts topic in the background: the delivery does not wait
     /// for it, and a record lost to a broker outage only leaves a gap in what operators see.
     fn record_attempt(&self, job: &DeliveryJob, url: &str, sent_at_ms: i64, attempt: &Attempt) {
-        let answer = match &attempt.outcome {
-            AttemptOutcome::Delivered { status } => format!("HTTP {status}"),
-            AttemptOutcome::Gone => "HTTP 410".to_owned(),
-            AttemptOutcome::Retry { reason, .. } | AttemptOutcome::Reject { reason } => {
-                reason.clone()
-            }
-        };
-        let record = AttemptRecord {
-            receipt_sid: job.receipt.sid.clone(),
-            version: job.receipt.version,
-            account_sid: job.account_sid.clone(),
-            conversation_sid: job.receipt.conversation_sid.clone(),
-            webhook_key: job.webhook_key.clone(),
-            url: redacted_url(url),
-            token: job.token.clone(),
-            attempt: job.attempt,
-            at_ms: sent_at_ms,
-            latency_ms: attempt.elapsed.as_millis() as u64,
-            outcome: attempt.outcome.label().to_owned(),
-            answer,
-        };
+        let record = AttemptRecord::of(job, &redacted_url(url), sent_at_ms, attempt);
         let payload = serde_json::to_vec(&record).expect("an attempt serialises to JSON");
         let outgoing = Outgoing::new(
             &self.context.topics.webhook_attempts,

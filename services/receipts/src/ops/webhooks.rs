@@ -4,11 +4,12 @@
 //! answer and latency (the attempts topic), the newest version delivered to each webhook (the
 //! dispatcher changelog), and what is still waiting on the retry topic or gave up on the DLQ.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
 use clap::Subcommand;
-use receipts_dispatcher::job::{AttemptRecord, DeliveryJob};
+use receipts_dispatcher::job::{AttemptRecord, DeliveryJob, delivery_token};
+use receipts_dispatcher::store::SETTLED;
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_webhook::redacted_url;
@@ -113,8 +114,9 @@ async fn webhooks(config: &OpsConfig) -> anyhow::Result<Vec<Webhook>> {
 pub struct DeliveryState {
     pub webhook_key: String,
     pub version: u64,
-    /// `delivered`, `retrying` (waiting on the retry topic), `dead-lettered`, or `attempted`
-    /// (attempts recorded, nothing settled yet).
+    /// `delivered`; `dead-lettered`; `retrying` (waiting on the retry topic); `attempted`
+    /// (attempts recorded, nothing settled yet); or `ended` (settled without a delivery: dropped
+    /// as stale once a newer version was delivered, or its webhook was removed).
     pub state: String,
 }
 
@@ -176,14 +178,39 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
             );
         }
     }
-    // `d/{webhook key}\0{receipt sid}` → the newest version delivered to that webhook.
+    // From the dispatcher changelog: `d/{webhook key}\0{receipt sid}`, the newest version
+    // delivered to that webhook, and `t/{token}`, whether a delivery known here was settled.
+    let tokens: HashMap<String, (String, u64)> = states
+        .keys()
+        .map(|(key, version)| {
+            (
+                delivery_token(receipt_sid, *version, key),
+                (key.clone(), *version),
+            )
+        })
+        .collect();
     let sid = receipt_sid.to_owned();
-    let delivered = fold_topic(
+    let (delivered, settled) = fold_topic(
         &config.kafka,
         &topics.dispatcher_changelog,
-        BTreeMap::<String, u64>::new(),
-        move |delivered, record| {
-            let Some(rest) = record.key().and_then(|k| k.strip_prefix(b"d/")) else {
+        (
+            BTreeMap::<String, u64>::new(),
+            BTreeMap::<(String, u64), bool>::new(),
+        ),
+        move |(delivered, settled), record| {
+            let Some(key) = record.key() else {
+                return Ok(());
+            };
+            if let Some(token) = key.strip_prefix(b"t/") {
+                let found = std::str::from_utf8(token).ok().and_then(|t| tokens.get(t));
+                if let (Some(delivery), Some(Ok(bytes))) =
+                    (found, record.payload().map(<[u8; 4]>::try_from))
+                {
+                    settled.insert(delivery.clone(), u32::from_be_bytes(bytes) == SETTLED);
+                }
+                return Ok(());
+            }
+            let Some(rest) = key.strip_prefix(b"d/") else {
                 return Ok(());
             };
             let Some(split) = rest.iter().position(|b| *b == 0) else {
@@ -200,6 +227,14 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         },
     )
     .await?;
+    // Settled without being delivered or dead-lettered: dropped (stale, unconfigured).
+    for (delivery, done) in settled {
+        if let Some(state) = states.get_mut(&delivery) {
+            if done && matches!(*state, "attempted" | "retrying") {
+                *state = "ended";
+            }
+        }
+    }
     for (webhook_key, newest) in &delivered {
         states.retain(|(key, version), _| !(key == webhook_key && version <= newest));
         states.insert((webhook_key.clone(), *newest), "delivered");
