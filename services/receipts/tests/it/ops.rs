@@ -500,3 +500,68 @@ fn lag_args() -> LagArgs {
         dispatcher_group: "receipts-dispatcher".into(),
     }
 }
+
+/// The command line reaches these commands with their options, `--json` anywhere after the
+/// command's name.
+#[test]
+fn the_command_line_parses_every_operator_command() {
+    use clap::{CommandFactory, Parser};
+    use receipts::cli::{Cli, Command};
+
+    Cli::command().debug_assert();
+    let parse = |line: &str| {
+        Cli::try_parse_from(line.split_whitespace())
+            .unwrap()
+            .command
+    };
+    let receipt = sid("DY", 9);
+    match parse(&format!(
+        "receipts dlq list --receipt {receipt} --pending --json"
+    )) {
+        Command::Dlq {
+            ops,
+            command: DlqCommand::List { filter },
+        } => {
+            assert!(ops.json);
+            assert_eq!(filter.receipt.as_deref(), Some(receipt.as_str()));
+            assert!(filter.pending);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse("receipts dlq --json replay --account AC1 --since 2026-11-27T18:00:00Z") {
+        Command::Dlq {
+            ops,
+            command: DlqCommand::Replay { filter },
+        } => {
+            assert!(ops.json);
+            assert_eq!(filter.account.as_deref(), Some("AC1"));
+            assert_eq!(filter.since_ms, Some(1_795_802_400_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse("receipts lag --kafka 10.0.0.1:9092 --dispatcher-group d2") {
+        Command::Lag { ops, args } => {
+            assert_eq!(ops.kafka.as_deref(), Some("10.0.0.1:9092"));
+            assert_eq!(args.dispatcher_group, "d2");
+            assert_eq!(args.projector_group, "receipts-projector");
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse("receipts parked --older-than-secs 86400 --json") {
+        Command::Parked { ops, args } => {
+            assert!(ops.json);
+            assert_eq!(args.older_than_secs, Some(86_400));
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(&format!("receipts webhooks deliveries {receipt} --json")) {
+        Command::Webhooks {
+            ops,
+            command: WebhooksCommand::Deliveries { receipt_sid },
+        } => {
+            assert!(ops.json);
+            assert_eq!(receipt_sid, receipt);
+        }
+        other => panic!("{other:?}"),
+    }
+}
