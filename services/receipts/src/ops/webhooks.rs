@@ -136,10 +136,10 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         &topics.webhook_attempts,
         Vec::<AttemptRecord>::new(),
         move |attempts, record| {
-            if record.key() == Some(sid.as_bytes()) {
-                if let Some(Ok(attempt)) = record.payload().map(serde_json::from_slice) {
-                    attempts.push(attempt);
-                }
+            if record.key() == Some(sid.as_bytes())
+                && let Some(Ok(attempt)) = record.payload().map(serde_json::from_slice)
+            {
+                attempts.push(attempt);
             }
             Ok(())
         },
@@ -158,10 +158,10 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         &topics.webhook_retries,
         Vec::<DeliveryJob>::new(),
         move |jobs, record| {
-            if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json) {
-                if job.receipt.sid == sid {
-                    jobs.push(job);
-                }
+            if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json)
+                && job.receipt.sid == sid
+            {
+                jobs.push(job);
             }
             Ok(())
         },
@@ -229,10 +229,11 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
     .await?;
     // Settled without being delivered or dead-lettered: dropped (stale, unconfigured).
     for (delivery, done) in settled {
-        if let Some(state) = states.get_mut(&delivery) {
-            if done && matches!(*state, "attempted" | "retrying") {
-                *state = "ended";
-            }
+        if let Some(state) = states.get_mut(&delivery)
+            && done
+            && matches!(*state, "attempted" | "retrying")
+        {
+            *state = "ended";
         }
     }
     for (webhook_key, newest) in &delivered {
