@@ -15,7 +15,10 @@ Runs the project's tests:
   3. installs the pinned twilio Python helper library into target/pyenv (unless RECEIPTS_TEST_PYTHON
      already names a python that has it) and exports RECEIPTS_TEST_PYTHON for the REST facade's
      client test;
-  4. cargo test --workspace --all-targets, then cargo test --workspace --doc.
+  4. checks the Prometheus alerting rules with promtool (check rules, then the unit tests in
+     deploy/prometheus/alerts.test.yml), installing Debian's prometheus package for it when no
+     promtool is on PATH and RECEIPTS_PROMTOOL does not name one; fails if none can be had;
+  5. cargo test --workspace --all-targets, then cargo test --workspace --doc.
 
 Arguments go to both cargo test runs, e.g.
   scripts/test.sh -p receipts-bus            only one package (replaces --workspace)
@@ -131,7 +134,48 @@ provision_twilio_python() {
 
 provision_twilio_python || failed_steps+=("twilio python library")
 
-# --- 4. Tests ---------------------------------------------------------------------------------------
+# --- 4. Prometheus alerting rules --------------------------------------------------------------------
+# deploy/prometheus/alerts.yml must load and its unit tests pass; promtool is what Prometheus itself
+# uses to load them.
+provision_promtool() {
+  if [[ -n ${RECEIPTS_PROMTOOL:-} ]]; then
+    if [[ ! -x $RECEIPTS_PROMTOOL ]]; then
+      log "error: RECEIPTS_PROMTOOL=$RECEIPTS_PROMTOOL is not an executable file"
+      return 1
+    fi
+    log "using RECEIPTS_PROMTOOL=$RECEIPTS_PROMTOOL"
+    return 0
+  fi
+  if RECEIPTS_PROMTOOL=$(command -v promtool); then
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null || ((EUID != 0)); then
+    log "error: promtool is needed to check deploy/prometheus/alerts.yml and is not on PATH;" \
+      "install it (Debian/Ubuntu: apt-get install prometheus) or set RECEIPTS_PROMTOOL"
+    return 1
+  fi
+  log "installing Debian's prometheus package for promtool"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } >&2 ||
+    {
+      log "error: apt-get install prometheus failed; install promtool or set RECEIPTS_PROMTOOL"
+      return 1
+    }
+  RECEIPTS_PROMTOOL=$(command -v promtool) || {
+    log "error: the prometheus package installed no promtool"
+    return 1
+  }
+}
+
+check_alert_rules() {
+  provision_promtool || return 1
+  log "$("$RECEIPTS_PROMTOOL" --version 2>&1 | head -n 1)"
+  "$RECEIPTS_PROMTOOL" check rules deploy/prometheus/alerts.yml &&
+    "$RECEIPTS_PROMTOOL" test rules deploy/prometheus/alerts.test.yml
+}
+
+check_alert_rules || failed_steps+=("prometheus alerting rules")
+
+# --- 5. Tests ---------------------------------------------------------------------------------------
 # Which selections did the caller make (before any `--`, after which arguments go to the test binaries)?
 select_packages=(--workspace)
 targets_given=0

@@ -30,6 +30,9 @@ pub struct TopicNames {
     /// Compacted: what the dispatcher settled per delivery, partition by partition of
     /// `receipt_updates` and the retry topic.
     pub dispatcher_changelog: String,
+    /// Every webhook attempt with its answer and latency, keyed by receipt sid, kept for the
+    /// topic's retention: what `receipts webhooks deliveries` shows.
+    pub webhook_attempts: String,
 }
 
 impl Default for TopicNames {
@@ -50,6 +53,7 @@ impl TopicNames {
             delivery_events_dlq: format!("{prefix}.delivery-events-dlq.v1"),
             projector_changelog: format!("{prefix}.projector-changelog.v1"),
             dispatcher_changelog: format!("{prefix}.dispatcher-changelog.v1"),
+            webhook_attempts: format!("{prefix}.webhook-attempts.v1"),
         }
     }
 
@@ -64,6 +68,7 @@ impl TopicNames {
             TopicSpec::new(&self.delivery_events_dlq, 1),
             TopicSpec::new(&self.projector_changelog, partitions).compacted(),
             TopicSpec::new(&self.dispatcher_changelog, partitions).compacted(),
+            TopicSpec::new(&self.webhook_attempts, partitions),
         ]
     }
 }

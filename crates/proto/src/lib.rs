@@ -4,9 +4,11 @@
 //!
 //! Layout: [`v1`] holds the generated code; [`convert`] the domain conversions, which validate
 //! everything that comes off the wire; [`codec`] decodes and encodes Kafka record payloads in
-//! either protobuf or JSON.
+//! either protobuf or JSON; [`compat`] tells whether the proto files still read what a release
+//! wrote (checked in the tests against `proto/releases/`).
 
 pub mod codec;
+pub mod compat;
 pub mod convert;
 pub mod webhooks;
 
@@ -17,7 +19,9 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/receipts.v1.serde.rs"));
 }
 
-/// The encoded descriptor set of every receipts proto file, for gRPC reflection.
+/// The encoded descriptor set of every receipts proto file (imports included), for gRPC
+/// reflection; `receipts contracts descriptor-set` writes it out for consumers, and the release
+/// image ships it.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/receipts_descriptor.bin"));
 

@@ -3,8 +3,8 @@
 //! Each consumer registers a [`Component`] and moves it between [`ComponentState`]s: starting,
 //! restoring its partitions' state, ready, unable to reach the broker, or stopped. The service is
 //! ready only while every component is; `/healthz` answers 503 with the reasons otherwise, gRPC
-//! health follows [`Readiness::subscribe`], and the `consumer_ready` gauge says which component
-//! is not. A service never serves as current what a stopped or stale consumer left behind.
+//! health follows [`Readiness::subscribe`], and the `receipts_consumer_ready` gauge says which
+//! component is not. A service never serves as current what a stopped or stale consumer left behind.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -104,12 +104,12 @@ pub struct Report {
 }
 
 impl Readiness {
-    /// The gauge (`consumer_ready`, 1 or 0 per component) to register with the metrics.
+    /// The gauge (`receipts_consumer_ready`, 1 or 0 per component) to register with the metrics.
     pub(crate) fn gauge(&self) -> Family<ConsumerLabel, Gauge> {
         self.gauge.clone()
     }
 
-    /// The gauge (`consumer_lag`, records behind the high watermark per consumer and
+    /// The gauge (`receipts_consumer_lag`, records behind the high watermark per consumer and
     /// partition) to register with the metrics.
     pub(crate) fn lag_gauge(&self) -> Family<LagLabel, Gauge> {
         self.lag.clone()

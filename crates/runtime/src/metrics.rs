@@ -4,6 +4,9 @@
 //!
 //! Services register their families at start-up through a clone of the same [`Metrics`], so one scrape
 //! covers everything running in the process, including all services at once under `receipts dev`.
+//! Every name is exported under the prefix `receipts_` (registered `projector_records` is scraped
+//! as `receipts_projector_records_total`), so the dashboards and alerts in `deploy/` find the
+//! family whatever else the Prometheus server collects.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,37 +32,63 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     readiness: Readiness,
+    /// What [`Metrics::register`] registered, in order: a family with no series yet is left out
+    /// of a scrape, so this is the one complete list of what the process exports.
+    families: Arc<Mutex<Vec<Family>>>,
+    /// The registry's prefix, with its `_`, as it is put before every name.
+    prefix: String,
 }
+
+/// A registered metric family as a scrape names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// The family name with the prefix: `receipts_projector_records` (sampled as
+    /// `receipts_projector_records_total`).
+    pub name: String,
+    /// The OpenMetrics type: `counter`, `gauge`, `histogram`, …
+    pub kind: String,
+}
+
+/// The prefix of every exported metric name.
+pub const PREFIX: &str = "receipts";
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::from_registry(Registry::default())
+        Self::build(Registry::with_prefix(PREFIX), format!("{PREFIX}_"))
     }
 }
 
 impl Metrics {
-    /// An empty registry.
+    /// An empty registry whose names all start with [`PREFIX`]`_`.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Wraps a registry built beforehand, for instance one made with [`Registry::with_prefix`].
-    pub fn from_registry(mut registry: Registry) -> Self {
+    /// Wraps a registry built beforehand. [`Metrics::families`] names what is registered
+    /// through this handle as registered, without any prefix that registry adds.
+    pub fn from_registry(registry: Registry) -> Self {
+        Self::build(registry, String::new())
+    }
+
+    fn build(registry: Registry, prefix: String) -> Self {
         let readiness = Readiness::default();
-        registry.register(
+        let this = Self {
+            registry: Arc::new(Mutex::new(registry)),
+            readiness: readiness.clone(),
+            families: Arc::default(),
+            prefix,
+        };
+        this.register(
             "consumer_ready",
             "1 while the consumer is current, 0 while it starts, restores, cannot reach the broker or stopped",
             readiness.gauge(),
         );
-        registry.register(
+        this.register(
             "consumer_lag",
             "records behind the high watermark, per consumer and partition",
             readiness.lag_gauge(),
         );
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
-            readiness,
-        }
+        this
     }
 
     /// The readiness of the process these metrics describe.
@@ -70,11 +99,30 @@ impl Metrics {
     /// Registers `metric` under `name`. The caller keeps its own clone of the metric (they are handles
     /// around shared atomics) to update it.
     pub fn register(&self, name: impl Into<String>, help: impl Into<String>, metric: impl Metric) {
+        let name = name.into();
+        let family = Family {
+            name: format!("{}{name}", self.prefix),
+            kind: metric.metric_type().as_str().to_owned(),
+        };
         self.registry_mut().register(name, help, metric);
+        self.families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(family);
+    }
+
+    /// Every family registered through [`Metrics::register`], whether or not it has a series
+    /// yet.
+    pub fn families(&self) -> Vec<Family> {
+        self.families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The registry itself, for what [`Metrics::register`] does not cover: units, sub-registries with a
-    /// prefix or labels, collectors. Do not hold the guard across an `.await`.
+    /// prefix or labels, collectors (which [`Metrics::families`] does not list). Do not hold the
+    /// guard across an `.await`.
     pub fn registry_mut(&self) -> MutexGuard<'_, Registry> {
         // The registry is only appended to; one left by a panicking registration is still consistent.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)

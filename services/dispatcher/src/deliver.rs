@@ -38,7 +38,7 @@ use receipts_proto::v1;
 use receipts_runtime::config::Secret;
 use receipts_store::PartitionOffset;
 use receipts_webhook::{
-    AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
+    Attempt, AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
     redacted_url,
 };
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
 use crate::due::DueQueue;
-use crate::job::{DUE_AT_HEADER, DeliveryJob};
+use crate::job::{AttemptRecord, DUE_AT_HEADER, DeliveryJob};
 use crate::lanes::Lanes;
 use crate::metrics::{DispatcherMetrics, ScopeLabel};
 use crate::progress::{ChangelogProgress, Unsettled};
@@ -388,11 +388,13 @@ impl Deliverer {
             signing_secrets: config.signing_secrets.clone(),
             receipt_version: job.receipt.version,
         };
+        let sent_at_ms = now_ms();
         let attempt = cx.client.send(&request).await;
         cx.metrics
             .latency
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
             .observe(attempt.elapsed.as_secs_f64());
+        self.record_attempt(&job, &request.url, sent_at_ms, &attempt);
         cx.metrics.attempt(attempt.outcome.label());
         match attempt.outcome {
             AttemptOutcome::Delivered { status } => {
@@ -431,12 +433,37 @@ impl Deliverer {
         }
     }
 
+    /// Writes the attempt to the attempts topic in the background: the delivery does not wait
+    /// for it, and a record lost to a broker outage only leaves a gap in what operators see.
+    fn record_attempt(&self, job: &DeliveryJob, url: &str, sent_at_ms: i64, attempt: &Attempt) {
+        let record = AttemptRecord::of(job, &redacted_url(url), sent_at_ms, attempt);
+        let payload = serde_json::to_vec(&record).expect("an attempt serialises to JSON");
+        let outgoing = Outgoing::new(
+            &self.context.topics.webhook_attempts,
+            record.receipt_sid.as_str(),
+            payload,
+        )
+        .content_type(Encoding::Json);
+        let publisher = self.context.publisher.clone();
+        self.tracker.spawn(async move {
+            let sent = tokio::time::timeout(PRODUCE_TIMEOUT, publisher.send_all(&[outgoing])).await;
+            if !matches!(sent, Ok(Ok(_))) {
+                debug!(receipt = %record.receipt_sid, attempt = record.attempt, "webhook attempt not recorded");
+            }
+        });
+    }
+
     /// Feeds the circuit breaker: `alive` is any answer but a transient failure.
     fn record(&self, endpoint: &Endpoint, alive: bool) {
         let mut breaker = lock(&endpoint.breaker);
         if alive {
             if breaker.open_until.is_some() {
                 info!(endpoint = %endpoint.key, "circuit closed");
+                self.context
+                    .metrics
+                    .breakers_open
+                    .get_or_create(&ScopeLabel::of_key(&endpoint.key))
+                    .dec();
             }
             *breaker = Breaker::default();
             return;
@@ -448,6 +475,11 @@ impl Deliverer {
                 self.context
                     .metrics
                     .breaker_opened
+                    .get_or_create(&ScopeLabel::of_key(&endpoint.key))
+                    .inc();
+                self.context
+                    .metrics
+                    .breakers_open
                     .get_or_create(&ScopeLabel::of_key(&endpoint.key))
                     .inc();
             }

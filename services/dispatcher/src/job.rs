@@ -5,6 +5,7 @@
 //! travel between them unchanged but for its attempt counter.
 
 use receipts_proto::v1;
+use receipts_webhook::{Attempt, AttemptOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,57 @@ pub struct Source {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// One webhook attempt as the attempts topic records it, keyed by receipt sid: for operators
+/// to see each attempt of a receipt's deliveries with its answer and latency. Written after the
+/// attempt and never read back by the dispatcher, so losing one loses no delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub receipt_sid: String,
+    pub version: u64,
+    pub account_sid: String,
+    pub conversation_sid: String,
+    pub webhook_key: String,
+    /// Redacted (credentials and query as `***`).
+    pub url: String,
+    pub token: String,
+    /// 0-based.
+    pub attempt: u32,
+    /// When the request was sent, unix millis.
+    pub at_ms: i64,
+    pub latency_ms: u64,
+    /// `delivered`, `retry`, `rejected` or `gone`.
+    pub outcome: String,
+    /// The answer: `HTTP 200`, or why the attempt failed.
+    pub answer: String,
+}
+
+impl AttemptRecord {
+    /// The record of `attempt` of `job`, sent at `sent_at_ms` to `url` (already redacted).
+    pub fn of(job: &DeliveryJob, url: &str, sent_at_ms: i64, attempt: &Attempt) -> Self {
+        let answer = match &attempt.outcome {
+            AttemptOutcome::Delivered { status } => format!("HTTP {status}"),
+            AttemptOutcome::Gone => "HTTP 410".to_owned(),
+            AttemptOutcome::Retry { reason, .. } | AttemptOutcome::Reject { reason } => {
+                reason.clone()
+            }
+        };
+        AttemptRecord {
+            receipt_sid: job.receipt.sid.clone(),
+            version: job.receipt.version,
+            account_sid: job.account_sid.clone(),
+            conversation_sid: job.receipt.conversation_sid.clone(),
+            webhook_key: job.webhook_key.clone(),
+            url: url.to_owned(),
+            token: job.token.clone(),
+            attempt: job.attempt,
+            at_ms: sent_at_ms,
+            latency_ms: attempt.elapsed.as_millis() as u64,
+            outcome: attempt.outcome.label().to_owned(),
+            answer,
+        }
+    }
 }
 
 /// The idempotency token of `receipt_sid` at `version` for `webhook_key`.

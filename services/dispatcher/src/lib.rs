@@ -52,7 +52,7 @@ use crate::due::DueQueue;
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 use crate::progress::{ChangelogProgress, Unsettled};
-pub use crate::replay::{ReplayFilter, ReplayReport, replay_dlq};
+pub use crate::replay::{DeadLetter, ReplayFilter, ReplayReport, dead_letters, replay_dlq};
 use crate::store::{DispatcherStore, StoreError};
 
 /// Everything the dispatcher needs to run.
@@ -327,7 +327,7 @@ pub async fn run(
     result
 }
 
-/// Keeps `dispatcher_dlq_records` at the DLQ's high minus low watermark.
+/// Keeps `receipts_dispatcher_dlq_records` at the DLQ's high minus low watermark.
 async fn watch_dlq_size(
     publisher: Publisher,
     topic: String,

@@ -48,6 +48,8 @@ pub(crate) struct DispatcherMetrics {
     pub(crate) dlq_records: Gauge,
     pub(crate) endpoints_disabled: Counter,
     pub(crate) breaker_opened: Family<ScopeLabel, Counter>,
+    /// Endpoints whose circuit is not closed, so that an alert can say one is open now.
+    pub(crate) breakers_open: Family<ScopeLabel, Gauge>,
 }
 
 impl DispatcherMetrics {
@@ -65,6 +67,7 @@ impl DispatcherMetrics {
             dlq_records: Gauge::default(),
             endpoints_disabled: Counter::default(),
             breaker_opened: Family::default(),
+            breakers_open: Family::default(),
         };
         metrics.register(
             "dispatcher_attempts",
@@ -115,6 +118,11 @@ impl DispatcherMetrics {
             "dispatcher_breaker_opened",
             "times an endpoint's circuit breaker opened, by configuration scope",
             this.breaker_opened.clone(),
+        );
+        metrics.register(
+            "dispatcher_breakers_open",
+            "endpoints whose circuit is open, or half-open until a probe answers, by configuration scope",
+            this.breakers_open.clone(),
         );
         this
     }

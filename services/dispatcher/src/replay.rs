@@ -37,7 +37,8 @@ pub struct ReplayFilter {
 }
 
 impl ReplayFilter {
-    fn matches(&self, job: &DeliveryJob, dead_lettered_ms: i64) -> bool {
+    /// Whether the delivery `job`, dead-lettered at `dead_lettered_ms`, meets every criterion.
+    pub fn matches(&self, job: &DeliveryJob, dead_lettered_ms: i64) -> bool {
         self.account.as_ref().is_none_or(|a| *a == job.account_sid)
             && self
                 .endpoint
@@ -59,6 +60,56 @@ pub struct ReplayReport {
     pub already_replayed: usize,
 }
 
+/// One delivery on the dead-letter topic, as operators list it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// `partition/offset` on the DLQ: what `replayed_from` and replay markers name.
+    pub origin: String,
+    /// The delivery as it gave up (URL redacted, `last_error` set).
+    pub job: DeliveryJob,
+    /// When it was dead-lettered (the record's timestamp), unix millis.
+    pub dead_lettered_at_ms: i64,
+    /// Why, from the record's `receipts-error` header.
+    pub error: Option<String>,
+    /// Whether a replay already sent it back to the retry topic.
+    pub replayed: bool,
+}
+
+/// Every delivery on the dead-letter topic up to its end as of now, in (partition, offset)
+/// order, with whether it was replayed. Records that are no delivery are left out.
+pub async fn dead_letters(
+    kafka: &KafkaSettings,
+    topics: &TopicNames,
+) -> Result<Vec<DeadLetter>, DispatcherError> {
+    let (kafka, dlq) = (kafka.clone(), topics.webhook_dlq.clone());
+    let entries = tokio::task::spawn_blocking(move || read_to_end(&kafka, &dlq)).await??;
+    let mut markers = HashSet::new();
+    let mut letters = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::Marker(origin) => {
+                markers.insert(origin);
+            }
+            Entry::Job {
+                origin,
+                job,
+                at_ms,
+                error,
+            } => letters.push(DeadLetter {
+                origin,
+                job,
+                dead_lettered_at_ms: at_ms,
+                error,
+                replayed: false,
+            }),
+        }
+    }
+    for letter in &mut letters {
+        letter.replayed = markers.contains(&letter.origin);
+    }
+    Ok(letters)
+}
+
 /// Replays the DLQ entries matching `filter`; shows a progress bar when `progress`.
 pub async fn replay_dlq(
     kafka: &KafkaSettings,
@@ -66,22 +117,15 @@ pub async fn replay_dlq(
     filter: &ReplayFilter,
     progress: bool,
 ) -> Result<ReplayReport, DispatcherError> {
-    let (kafka_c, dlq) = (kafka.clone(), topics.webhook_dlq.clone());
-    let entries = tokio::task::spawn_blocking(move || read_to_end(&kafka_c, &dlq)).await??;
-    let mut report = ReplayReport::default();
-    let mut markers = HashSet::new();
+    let letters = dead_letters(kafka, topics).await?;
+    let mut report = ReplayReport {
+        entries: letters.len(),
+        ..ReplayReport::default()
+    };
     let mut candidates = Vec::new();
-    for entry in entries {
-        match entry {
-            Entry::Marker(origin) => {
-                markers.insert(origin);
-            }
-            Entry::Job { origin, job, at_ms } => {
-                report.entries += 1;
-                if filter.matches(&job, at_ms) {
-                    candidates.push((origin, job));
-                }
-            }
+    for letter in letters {
+        if filter.matches(&letter.job, letter.dead_lettered_at_ms) {
+            candidates.push((letter.origin, letter.job, letter.replayed));
         }
     }
     report.matched = candidates.len();
@@ -97,9 +141,9 @@ pub async fn replay_dlq(
     } else {
         ProgressBar::hidden()
     };
-    for (origin, mut job) in candidates {
+    for (origin, mut job, replayed) in candidates {
         bar.inc(1);
-        if markers.contains(&origin) {
+        if replayed {
             report.already_replayed += 1;
             continue;
         }
@@ -133,6 +177,7 @@ enum Entry {
         origin: String,
         job: DeliveryJob,
         at_ms: i64,
+        error: Option<String>,
     },
 }
 
@@ -150,7 +195,15 @@ fn read_to_end(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Entry>, Dispatc
                     entries.push(Entry::Marker(of));
                 } else if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json) {
                     let at_ms = record.timestamp_millis().unwrap_or_default();
-                    entries.push(Entry::Job { origin, job, at_ms });
+                    let error = record
+                        .header(receipts_bus::record::ERROR_HEADER)
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    entries.push(Entry::Job {
+                        origin,
+                        job,
+                        at_ms,
+                        error,
+                    });
                 }
             }
             Ok::<_, std::convert::Infallible>(())

@@ -12,10 +12,12 @@
 //! state from the changelog first, from where its own copy ends, so scaling out, a new disk or an
 //! old node rejoining all continue with the state and versions of one never-stopped instance.
 //!
-//! Layout: [`apply`] merges a batch without Kafka; [`run`] runs the handler below on the consume
+//! Layout: [`apply`] merges a batch without Kafka; [`cloudevents`] names the CloudEvents headers
+//! of each published update; [`run`] runs the handler below on the consume
 //! engine of `receipts-bus`; restore reads the changelog into sled.
 
 pub mod apply;
+pub mod cloudevents;
 mod metrics;
 
 use std::path::PathBuf;
@@ -329,10 +331,12 @@ impl Projector {
         for change in &outcome.updates {
             let key = change.receipt.registration.conversation.as_str();
             let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
-            pending.push(
-                Outgoing::new(&topics.receipt_updates, key, payload)
-                    .content_type(Encoding::Protobuf),
-            );
+            let mut update = Outgoing::new(&topics.receipt_updates, key, payload)
+                .content_type(Encoding::Protobuf);
+            for (name, value) in cloudevents::receipt_updated_headers(change) {
+                update = update.header(name, value);
+            }
+            pending.push(update);
         }
         for dead in &outcome.dead_letters {
             warn!(

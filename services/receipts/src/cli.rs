@@ -34,6 +34,37 @@ pub enum Command {
     },
     /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Print the event contracts: the AsyncAPI document of the topics, or the protobuf
+    /// descriptor set of their payloads.
+    Contracts(crate::contracts::ContractsArgs),
+    /// The webhook dead-letter topic: list, show and replay dead-lettered deliveries.
+    Dlq {
+        #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(subcommand)]
+        command: crate::ops::dlq::DlqCommand,
+    },
+    /// How far each consumer group is behind, per topic and partition.
+    Lag {
+        #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(flatten)]
+        args: crate::ops::lag::LagArgs,
+    },
+    /// Status reports waiting for their registration, oldest first.
+    Parked {
+        #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(flatten)]
+        args: crate::ops::parked::ParkedArgs,
+    },
+    /// Webhook configuration, and every attempt made for a receipt.
+    Webhooks {
+        #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(subcommand)]
+        command: crate::ops::webhooks::WebhooksCommand,
+    },
 }
 
 /// Runs one subcommand to its end.
@@ -113,5 +144,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().write_all(crate::bench::table(&report).as_bytes())?;
             Ok(())
         }
+        Command::Contracts(args) => crate::contracts::run(&args),
+        Command::Dlq { ops, command } => {
+            let out = crate::ops::dlq::run(&ops.load()?, command, ops.json).await?;
+            print(&out)
+        }
+        Command::Lag { ops, args } => {
+            let out = crate::ops::lag::run(&ops.load()?, args, ops.json).await?;
+            print(&out)
+        }
+        Command::Parked { ops, args } => {
+            let out = crate::ops::parked::run(&ops.load()?, args, ops.json).await?;
+            print(&out)
+        }
+        Command::Webhooks { ops, command } => {
+            let out = crate::ops::webhooks::run(&ops.load()?, command, ops.json).await?;
+            print(&out)
+        }
     }
+}
+
+fn print(out: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("writing to standard output")
 }

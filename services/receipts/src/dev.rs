@@ -100,6 +100,17 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(&DevAddresses),
 ) -> anyhow::Result<()> {
+    run_with_metrics(args, Metrics::new(), shutdown, ready).await
+}
+
+/// [`run`], with every service registering its metrics in `registry`, which the caller can
+/// inspect (the metrics endpoint serves the same registry).
+pub async fn run_with_metrics(
+    args: DevArgs,
+    registry: Metrics,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&DevAddresses),
+) -> anyhow::Result<()> {
     let topics = TopicNames::default();
     let (kafka, broker) = match &args.kafka {
         Some(servers) => (KafkaSettings::new(servers.clone()), None),
@@ -204,7 +215,6 @@ pub async fn run(
         let url = format!("http://{address}{}", sink::PATH);
         configure_webhook(&kafka, &topics, DEMO_ACCOUNT, &url).await?;
     }
-    let registry = Metrics::new();
     let services = tokio::spawn({
         let (registry, shutdown) = (registry.clone(), shutdown.clone());
         async move {

@@ -1,6 +1,8 @@
-//! Conversions between wire and domain types, both ways, and both record encodings.
+//! Conversions between wire and domain types, both ways, and both record encodings; wire
+//! compatibility with the released descriptor sets.
 
 mod codec;
+mod compat;
 mod convert;
 
 use receipts_domain::{

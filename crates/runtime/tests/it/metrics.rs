@@ -36,7 +36,7 @@ async fn metrics_endpoint_serves_registered_counters() {
     let metrics = Metrics::new();
     let applied = Counter::<u64>::default();
     metrics.register(
-        "events_applied",
+        "receipts_events_applied",
         "Events applied to the state",
         applied.clone(),
     );
@@ -60,7 +60,7 @@ async fn metrics_endpoint_serves_registered_counters() {
         response.headers
     );
     assert!(
-        response.body.contains("events_applied_total 3\n"),
+        response.body.contains("receipts_events_applied_total 3\n"),
         "{}",
         response.body
     );
@@ -69,7 +69,7 @@ async fn metrics_endpoint_serves_registered_counters() {
     // Registered after the server started: the next scrape sees it.
     let late = Counter::<u64>::default();
     metrics.register(
-        "webhook_attempts",
+        "receipts_webhook_attempts",
         "Webhook delivery attempts",
         late.clone(),
     );
@@ -78,7 +78,7 @@ async fn metrics_endpoint_serves_registered_counters() {
         get(addr, "/metrics")
             .await
             .body
-            .contains("webhook_attempts_total 1\n")
+            .contains("receipts_webhook_attempts_total 1\n")
     );
 
     let health = get(addr, "/healthz").await;
@@ -96,7 +96,7 @@ fn render_is_openmetrics_text() {
 }
 
 /// `/healthz` tells the truth: 503 with the reason while a consumer is not current, and the
-/// `consumer_ready` gauge says which one; `/livez` answers regardless.
+/// `receipts_consumer_ready` gauge says which one; `/livez` answers regardless.
 #[tokio::test]
 async fn healthz_is_503_with_the_reason_while_a_consumer_is_not_current() {
     use receipts_runtime::health::ComponentState;
@@ -126,7 +126,7 @@ async fn healthz_is_503_with_the_reason_while_a_consumer_is_not_current() {
         get(addr, "/metrics")
             .await
             .body
-            .contains("consumer_ready{consumer=\"read-model\"} 0\n")
+            .contains("receipts_consumer_ready{consumer=\"read-model\"} 0\n")
     );
     assert_eq!(get(addr, "/livez").await.status, 200);
 
@@ -136,7 +136,7 @@ async fn healthz_is_503_with_the_reason_while_a_consumer_is_not_current() {
         get(addr, "/metrics")
             .await
             .body
-            .contains("consumer_ready{consumer=\"read-model\"} 1\n")
+            .contains("receipts_consumer_ready{consumer=\"read-model\"} 1\n")
     );
 
     read_model.set(ComponentState::Unreachable { seconds: 42 });
@@ -152,4 +152,53 @@ async fn healthz_is_503_with_the_reason_while_a_consumer_is_not_current() {
 
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// Every name is exported under `receipts_`, and `families` lists each registered family, also
+/// one without any series yet (which a scrape leaves out).
+#[test]
+fn families_are_prefixed_and_listed_before_their_first_series() {
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::histogram::Histogram;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Outcome {
+        outcome: &'static str,
+    }
+
+    let metrics = Metrics::new();
+    let attempts = Family::<Outcome, Counter>::default();
+    metrics.register("webhook_attempts", "attempts by outcome", attempts.clone());
+    metrics.register("attempt_seconds", "latency", Histogram::new([0.1, 1.0]));
+    let listed: Vec<(String, String)> = metrics
+        .families()
+        .into_iter()
+        .map(|f| (f.name, f.kind))
+        .collect();
+    let expected = [
+        ("receipts_consumer_ready", "gauge"),
+        ("receipts_consumer_lag", "gauge"),
+        ("receipts_webhook_attempts", "counter"),
+        ("receipts_attempt_seconds", "histogram"),
+    ]
+    .map(|(name, kind)| (name.to_owned(), kind.to_owned()));
+    assert_eq!(listed, expected);
+
+    let text = metrics.render();
+    assert!(!text.contains("webhook_attempts"), "no series yet: {text}");
+    assert!(
+        text.contains("# TYPE receipts_attempt_seconds histogram"),
+        "{text}"
+    );
+    attempts
+        .get_or_create(&Outcome {
+            outcome: "delivered",
+        })
+        .inc();
+    assert!(
+        metrics
+            .render()
+            .contains("receipts_webhook_attempts_total{outcome=\"delivered\"} 1\n")
+    );
 }

@@ -226,7 +226,7 @@ async fn only_status_or_error_changes_fire() {
     );
     running
         .metric_reaches(
-            "dispatcher_updates_total{outcome=\"duplicate\"}",
+            "receipts_dispatcher_updates_total{outcome=\"duplicate\"}",
             2.0,
             Duration::from_secs(10),
         )

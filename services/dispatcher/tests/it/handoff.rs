@@ -47,7 +47,7 @@ async fn a_fresh_instance_resends_nothing_delivered_and_finishes_pending_retries
     // Every refused delivery failed at least once, and its retry is on the retry topic.
     first
         .metric_reaches(
-            "dispatcher_attempts_total{outcome=\"retry\"}",
+            "receipts_dispatcher_attempts_total{outcome=\"retry\"}",
             10.0,
             Duration::from_secs(60),
         )

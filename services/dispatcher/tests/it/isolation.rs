@@ -45,7 +45,7 @@ async fn a_hanging_endpoint_does_not_hold_back_another() {
         "the hanging endpoint has {held} requests open, the cap is 2"
     );
     assert_eq!(
-        running.metric("dispatcher_attempts_total{outcome=\"retry\"}"),
+        running.metric("receipts_dispatcher_attempts_total{outcome=\"retry\"}"),
         None
     );
     // Let it go: the rest of its deliveries follow.
@@ -93,7 +93,7 @@ async fn a_newer_version_waits_for_the_older_ones_retry() {
     assert!(received[2].at >= received[1].at);
     assert!(received[1].at - received[0].at >= Duration::from_millis(1_400));
     assert_eq!(
-        running.metric("dispatcher_dropped_total{outcome=\"stale\"}"),
+        running.metric("receipts_dispatcher_dropped_total{outcome=\"stale\"}"),
         None
     );
     running.stop().await;
@@ -128,8 +128,14 @@ async fn the_circuit_opens_after_repeated_failures_and_a_probe_closes_it() {
             DeliveryStatus::Sent,
         ))
         .await;
+    // Open after the third failure, until the probe 1.5 s later answers.
+    sink.wait_for(3).await;
+    let open_now = "receipts_dispatcher_breakers_open{scope=\"account\"}";
+    running
+        .metric_equals(open_now, 1.0, Duration::from_secs(1))
+        .await;
     let received = sink.wait_for(4).await;
-    let key = "dispatcher_breaker_opened_total{scope=\"account\"}";
+    let key = "receipts_dispatcher_breaker_opened_total{scope=\"account\"}";
     assert_eq!(running.metric(key), Some(1.0));
     let open = received[3].at - received[2].at;
     assert!(
@@ -139,10 +145,13 @@ async fn the_circuit_opens_after_repeated_failures_and_a_probe_closes_it() {
     assert!(received[2].at - received[0].at < Duration::from_millis(1_500));
     running
         .metric_reaches(
-            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            "receipts_dispatcher_attempts_total{outcome=\"delivered\"}",
             1.0,
             Duration::from_secs(10),
         )
+        .await;
+    running
+        .metric_equals(open_now, 0.0, Duration::from_secs(5))
         .await;
 
     // Closed again: the next update goes out at once.

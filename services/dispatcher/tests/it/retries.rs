@@ -38,7 +38,7 @@ async fn a_receiver_down_then_up_gets_everything() {
     // Every delivery failed at least once before the receiver comes up.
     running
         .metric_reaches(
-            "dispatcher_attempts_total{outcome=\"retry\"}",
+            "receipts_dispatcher_attempts_total{outcome=\"retry\"}",
             10.0,
             Duration::from_secs(60),
         )
@@ -48,14 +48,21 @@ async fn a_receiver_down_then_up_gets_everything() {
     assert_eq!(tokens.len(), 10);
     running
         .metric_reaches(
-            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            "receipts_dispatcher_attempts_total{outcome=\"delivered\"}",
             10.0,
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(running.metric("dispatcher_dead_lettered_total"), Some(0.0));
+    assert_eq!(
+        running.metric("receipts_dispatcher_dead_lettered_total"),
+        Some(0.0)
+    );
     running
-        .metric_equals("dispatcher_retry_backlog", 0.0, Duration::from_secs(10))
+        .metric_equals(
+            "receipts_dispatcher_retry_backlog",
+            0.0,
+            Duration::from_secs(10),
+        )
         .await;
     running.stop().await;
 }
@@ -131,7 +138,7 @@ async fn gone_disables_the_endpoint_in_the_configuration() {
     assert!(entries[0]["last_error"].as_str().unwrap().contains("410"));
     running
         .metric_reaches(
-            "dispatcher_endpoints_disabled_total",
+            "receipts_dispatcher_endpoints_disabled_total",
             1.0,
             Duration::from_secs(10),
         )
@@ -146,7 +153,7 @@ async fn gone_disables_the_endpoint_in_the_configuration() {
         .await;
     running
         .metric_reaches(
-            "dispatcher_updates_total{outcome=\"fired\"}",
+            "receipts_dispatcher_updates_total{outcome=\"fired\"}",
             2.0,
             Duration::from_secs(30),
         )
@@ -204,13 +211,17 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     assert_eq!(failing.count(), 6);
     running
         .metric_reaches(
-            "dispatcher_dead_lettered_total",
+            "receipts_dispatcher_dead_lettered_total",
             4.0,
             Duration::from_secs(10),
         )
         .await;
     running
-        .metric_equals("dispatcher_dlq_records", 4.0, Duration::from_secs(10))
+        .metric_equals(
+            "receipts_dispatcher_dlq_records",
+            4.0,
+            Duration::from_secs(10),
+        )
         .await;
     let first_tokens: Vec<String> = rejecting.received().iter().map(Received::token).collect();
 
@@ -255,7 +266,7 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     );
     running
         .metric_reaches(
-            "dispatcher_attempts_total{outcome=\"delivered\"}",
+            "receipts_dispatcher_attempts_total{outcome=\"delivered\"}",
             2.0,
             Duration::from_secs(10),
         )
@@ -344,7 +355,7 @@ async fn gone_for_a_replaced_configuration_disables_nothing() {
     let delivered = new.wait_for(1).await;
     assert_eq!(delivered[0].param("DeliveryReceiptSid"), sid("DY", 1));
     assert_eq!(
-        running.metric("dispatcher_endpoints_disabled_total"),
+        running.metric("receipts_dispatcher_endpoints_disabled_total"),
         Some(0.0)
     );
     running.stop().await;

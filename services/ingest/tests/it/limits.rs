@@ -57,7 +57,7 @@ async fn kafka_out_of_reach_is_503_with_retry_after() {
     let metrics = harness.metrics.render();
     assert!(
         metrics.contains(
-            "ingest_requests_rejected_total{format=\"smpp\",reason=\"kafka_unavailable\"} 1"
+            "receipts_ingest_requests_rejected_total{format=\"smpp\",reason=\"kafka_unavailable\"} 1"
         ),
         "{metrics}"
     );

@@ -79,7 +79,7 @@ async fn slowloris_connections_neither_block_a_report_nor_stay_open() {
     );
     assert_eq!(post_receipt(&harness, "after").await.status, 200);
     let metrics = harness.metrics.render();
-    let timeouts = metric(&metrics, "ingest_http_header_timeouts_total");
+    let timeouts = metric(&metrics, "receipts_ingest_http_header_timeouts_total");
     assert!(
         timeouts >= heads as f64,
         "{timeouts} header timeouts for {heads} slow heads"
@@ -129,9 +129,12 @@ async fn beyond_the_caps_connections_and_requests_get_503_with_retry_after() {
     slow_clients::wait_closed(idle, Duration::from_secs(30)).await;
     assert_eq!(post_receipt(&harness, "after").await.status, 200);
     let metrics = harness.metrics.render();
-    assert_eq!(metric(&metrics, "ingest_http_requests_shed_total"), 1.0);
     assert_eq!(
-        metric(&metrics, "ingest_http_connections_refused_total"),
+        metric(&metrics, "receipts_ingest_http_requests_shed_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "receipts_ingest_http_connections_refused_total"),
         1.0
     );
     harness.stop().await;

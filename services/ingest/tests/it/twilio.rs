@@ -70,11 +70,11 @@ async fn signed_callbacks_become_status_reports() {
 
     let metrics = harness.metrics.render();
     assert!(
-        metrics.contains("ingest_reports_accepted_total{format=\"twilio\"} 3"),
+        metrics.contains("receipts_ingest_reports_accepted_total{format=\"twilio\"} 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("ingest_produce_seconds_count 3"),
+        metrics.contains("receipts_ingest_produce_seconds_count 3"),
         "{metrics}"
     );
     harness.stop().await;
@@ -158,13 +158,13 @@ async fn bad_signatures_and_bad_fields_write_nothing() {
     let metrics = harness.metrics.render();
     assert!(
         metrics.contains(
-            "ingest_requests_rejected_total{format=\"twilio\",reason=\"bad_signature\"} 5"
+            "receipts_ingest_requests_rejected_total{format=\"twilio\",reason=\"bad_signature\"} 5"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "ingest_requests_rejected_total{format=\"twilio\",reason=\"unknown_status\"} 1"
+            "receipts_ingest_requests_rejected_total{format=\"twilio\",reason=\"unknown_status\"} 1"
         ),
         "{metrics}"
     );

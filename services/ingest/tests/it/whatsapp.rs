@@ -177,7 +177,7 @@ async fn bad_signatures_write_nothing_and_bad_statuses_are_skipped() {
     assert_eq!(ids, ["wamid.A", "wamid.C"]);
     assert!(
         harness.metrics.render().contains(
-            "ingest_reports_skipped_total{format=\"whatsapp\",reason=\"unknown_status\"} 1"
+            "receipts_ingest_reports_skipped_total{format=\"whatsapp\",reason=\"unknown_status\"} 1"
         ),
         "{}",
         harness.metrics.render()

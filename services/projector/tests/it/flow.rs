@@ -224,7 +224,10 @@ async fn parked_reports_past_their_ttl_are_reported_and_listed() {
         .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !metrics.render().contains("projector_parked_expired 1") {
+    while !metrics
+        .render()
+        .contains("receipts_projector_parked_expired 1")
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "metrics never showed the expired report:\n{}",
@@ -233,7 +236,7 @@ async fn parked_reports_past_their_ttl_are_reported_and_listed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        metrics.render().contains("projector_parked 1"),
+        metrics.render().contains("receipts_projector_parked 1"),
         "{}",
         metrics.render()
     );

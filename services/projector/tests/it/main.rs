@@ -1,6 +1,7 @@
 //! The projector against a real broker: unique topics, a temp sled dir per instance.
 
 mod accounts;
+mod cloudevents;
 mod crash;
 mod flow;
 mod handoff;

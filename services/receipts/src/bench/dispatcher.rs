@@ -280,10 +280,18 @@ async fn wait_until_settled(
         let now = Instant::now();
         samples.push((now, received));
         let text = metrics.render();
-        let read = counter(&text, "dispatcher_updates_total", "");
-        let fired = counter(&text, "dispatcher_updates_total", "outcome=\"fired\"");
-        let delivered = counter(&text, "dispatcher_attempts_total", "outcome=\"delivered\"");
-        let dropped = counter(&text, "dispatcher_dropped_total", "");
+        let read = counter(&text, "receipts_dispatcher_updates_total", "");
+        let fired = counter(
+            &text,
+            "receipts_dispatcher_updates_total",
+            "outcome=\"fired\"",
+        );
+        let delivered = counter(
+            &text,
+            "receipts_dispatcher_attempts_total",
+            "outcome=\"delivered\"",
+        );
+        let dropped = counter(&text, "receipts_dispatcher_dropped_total", "");
         if read >= total && delivered + dropped >= fired && received >= delivered {
             let from = samples
                 .iter()

@@ -71,6 +71,7 @@ pub(crate) struct Topics {
     pub(crate) delivery_events_dlq: String,
     pub(crate) projector_changelog: String,
     pub(crate) dispatcher_changelog: String,
+    pub(crate) webhook_attempts: String,
 }
 
 impl Topics {
@@ -84,6 +85,7 @@ impl Topics {
             delivery_events_dlq: format!("{prefix}.delivery-events-dlq.v1"),
             projector_changelog: format!("{prefix}.projector-changelog.v1"),
             dispatcher_changelog: format!("{prefix}.dispatcher-changelog.v1"),
+            webhook_attempts: format!("{prefix}.webhook-attempts.v1"),
         }
     }
 
@@ -91,7 +93,8 @@ impl Topics {
         format!(
             "[topics]\ndelivery_events = \"{}\"\nreceipt_updates = \"{}\"\nwebhook_configs = \"{}\"\n\
              webhook_retries = \"{}\"\nwebhook_dlq = \"{}\"\ndelivery_events_dlq = \"{}\"\n\
-             projector_changelog = \"{}\"\ndispatcher_changelog = \"{}\"\n",
+             projector_changelog = \"{}\"\ndispatcher_changelog = \"{}\"\n\
+             webhook_attempts = \"{}\"\n",
             self.delivery_events,
             self.receipt_updates,
             self.webhook_configs,
@@ -100,6 +103,7 @@ impl Topics {
             self.delivery_events_dlq,
             self.projector_changelog,
             self.dispatcher_changelog,
+            self.webhook_attempts,
         )
     }
 }

@@ -147,8 +147,14 @@ async fn dev_plus_simulate_converges_and_calls_every_webhook() {
                 .text()
                 .await
                 .unwrap();
-            let fired = counter(&text, "dispatcher_updates_total{outcome=\"fired\"}");
-            let stale = counter(&text, "dispatcher_dropped_total{outcome=\"stale\"}");
+            let fired = counter(
+                &text,
+                "receipts_dispatcher_updates_total{outcome=\"fired\"}",
+            );
+            let stale = counter(
+                &text,
+                "receipts_dispatcher_dropped_total{outcome=\"stale\"}",
+            );
             let received = sink.received.load(Ordering::Relaxed);
             if (fired == owed && received + stale == fired)
                 || tokio::time::Instant::now() >= deadline
