@@ -10,5 +10,6 @@ pub mod dev;
 pub mod embedded;
 pub mod get;
 pub mod ops;
+pub mod process;
 pub mod simulate;
 pub mod sink;

@@ -313,7 +313,7 @@ async fn watch(mut service: Service, series: &str, label: &str, total: u64) -> a
         if done >= total {
             let (from, at) = warm.unwrap_or((started, 0));
             let rate = done.saturating_sub(at) as f64 / from.elapsed().as_secs_f64().max(1e-3);
-            stop(&mut service.child);
+            crate::process::terminate(&mut service.child, Duration::from_secs(30));
             return Ok(Ran {
                 rate,
                 max_rss_mb: max_rss as f64 / 1e6,
@@ -327,24 +327,6 @@ async fn watch(mut service: Service, series: &str, label: &str, total: u64) -> a
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
-}
-
-/// SIGTERM, as an orchestrator stops a service, so it flushes its database; killed if it
-/// does not exit within 30 s.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// `VmRSS` of process `pid`.

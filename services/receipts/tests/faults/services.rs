@@ -318,8 +318,8 @@ impl Fleet {
             instance.wanted = false;
             instance.child.take()
         };
-        if let Some(child) = child {
-            terminate(child);
+        if let Some(mut child) = child {
+            receipts::process::terminate(&mut child, Duration::from_secs(30));
         }
         Ok(())
     }
@@ -411,22 +411,6 @@ fn find<'a>(instances: &'a mut [Instance], name: &str) -> anyhow::Result<&'a mut
         .iter_mut()
         .find(|i| i.name == name)
         .ok_or_else(|| anyhow::anyhow!("no instance {name}"))
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Restarts instances that exited on their own, a second later, and records each exit.
