@@ -1,0 +1,482 @@
+//! The query service's read model (DESIGN §2, stage 2): the receipts of `receipt-updates`, per
+//! message its delivery counters, per conversation a rollup, and per receipt its timeline.
+//!
+//! Keys, all in one tree so a Kafka batch is one atomic write. Every key of a tenant's data starts
+//! with its account sid, so a read made for one account can only ever reach that account's data.
+//! Sids have a fixed length and no `/`, so the separators are unambiguous.
+//! - `r/{account}/{conversation}/{message}/{receipt}` → `Receipt` (protobuf), the latest applied
+//!   version; receipt sids order a message's receipts for paging;
+//! - `t/{account}/{conversation}/{message}/{receipt}/{version}` → `TimelineEntry` (protobuf), one
+//!   per applied version; the version is big-endian, so a prefix scan reads oldest first;
+//! - `m/{account}/{conversation}/{message index}/{message}` → `StoredMessageDelivery`; the index is
+//!   big-endian, so sled's byte order is message order in both directions;
+//! - `n/{account}/{conversation}/{message}` → the message's index (big-endian), to find its record
+//!   by sid;
+//! - `c/{account}/{conversation}` → `StoredConversationRollup`;
+//! - `o/{topic}/{partition}` → next offset.
+//!
+//! A receipt snapshot is applied only if its version is newer than the stored one, so re-delivered
+//! and stale snapshots change nothing. Counters are moved by exactly the stored status and the new
+//! one on every applied snapshot (DESIGN §3), never recounted.
+//!
+//! Layout: the trait, the views and the reads here; `overlay` applies a batch, `records` holds
+//! the stored forms of messages, rollups and timeline entries, `keys` the key scheme, `wire` the views as the API's types.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use prost::Message;
+use receipts_domain::{
+    AccountSid, ChatServiceSid, ConversationSid, DeliveryStatus, DeliverySummary, MessageSid,
+    Receipt, ReceiptChange, ReceiptSid, StatusCounts, StatusSource, Timestamp,
+};
+use receipts_proto::v1;
+
+use crate::StoreError;
+use crate::offsets::{self, PartitionOffset};
+
+mod keys;
+mod overlay;
+mod records;
+mod wire;
+
+use overlay::Overlay;
+use records::{MessageRecord, RollupRecord, timeline_from_stored};
+
+/// What applying one batch of receipt changes did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Snapshots newer than the stored receipt, now applied.
+    pub applied: u64,
+    /// Snapshots of exactly the stored version: re-deliveries.
+    pub duplicates: u64,
+    /// Snapshots older than the stored version.
+    pub stale: u64,
+    /// Positions in the batch of the applied snapshots, in order: what watchers are told about.
+    pub applied_positions: Vec<usize>,
+}
+
+/// One conversation message with its delivery counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    pub account: AccountSid,
+    pub chat_service: Option<ChatServiceSid>,
+    pub conversation: ConversationSid,
+    pub message: MessageSid,
+    pub index: u64,
+    /// The greatest `expected_receipts` any of its receipts announced.
+    pub expected_receipts: u64,
+    /// Its receipts by current status.
+    pub counts: StatusCounts,
+    /// Derived from `expected_receipts` and `counts`.
+    pub summary: DeliverySummary,
+    /// The earliest creation time of its receipts.
+    pub date_created: Timestamp,
+    /// The latest update time of any applied receipt version.
+    pub date_updated: Timestamp,
+}
+
+impl MessageView {
+    /// Whether at least one of its receipts failed or was undelivered.
+    pub fn has_failures(&self) -> bool {
+        has_failures(&self.counts)
+    }
+}
+
+/// Counters over one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollup {
+    pub account: AccountSid,
+    pub conversation: ConversationSid,
+    pub messages: u64,
+    /// Equal to `counts.receipts()`.
+    pub receipts: u64,
+    /// All its receipts by current status.
+    pub counts: StatusCounts,
+    /// Messages with at least one failed or undelivered receipt.
+    pub messages_with_failures: u64,
+    /// The latest update time of any applied receipt version.
+    pub last_updated: Timestamp,
+}
+
+/// One applied version of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub status: DeliveryStatus,
+    /// The provider's word; empty while no report had arrived.
+    pub raw_status: String,
+    pub error_code: Option<u32>,
+    /// `None` while no report had arrived.
+    pub source: Option<StatusSource>,
+    pub provider_time: Option<Timestamp>,
+    pub version: u64,
+}
+
+impl TimelineEntry {
+    fn of(receipt: &Receipt) -> Self {
+        let report = receipt.report.as_ref();
+        TimelineEntry {
+            status: receipt.status(),
+            raw_status: report.map(|r| r.raw_status.clone()).unwrap_or_default(),
+            error_code: receipt.error_code(),
+            source: report.map(|r| r.source),
+            provider_time: report.map(|r| r.provider_time),
+            version: receipt.version,
+        }
+    }
+}
+
+/// Which way to walk a conversation's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+/// One page of a listing. `next` is the cursor to pass as `after` for the following page, and
+/// `None` on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// The query service's storage. Implementations must write each [`QueryStore::apply`] atomically,
+/// offsets included.
+pub trait QueryStore: Send + Sync + 'static {
+    /// Applies `batch` in order, each snapshot only if it is newer than the stored version of its
+    /// receipt, and stores `offsets` in the same atomic write.
+    fn apply(
+        &self,
+        batch: &[ReceiptChange],
+        offsets: &[PartitionOffset],
+    ) -> Result<ApplyStats, StoreError>;
+
+    fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
+
+    fn receipt(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        receipt: &ReceiptSid,
+    ) -> Result<Option<Receipt>, StoreError>;
+
+    /// A message's receipts ordered by receipt sid, at most `page_size` (at least one) of them,
+    /// starting after the receipt sid `after`. An unknown message has no receipts.
+    fn receipts_page(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        page_size: usize,
+        after: Option<&ReceiptSid>,
+    ) -> Result<Page<Receipt, ReceiptSid>, StoreError>;
+
+    fn message(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+    ) -> Result<Option<MessageView>, StoreError>;
+
+    /// A conversation's messages ordered by message index, at most `page_size` (at least one) of
+    /// them, starting after the message index `after` in the given order.
+    fn messages_page(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        order: SortOrder,
+        page_size: usize,
+        after: Option<u64>,
+    ) -> Result<Page<MessageView, u64>, StoreError>;
+
+    fn rollup(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+    ) -> Result<Option<Rollup>, StoreError>;
+
+    /// Every applied version of a receipt, oldest first; `None` for an unknown receipt.
+    fn timeline(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        receipt: &ReceiptSid,
+    ) -> Result<Option<Vec<TimelineEntry>>, StoreError>;
+
+    /// Makes every applied batch durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// [`QueryStore`] on sled.
+#[derive(Debug, Clone)]
+pub struct SledQueryStore {
+    tree: sled::Tree,
+    db: sled::Db,
+}
+
+impl SledQueryStore {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, &crate::StorageConfig::default())
+    }
+
+    pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
+        let db = crate::open_db_with(dir, storage)?;
+        Ok(Self::from_db(db)?)
+    }
+
+    pub fn from_db(db: sled::Db) -> Result<Self, sled::Error> {
+        Ok(SledQueryStore {
+            tree: db.open_tree("query")?,
+            db,
+        })
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    fn get<T: Message + Default>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.tree
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    fn load_receipt(&self, key: &[u8]) -> Result<Option<Receipt>, StoreError> {
+        self.get::<v1::Receipt>(key)?
+            .map(|stored| Receipt::try_from(&stored).map_err(|e| corrupt(key, e)))
+            .transpose()
+    }
+
+    fn load_message(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let name_key = keys::message_name(account, conversation, message);
+        let Some(index) = self.tree.get(&name_key)? else {
+            return Ok(None);
+        };
+        let index: [u8; 8] = index
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt(&name_key, "message index is not 8 bytes"))?;
+        let key = keys::message(account, conversation, u64::from_be_bytes(index), message);
+        let stored = self
+            .get::<v1::StoredMessageDelivery>(&key)?
+            .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
+        MessageRecord::from_stored(&key, &stored).map(Some)
+    }
+
+    fn load_rollup(&self, key: &[u8]) -> Result<Option<RollupRecord>, StoreError> {
+        Ok(self
+            .get::<v1::StoredConversationRollup>(key)?
+            .map(|stored| RollupRecord::from_stored(&stored)))
+    }
+}
+
+impl QueryStore for SledQueryStore {
+    fn apply(
+        &self,
+        batch: &[ReceiptChange],
+        offsets: &[PartitionOffset],
+    ) -> Result<ApplyStats, StoreError> {
+        let mut overlay = Overlay::new(self);
+        for (position, change) in batch.iter().enumerate() {
+            if overlay.apply(&change.receipt)? {
+                overlay.stats.applied_positions.push(position);
+            }
+        }
+        let stats = std::mem::take(&mut overlay.stats);
+        let mut write = overlay.into_write();
+        for offset in offsets {
+            offsets::write(&mut write, offset);
+        }
+        self.tree.apply_batch(write)?;
+        Ok(stats)
+    }
+
+    fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        offsets::read(&self.tree, topic, partition)
+    }
+
+    fn receipt(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        receipt: &ReceiptSid,
+    ) -> Result<Option<Receipt>, StoreError> {
+        self.load_receipt(&keys::receipt(account, conversation, message, receipt))
+    }
+
+    fn receipts_page(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        page_size: usize,
+        after: Option<&ReceiptSid>,
+    ) -> Result<Page<Receipt, ReceiptSid>, StoreError> {
+        let prefix = keys::receipts_of(account, conversation, message);
+        let start = match after {
+            Some(sid) => Bound::Excluded([prefix.as_slice(), sid.as_str().as_bytes()].concat()),
+            None => Bound::Included(prefix.clone()),
+        };
+        let range = (start, Bound::Excluded(keys::prefix_end(&prefix)));
+        Page::collect(
+            page_size,
+            self.tree.range(range),
+            |key, value| {
+                let stored: v1::Receipt = decode(key, value)?;
+                Receipt::try_from(&stored).map_err(|e| corrupt(key, e))
+            },
+            |receipt| receipt.sid.clone(),
+        )
+    }
+
+    fn message(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+    ) -> Result<Option<MessageView>, StoreError> {
+        Ok(self
+            .load_message(account, conversation, message)?
+            .map(|record| record.view(account, conversation)))
+    }
+
+    fn messages_page(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        order: SortOrder,
+        page_size: usize,
+        after: Option<u64>,
+    ) -> Result<Page<MessageView, u64>, StoreError> {
+        let prefix = keys::messages_of(account, conversation);
+        let at_index = |index: u64| [prefix.as_slice(), &index.to_be_bytes()].concat();
+        let end = Bound::Excluded(keys::prefix_end(&prefix));
+        let to_view = |key: &[u8], value: &[u8]| {
+            let stored: v1::StoredMessageDelivery = decode(key, value)?;
+            Ok(MessageRecord::from_stored(key, &stored)?.view(account, conversation))
+        };
+        let cursor = |view: &MessageView| view.index;
+        match (order, after) {
+            (SortOrder::Ascending, None) => Page::collect(
+                page_size,
+                self.tree.range((Bound::Included(prefix.clone()), end)),
+                to_view,
+                cursor,
+            ),
+            (SortOrder::Ascending, Some(after)) => match after.checked_add(1) {
+                Some(next) => Page::collect(
+                    page_size,
+                    self.tree.range((Bound::Included(at_index(next)), end)),
+                    to_view,
+                    cursor,
+                ),
+                None => Ok(Page::empty()),
+            },
+            (SortOrder::Descending, after) => {
+                let upper = after.map_or(end, |after| Bound::Excluded(at_index(after)));
+                Page::collect(
+                    page_size,
+                    self.tree
+                        .range((Bound::Included(prefix.clone()), upper))
+                        .rev(),
+                    to_view,
+                    cursor,
+                )
+            }
+        }
+    }
+
+    fn rollup(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+    ) -> Result<Option<Rollup>, StoreError> {
+        Ok(self
+            .load_rollup(&keys::rollup(account, conversation))?
+            .map(|record| record.view(account, conversation)))
+    }
+
+    fn timeline(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        message: &MessageSid,
+        receipt: &ReceiptSid,
+    ) -> Result<Option<Vec<TimelineEntry>>, StoreError> {
+        let mut entries = Vec::new();
+        for item in
+            self.tree
+                .scan_prefix(keys::timeline_of(account, conversation, message, receipt))
+        {
+            let (key, value) = item?;
+            let stored: v1::TimelineEntry = decode(&key, &value)?;
+            entries.push(timeline_from_stored(&key, &stored)?);
+        }
+        // Every applied version adds an entry, so a known receipt never has an empty timeline.
+        Ok((!entries.is_empty()).then_some(entries))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl<T, C> Page<T, C> {
+    fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+
+    /// Up to `page_size` (at least one) items of `entries`, with the cursor of the last one when
+    /// more follow.
+    fn collect(
+        page_size: usize,
+        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        mut item: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+        cursor: impl FnOnce(&T) -> C,
+    ) -> Result<Self, StoreError> {
+        let page_size = page_size.max(1);
+        let mut items = Vec::new();
+        let mut more = false;
+        for entry in entries {
+            let (key, value) = entry?;
+            if items.len() == page_size {
+                more = true;
+                break;
+            }
+            items.push(item(&key, &value)?);
+        }
+        let next = if more { items.last().map(cursor) } else { None };
+        Ok(Page { items, next })
+    }
+}
+
+pub(super) fn has_failures(counts: &StatusCounts) -> bool {
+    counts.failed + counts.undelivered > 0
+}
+
+pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    T::decode(bytes).map_err(|e| corrupt(key, e))
+}
+
+pub(super) fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
