@@ -179,6 +179,21 @@ pub fn record_span(record: &Record, operation: &str, group: Option<&str>) -> Spa
     span
 }
 
+/// The span of producing `count` records to `topic`: `send {topic}`, a producer span. Records
+/// made inside it carry its context ([`Outgoing::traced`]).
+pub fn send_span(topic: &str, count: usize) -> Span {
+    tracing::info_span!(
+        "send records",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = count,
+    )
+}
+
 /// The span of one batch handed to a handler: `process {topic}`, linked to the traces of its
 /// records (up to the link limit) rather than a child of any of them.
 pub(crate) fn batch_span(records: &[Record], group: Option<&str>, consumer: &str) -> Span {

@@ -40,11 +40,15 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => {
-            let logs = TelemetryConfig {
+            let mut logs = TelemetryConfig {
                 log_filter: "warn,receipts=info".into(),
                 ..Default::default()
             };
-            telemetry::init_tracing(&logs).context("initialising logs")?;
+            if let Some(endpoint) = &args.otlp {
+                logs.traces.endpoint = endpoint.clone();
+                logs.traces.protocol = args.otlp_protocol;
+            }
+            let telemetry = telemetry::init(&logs, "receipts").context("initialising telemetry")?;
             let token = CancellationToken::new();
             shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
             let embedded = args.kafka.is_none();
@@ -60,7 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })
                 .map_or_else(|| "receipts".to_owned(), |path| path.display().to_string());
-            crate::dev::run(args, token, |addresses| {
+            let result = crate::dev::run(args, token, |addresses| {
                 use std::io::Write;
                 let _ = write!(
                     std::io::stdout(),
@@ -68,7 +72,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::dev::banner(addresses, embedded, &program)
                 );
             })
-            .await
+            .await;
+            telemetry.shutdown_async().await;
+            result
         }
         Command::Simulate(args) => {
             let report = crate::simulate::run(args, &mut std::io::stdout()).await?;

@@ -20,7 +20,11 @@ fn dev_args(data_dir: &std::path::Path) -> DevArgs {
         partitions: 4,
         webhook_sink: true,
         sink: "127.0.0.1:0".into(),
+        webhook_url: None,
+        otlp: None,
+        otlp_protocol: Default::default(),
         print_webhooks: false,
+        webhook_retry: None,
     }
 }
 
