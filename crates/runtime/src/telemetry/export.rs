@@ -211,7 +211,7 @@ impl TraceExport {
 
     /// Builds the exporter and a provider that batches spans to it off the hot path. gRPC needs
     /// a Tokio runtime to be current (its connection is driven by a task of that runtime).
-    pub(crate) fn provider(&self) -> Result<SdkTracerProvider, TelemetryError> {
+    pub fn provider(&self) -> Result<SdkTracerProvider, TelemetryError> {
         let exporter = match self.protocol {
             OtlpProtocol::Grpc => {
                 let mut metadata = tonic::metadata::MetadataMap::new();

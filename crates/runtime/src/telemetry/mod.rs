@@ -79,6 +79,15 @@ impl Telemetry {
         self.provider.is_some()
     }
 
+    /// Exports what is batched so far, waiting for the collector's answer (blocking).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(error) = provider.force_flush()
+        {
+            tracing::warn!(%error, "cannot export the batched spans");
+        }
+    }
+
     /// Exports what is still batched and stops the exporter. Blocks for up to the export timeout;
     /// call it from a blocking context (or let [`Telemetry::shutdown_async`] do so).
     pub fn shutdown(mut self) {
