@@ -380,9 +380,8 @@ impl Validate for TracesConfig {
             ));
         }
         let endpoint = self.endpoint.trim();
-        if !endpoint.is_empty()
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !is_url {
             return Err(ConfigError::invalid(
                 "endpoint",
                 "must be an http:// or https:// URL",
