@@ -115,8 +115,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             use std::io::Write;
-            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await?;
-            std::io::stdout().write_all(crate::bench::table(&report).as_bytes())?;
+            let sink = CancellationToken::new();
+            let telemetry = match args.traces {
+                Some(mode) => Some(crate::bench::trace_cost::init(mode, sink.clone()).await?),
+                None => None,
+            };
+            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown_async().await;
+            }
+            sink.cancel();
+            std::io::stdout().write_all(crate::bench::table(&report?).as_bytes())?;
             Ok(())
         }
     }

@@ -9,8 +9,9 @@
 //!
 //! Layout: [`workload`] makes realistic records; [`broker`] the topics (and the embedded broker);
 //! [`progress`] times a backlog; one module per stage ([`projector`], [`read_model`], [`grpc`],
-//! [`storage`], and [`dispatcher`] for both webhook stages). This file holds the arguments, the
-//! report shape and the table.
+//! [`storage`], and [`dispatcher`] for both webhook stages); [`trace_cost`] runs the projector
+//! and dispatcher stages with traces off and on and compares them. This file holds the arguments,
+//! the report shape and the table.
 
 pub mod broker;
 pub mod dispatcher;
@@ -19,6 +20,7 @@ pub mod progress;
 pub mod projector;
 pub mod read_model;
 pub mod storage;
+pub mod trace_cost;
 pub mod workload;
 
 use std::fmt::Write as _;
@@ -80,6 +82,10 @@ pub struct BenchArgs {
     /// Where stages keep their sled databases (a fresh directory per stage, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Trace while measuring: `off` (logs only), or a sampling ratio with spans exported over
+    /// OTLP to a local sink. `bench tracing` runs the stages with `off`, `0.01` and `1.0`.
+    #[arg(long)]
+    pub traces: Option<trace_cost::TraceMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -91,6 +97,8 @@ pub enum Stage {
     Dispatcher,
     EndToEnd,
     Storage,
+    /// The projector and dispatcher with traces off, sampled at 0.01 and at 1.0 (not in `all`).
+    Tracing,
     All,
 }
 
@@ -112,6 +120,7 @@ impl Stage {
             Stage::Dispatcher => "dispatcher",
             Stage::EndToEnd => "end-to-end",
             Stage::Storage => "storage",
+            Stage::Tracing => "tracing",
             Stage::All => "all",
         }
     }
@@ -300,6 +309,7 @@ pub async fn run(args: &BenchArgs, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             Stage::Storage => storage::run(args).await,
             Stage::Dispatcher => dispatcher::run(args).await,
             Stage::EndToEnd => dispatcher::run_end_to_end(args).await,
+            Stage::Tracing => trace_cost::run(args).await,
             Stage::All => unreachable!("`all` is expanded above"),
         }
         .with_context(|| format!("bench {}", stage.name()))?;
