@@ -271,6 +271,18 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_keeps_the_trace_of_its_record() {
+        let record = record_with(&[(TRACEPARENT_HEADER, PARENT), (TRACESTATE_HEADER, "a=1")]);
+        let dead = Outgoing::dead_letter("dlq", &record, "undecodable");
+        let back = Record::read_back(&dead, 0, 0);
+        assert_eq!(back.header(TRACEPARENT_HEADER), Some(PARENT.as_bytes()));
+        assert_eq!(
+            TraceCarrier::of_record(&back),
+            TraceCarrier::of_record(&record)
+        );
+    }
+
+    #[test]
     fn a_carrier_replaces_the_trace_headers_of_an_outgoing_record() {
         let record = record_with(&[(TRACEPARENT_HEADER, PARENT)]);
         let outgoing = Outgoing::new("t", "k", Vec::new())

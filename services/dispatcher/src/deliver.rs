@@ -322,6 +322,7 @@ impl Deliverer {
             receipts.webhook.key = %job.webhook_key,
             receipts.receipt.sid = %job.receipt.sid,
             receipts.receipt.version = job.receipt.version,
+            receipts.delivery.outcome = tracing::field::Empty,
         );
         job.trace.adopt(&span);
         self.attempt_in_span(endpoint, job).instrument(span).await
@@ -383,6 +384,7 @@ impl Deliverer {
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
             .observe(attempt.elapsed.as_secs_f64());
         cx.metrics.attempt(attempt.outcome.label());
+        tracing::Span::current().record("receipts.delivery.outcome", attempt.outcome.label());
         match attempt.outcome {
             AttemptOutcome::Delivered { status } => {
                 debug!(endpoint = %redacted_url(&request.url), status, attempt = job.attempt, "webhook delivered");

@@ -323,6 +323,12 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
         assert_eq!(webhook.parent(), Some(attempt.span_id.as_str()));
         assert_eq!(webhook.tag_text("span.kind").as_deref(), Some("client"));
         let expected_status = if n < 2 { "500" } else { "200" };
+        let expected_outcome = if n < 2 { "retry" } else { "delivered" };
+        assert_eq!(
+            attempt.tag_text("receipts.delivery.outcome").as_deref(),
+            Some(expected_outcome),
+            "{attempt:?}"
+        );
         assert_eq!(
             webhook.tag_text("http.response.status_code").as_deref(),
             Some(expected_status),
@@ -350,6 +356,29 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
         batches.iter().all(|b| !same_id(&b.trace_id, &trace_id)),
         "no batch span is in the report's trace"
     );
+
+    // The test's own gRPC calls are RPC server spans.
+    let method = "receipts.v1.DeliveryQuery/ListReceipts";
+    let calls = jaeger::search(&query, &service, method, Duration::from_secs(20), |spans| {
+        !spans.is_empty()
+    })
+    .await;
+    let call = calls
+        .iter()
+        .find(|s| s.operation == method)
+        .unwrap_or_else(|| panic!("a {method} span: {calls:?}"));
+    for (key, value) in [
+        ("span.kind", "server"),
+        ("rpc.system", "grpc"),
+        ("rpc.service", "receipts.v1.DeliveryQuery"),
+        ("rpc.method", "ListReceipts"),
+    ] {
+        assert_eq!(
+            call.tag_text(key).as_deref(),
+            Some(value),
+            "{key} of {call:?}"
+        );
+    }
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), dev)
