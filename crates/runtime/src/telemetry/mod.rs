@@ -6,13 +6,15 @@
 //! `telemetry.traces` section, or the standard `OTEL_*` variables), an OpenTelemetry layer turns
 //! the `tracing` spans at `info` and above into OpenTelemetry spans, batched and exported off the
 //! hot path; otherwise no OpenTelemetry layer and no exporter exist at all. [`propagation`]
-//! carries W3C trace context across HTTP (Kafka headers are `receipts-bus`'s). The [`Telemetry`]
+//! carries W3C trace context across HTTP (Kafka headers are `receipts-bus`'s) and makes HTTP server
+//! spans, [`grpc`] the spans of gRPC calls. The [`Telemetry`]
 //! handle flushes and shuts the exporter down when the service exits.
 //!
 //! Span names and attributes follow the OpenTelemetry semantic conventions
 //! [`SEMCONV_VERSION`](export::SEMCONV_VERSION).
 
 pub mod export;
+pub mod grpc;
 pub mod json;
 pub mod propagation;
 

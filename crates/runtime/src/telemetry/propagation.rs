@@ -109,27 +109,6 @@ pub async fn server_span(request: Request, next: Next) -> Response {
     response
 }
 
-/// The RPC server span of a gRPC call (for tonic's `Server::trace_fn`): `{service}/{method}`,
-/// continuing the caller's trace when the call's metadata carries one.
-pub fn grpc_server_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let path = request.uri().path().trim_start_matches('/');
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    let span = tracing::info_span!(
-        "grpc request",
-        otel.name = path,
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        network.protocol.version = "2",
-    );
-    let parent = extract_headers(request.headers());
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -357,16 +357,39 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
         "no batch span is in the report's trace"
     );
 
-    // The test's own gRPC calls are RPC server spans.
+    // The test's own gRPC calls are RPC server spans with their status: the served ones OK (0),
+    // one with a wrong token UNAUTHENTICATED (16).
+    let intruder = receipts::get::Connection {
+        token: "not-the-token".into(),
+        ..connection.clone()
+    };
+    let refused = receipts::get::connect(&intruder)
+        .await
+        .unwrap()
+        .list_receipts(v1::ListReceiptsRequest {
+            conversation_sid: conversation.clone(),
+            message_sid: message.clone(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+    {
+        let telemetry = telemetry.clone();
+        tokio::task::spawn_blocking(move || telemetry.flush())
+            .await
+            .unwrap();
+    }
     let method = "receipts.v1.DeliveryQuery/ListReceipts";
+    let status = |span: &Span| span.tag_text("rpc.grpc.status_code");
     let calls = jaeger::search(&query, &service, method, Duration::from_secs(20), |spans| {
-        !spans.is_empty()
+        spans.iter().any(|s| status(s).as_deref() == Some("16"))
     })
     .await;
-    let call = calls
+    let served = calls
         .iter()
-        .find(|s| s.operation == method)
-        .unwrap_or_else(|| panic!("a {method} span: {calls:?}"));
+        .find(|s| s.operation == method && status(s).as_deref() == Some("0"))
+        .unwrap_or_else(|| panic!("a served {method} span: {calls:?}"));
     for (key, value) in [
         ("span.kind", "server"),
         ("rpc.system", "grpc"),
@@ -374,11 +397,15 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
         ("rpc.method", "ListReceipts"),
     ] {
         assert_eq!(
-            call.tag_text(key).as_deref(),
+            served.tag_text(key).as_deref(),
             Some(value),
-            "{key} of {call:?}"
+            "{key} of {served:?}"
         );
     }
+    assert!(
+        calls.iter().any(|s| status(s).as_deref() == Some("16")),
+        "the refused call's span says UNAUTHENTICATED: {calls:?}"
+    );
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), dev)
