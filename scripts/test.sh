@@ -10,15 +10,19 @@ Runs the project's tests:
   1. uses the Kafka broker in KAFKA_BOOTSTRAP_SERVERS if set; otherwise starts one with
      scripts/kafka.sh (Java 17 + Maven), exports KAFKA_BOOTSTRAP_SERVERS, and stops it on exit
      if this run started it;
-  2. checks that receipts-domain has no normal dependency on tokio, sled, rdkafka, tonic, hyper, axum
+  2. uses the Jaeger in RECEIPTS_TEST_JAEGER (query URL; with RECEIPTS_TEST_JAEGER_OTLP_GRPC and
+     RECEIPTS_TEST_JAEGER_OTLP_HTTP) if set; otherwise builds Jaeger v2 once with scripts/jaeger.sh
+     (Go, from the module proxy), starts it, exports the three variables for the trace tests, and
+     stops it on exit if this run started it;
+  3. checks that receipts-domain has no normal dependency on tokio, sled, rdkafka, tonic, hyper, axum
      or reqwest;
-  3. installs the pinned twilio Python helper library into target/pyenv (unless RECEIPTS_TEST_PYTHON
+  4. installs the pinned twilio Python helper library into target/pyenv (unless RECEIPTS_TEST_PYTHON
      already names a python that has it) and exports RECEIPTS_TEST_PYTHON for the REST facade's
      client test;
-  4. checks the Prometheus alerting rules with promtool (check rules, then the unit tests in
+  5. checks the Prometheus alerting rules with promtool (check rules, then the unit tests in
      deploy/prometheus/alerts.test.yml), installing Debian's prometheus package for it when no
      promtool is on PATH and RECEIPTS_PROMTOOL does not name one; fails if none can be had;
-  5. cargo test --workspace --all-targets, then cargo test --workspace --doc.
+  6. cargo test --workspace --all-targets, then cargo test --workspace --doc.
 
 Arguments go to both cargo test runs, e.g.
   scripts/test.sh -p receipts-bus            only one package (replaces --workspace)
@@ -27,7 +31,8 @@ Arguments go to both cargo test runs, e.g.
                                              (then cargo test runs once)
 
 Ends with a line 'tests: N passed, N failed, N skipped' summed over all runs; exits non-zero if any
-step failed. See scripts/kafka.sh --help for the broker's settings (port 39092 by default).
+step failed. See scripts/kafka.sh --help for the broker's settings (port 39092 by default) and
+scripts/jaeger.sh --help for Jaeger's (OTLP on 4317/4318, query API on 16686 by default).
 EOF
 }
 
@@ -61,8 +66,16 @@ stop_kafka() {
     scripts/kafka.sh stop || true
   fi
 }
+started_jaeger=0
+stop_jaeger() {
+  if ((started_jaeger)); then
+    started_jaeger=0
+    scripts/jaeger.sh stop || true
+  fi
+}
 cleanup() {
   stop_kafka
+  stop_jaeger
   rm -f "$results"
 }
 trap cleanup EXIT
@@ -85,7 +98,31 @@ fi
 
 failed_steps=()
 
-# --- 2. Domain purity -------------------------------------------------------------------------------
+# --- 2. Jaeger ---------------------------------------------------------------------------------------
+# The trace tests read what receipts exported back through Jaeger's query API.
+provision_jaeger() {
+  local endpoints
+  if [[ -n ${RECEIPTS_TEST_JAEGER:-} ]]; then
+    log "using the Jaeger at $RECEIPTS_TEST_JAEGER"
+    return 0
+  fi
+  scripts/jaeger.sh fetch || return 1
+  # A Jaeger that already runs (an earlier run, a developer's) is reused and left running.
+  if ! scripts/jaeger.sh status >/dev/null 2>&1; then
+    started_jaeger=1
+  fi
+  scripts/jaeger.sh start >/dev/null || return 1
+  mapfile -t endpoints < <(scripts/jaeger.sh endpoints)
+  export RECEIPTS_TEST_JAEGER_OTLP_GRPC=${endpoints[0]}
+  export RECEIPTS_TEST_JAEGER_OTLP_HTTP=${endpoints[1]}
+  export RECEIPTS_TEST_JAEGER=${endpoints[2]}
+  log "RECEIPTS_TEST_JAEGER=$RECEIPTS_TEST_JAEGER (OTLP $RECEIPTS_TEST_JAEGER_OTLP_GRPC," \
+    "$RECEIPTS_TEST_JAEGER_OTLP_HTTP)"
+}
+
+provision_jaeger || failed_steps+=("jaeger")
+
+# --- 3. Domain purity -------------------------------------------------------------------------------
 check_domain_purity() {
   local tree name
   local -a offenders=()
@@ -112,7 +149,7 @@ check_domain_purity() {
 
 check_domain_purity || failed_steps+=("domain purity")
 
-# --- 3. The Twilio helper library for Python --------------------------------------------------------
+# --- 4. The Twilio helper library for Python --------------------------------------------------------
 # services/query's client test runs the official library against the REST facade.
 readonly TWILIO_PYTHON_VERSION=9.13.0
 provision_twilio_python() {
@@ -134,7 +171,7 @@ provision_twilio_python() {
 
 provision_twilio_python || failed_steps+=("twilio python library")
 
-# --- 4. Prometheus alerting rules --------------------------------------------------------------------
+# --- 5. Prometheus alerting rules --------------------------------------------------------------------
 # deploy/prometheus/alerts.yml must load and its unit tests pass; promtool is what Prometheus itself
 # uses to load them.
 provision_promtool() {
@@ -175,7 +212,7 @@ check_alert_rules() {
 
 check_alert_rules || failed_steps+=("prometheus alerting rules")
 
-# --- 5. Tests ---------------------------------------------------------------------------------------
+# --- 6. Tests ---------------------------------------------------------------------------------------
 # Which selections did the caller make (before any `--`, after which arguments go to the test binaries)?
 select_packages=(--workspace)
 targets_given=0
@@ -209,6 +246,7 @@ fi
 
 # --- Summary ----------------------------------------------------------------------------------------
 stop_kafka # before the summary, so that it is the last line
+stop_jaeger
 # libtest: "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
 read -r passed failed ignored < <(
   sed -n 's/.*test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored;.*/\1 \2 \3/p' \

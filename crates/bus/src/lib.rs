@@ -7,7 +7,8 @@
 //! reasons; [`consume`] is the one consume engine every consumer runs on (assignment, batches,
 //! the error policy, restore, fencing, commits, readiness); [`changelog`] restores partition
 //! state from compacted changelog topics; [`publish`] produces batches and awaits their
-//! acknowledgements; [`errors`] sorts consumer errors and spaces out retries.
+//! acknowledgements; [`errors`] sorts consumer errors and spaces out retries; [`trace`] carries
+//! W3C trace context in record headers and makes the spans of consumed records.
 //!
 //! Services use these types only: no rdkafka type appears in their code.
 
@@ -18,12 +19,14 @@ pub mod publish;
 pub mod record;
 pub mod settings;
 pub mod topics;
+pub mod trace;
 
 pub use consume::{Commit, Consumer, ConsumerOptions, Handler, Partition, Transient};
 pub use publish::{Landed, Outgoing, PartialPublish, PublishError, Publisher};
 pub use record::Record;
 pub use settings::KafkaSettings;
 pub use topics::{TopicNames, TopicSpec};
+pub use trace::TraceCarrier;
 
 /// A Kafka client call failed.
 #[derive(Debug, thiserror::Error)]

@@ -103,6 +103,29 @@ impl Record {
     }
 }
 
+impl Record {
+    /// `outgoing` as a consumer would read it at `partition`/`offset`: its topic, key, payload
+    /// and headers. For tests and tools.
+    pub fn read_back(outgoing: &crate::Outgoing, partition: i32, offset: i64) -> Self {
+        let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+        for (key, value) in &outgoing.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        Record(OwnedMessage::new(
+            outgoing.payload.clone(),
+            Some(outgoing.key.clone()),
+            outgoing.topic.clone(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            Some(headers),
+        ))
+    }
+}
+
 /// For tools and tests that read with a client of their own.
 impl From<OwnedMessage> for Record {
     fn from(message: OwnedMessage) -> Self {

@@ -7,6 +7,7 @@
 //! (`"8080"` into a `u16`, `"true"` into a `bool`), so a token that happens to look like a number stays a
 //! string; lists and maps come from the file. After loading, [`Validate`] checks what the types cannot.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
@@ -307,13 +308,15 @@ impl fmt::Debug for Redacted {
     }
 }
 
-/// How a service logs; embed it as the `telemetry` section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a service logs and traces; embed it as the `telemetry` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` filter directives (`info`, `receipts_bus=debug,info`); `RUST_LOG` overrides it.
     pub log_filter: String,
+    /// OpenTelemetry trace export; the standard `OTEL_*` variables override it.
+    pub traces: TracesConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -321,19 +324,95 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::default(),
             log_filter: "info".to_owned(),
+            traces: TracesConfig::default(),
         }
     }
 }
 
 impl Validate for TelemetryConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        match EnvFilter::try_new(&self.log_filter) {
-            Ok(_) => Ok(()),
-            Err(source) => Err(ConfigError::Invalid {
+        if let Err(source) = EnvFilter::try_new(&self.log_filter) {
+            return Err(ConfigError::Invalid {
                 key: "log_filter".to_owned(),
                 message: format!("{:?} is not a tracing filter", self.log_filter),
                 source: Some(Box::new(source)),
-            }),
+            });
+        }
+        self.traces.validate().map_err(|e| e.within("traces"))
+    }
+}
+
+/// Where and how traces go over OTLP. Nothing is exported, and no exporter runs, while
+/// `endpoint` is empty (and `OTEL_EXPORTER_OTLP_ENDPOINT` is not set).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TracesConfig {
+    /// The collector, e.g. `http://127.0.0.1:4318` (HTTP) or `http://127.0.0.1:4317` (gRPC).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (`authorization = "Bearer …"`); never logged.
+    pub headers: BTreeMap<String, Secret>,
+    /// The fraction of new traces kept (0.0 to 1.0); a trace begun upstream keeps the upstream
+    /// decision.
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans; empty: the binary's own name.
+    pub service_name: String,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            protocol: OtlpProtocol::default(),
+            headers: BTreeMap::new(),
+            sampling_ratio: 1.0,
+            service_name: String::new(),
+        }
+    }
+}
+
+impl Validate for TracesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::invalid(
+                "sampling_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        let endpoint = self.endpoint.trim();
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !is_url {
+            return Err(ConfigError::invalid(
+                "endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The OTLP transport, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC, usually port 4317.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies, usually port 4318 (the specification's default).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            other => Err(format!(
+                "unsupported OTLP protocol {other:?} (grpc or http/protobuf)"
+            )),
         }
     }
 }

@@ -235,6 +235,10 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight));
     let retry_after = HeaderValue::from(limits.retry_after_secs);
     let body_limit = Duration::from_millis(limits.body_read_timeout_ms);
+    // Every routed request gets its HTTP server span (and continues a trace it carries).
+    let router = router.route_layer(axum::middleware::from_fn(
+        crate::telemetry::propagation::server_span,
+    ));
     let service = tower::ServiceBuilder::new()
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))

@@ -13,8 +13,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use receipts_runtime::telemetry::propagation;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect;
+
+use tracing::Instrument;
 
 use crate::outcome::{AttemptOutcome, classify_status};
 use crate::payload::{DeliveryPayload, Method};
@@ -117,27 +120,57 @@ impl WebhookClient {
     }
 
     /// Makes one attempt. Never fails: every way it can go wrong is an [`AttemptOutcome`].
+    ///
+    /// The attempt is an HTTP client span in the current trace, and the request carries its
+    /// `traceparent`, so the subscriber's own tracing continues the trace of the report that
+    /// caused the webhook.
     pub async fn send(&self, request: &WebhookRequest) -> Attempt {
+        let span = client_span(request);
         let started = Instant::now();
         let outcome = match self.build(request) {
-            Ok(built) => match self.http.execute(built).await {
-                Ok(response) => {
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    classify_status(
-                        response.status().as_u16(),
-                        retry_after.as_deref(),
-                        SystemTime::now(),
-                    )
+            Ok(mut built) => {
+                for (name, value) in propagation::trace_headers(&span) {
+                    if let (Ok(name), Ok(value)) =
+                        (HeaderName::try_from(name), HeaderValue::try_from(value))
+                    {
+                        built.headers_mut().insert(name, value);
+                    }
                 }
-                // reqwest's errors name the URL, credentials and query included: the reason
-                // goes to logs and dead-letter records, so it must not.
-                Err(error) => transport_outcome(&error.without_url()),
-            },
-            Err(reason) => AttemptOutcome::Reject { reason },
+                match self.http.execute(built).instrument(span.clone()).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        span.record("http.response.status_code", status);
+                        if status >= 500 {
+                            span.record("error.type", status);
+                            span.record("otel.status_code", "error");
+                        }
+                        let retry_after = response
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        classify_status(status, retry_after.as_deref(), SystemTime::now())
+                    }
+                    // reqwest's errors name the URL, credentials and query included: the reason
+                    // goes to logs and dead-letter records, so it must not.
+                    Err(error) => {
+                        let error = error.without_url();
+                        let kind = if error.is_timeout() {
+                            "timeout"
+                        } else {
+                            "connection"
+                        };
+                        span.record("error.type", kind);
+                        span.record("otel.status_code", "error");
+                        transport_outcome(&error)
+                    }
+                }
+            }
+            Err(reason) => {
+                span.record("error.type", "refused");
+                span.record("otel.status_code", "error");
+                AttemptOutcome::Reject { reason }
+            }
         };
         Attempt {
             outcome,
@@ -214,6 +247,33 @@ impl WebhookClient {
             .build()
             .map_err(|e| format!("building the request: {e}"))
     }
+}
+
+/// The HTTP client span of one request, named and attributed as the semantic conventions' HTTP
+/// client spans; the URL is recorded redacted (no credentials, no query).
+fn client_span(request: &WebhookRequest) -> tracing::Span {
+    let method = match request.method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    };
+    let parsed = reqwest::Url::parse(&request.url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let port = parsed.as_ref().and_then(|u| u.port_or_known_default());
+    tracing::info_span!(
+        "webhook request",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        server.address = %host,
+        server.port = port,
+        url.full = %crate::redact::redacted_url(&request.url),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
 }
 
 /// A request that got no response: refused by the address policy (permanent), or a timeout or

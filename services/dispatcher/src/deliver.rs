@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::configs::SharedDirectory;
 use crate::due::DueQueue;
@@ -338,7 +338,24 @@ impl Deliverer {
         }
     }
 
+    /// One attempt, as a span in the trace of the update that caused the delivery (for a retry:
+    /// a child of the attempt before it).
     async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+        let span = tracing::info_span!(
+            "webhook attempt",
+            otel.name = "deliver webhook",
+            receipts.delivery.attempt = job.attempt,
+            receipts.delivery.token = %job.token,
+            receipts.webhook.key = %job.webhook_key,
+            receipts.receipt.sid = %job.receipt.sid,
+            receipts.receipt.version = job.receipt.version,
+            receipts.delivery.outcome = tracing::field::Empty,
+        );
+        job.trace.adopt(&span);
+        self.attempt_in_span(endpoint, job).instrument(span).await
+    }
+
+    async fn attempt_in_span(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
         let cx = &self.context;
         let config = cx
             .directory
@@ -396,6 +413,7 @@ impl Deliverer {
             .observe(attempt.elapsed.as_secs_f64());
         self.record_attempt(&job, &request.url, sent_at_ms, &attempt);
         cx.metrics.attempt(attempt.outcome.label());
+        tracing::Span::current().record("receipts.delivery.outcome", attempt.outcome.label());
         match attempt.outcome {
             AttemptOutcome::Delivered { status } => {
                 debug!(endpoint = %redacted_url(&request.url), status, attempt = job.attempt, "webhook delivered");
@@ -513,7 +531,10 @@ impl Deliverer {
             retry.to_json(),
         )
         .content_type(Encoding::Json)
-        .header(DUE_AT_HEADER, retry.due_at_ms.to_string());
+        .header(DUE_AT_HEADER, retry.due_at_ms.to_string())
+        // The next attempt continues this one's trace.
+        .traced_by(&job.trace)
+        .traced(&tracing::Span::current());
         // The retry partition of a conversation is its receipt-updates partition, so the
         // retry moves with the partition that owns the delivery.
         if let Some(source) = &job.source {
@@ -539,7 +560,9 @@ impl Deliverer {
             listed.to_json(),
         )
         .content_type(Encoding::Json)
-        .header(ERROR_HEADER, reason.as_str());
+        .header(ERROR_HEADER, reason.as_str())
+        .traced_by(&job.trace)
+        .traced(&tracing::Span::current());
         if self.produce(record).await {
             self.context.metrics.dead_lettered.inc();
             self.settle(job, Settlement::Done).await;

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, PoisonError};
 
 use receipts_bus::changelog::{RestoreError, restore_partition};
-use receipts_bus::{Commit, Handler, KafkaSettings, Partition, Record, Transient};
+use receipts_bus::{Commit, Handler, KafkaSettings, Partition, Record, TraceCarrier, Transient};
 use receipts_proto::v1;
 use receipts_store::PartitionOffset;
 use receipts_webhook::payload::status_word;
@@ -146,6 +146,7 @@ impl Handler for Intake {
                     continue;
                 }
                 job.source = Some(source.clone());
+                job.trace = TraceCarrier::of_record(record);
                 self.unsettled.add(&source);
                 jobs.push(job);
             }

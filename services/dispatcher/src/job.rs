@@ -4,6 +4,7 @@
 //! due time) and the record on the dead-letter topic (with its last error), so a delivery can
 //! travel between them unchanged but for its attempt counter.
 
+use receipts_bus::TraceCarrier;
 use receipts_proto::v1;
 use receipts_webhook::{Attempt, AttemptOutcome};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,11 @@ pub struct DeliveryJob {
     /// it until the attempt is settled. Never serialised: it is where *this* copy came from.
     #[serde(skip)]
     pub source: Option<Source>,
+    /// The trace context of the record this attempt was read from: every attempt of the
+    /// delivery continues the trace of the report that caused it. It travels in record
+    /// headers, not in the JSON.
+    #[serde(skip)]
+    pub trace: TraceCarrier,
 }
 
 /// Where a pending attempt was read from.
@@ -126,6 +132,7 @@ impl DeliveryJob {
             last_error: None,
             replayed_from: None,
             source: None,
+            trace: TraceCarrier::default(),
         }
     }
 

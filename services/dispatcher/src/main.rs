@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: DispatcherConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
-    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let telemetry = telemetry::init(&config.telemetry, "receipts-dispatcher")
+        .context("initialising telemetry")?;
     if let Some(Command::ReplayDlq(filter)) = args.command {
         let report = receipts_dispatcher::replay_dlq(&config.kafka, &config.topics, &filter, true)
             .await
@@ -47,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
     metrics::spawn_endpoint(&config.metrics_listen, &registry, shutdown.clone()).await?;
-    receipts_dispatcher::run(config, &registry, shutdown)
+    let result = receipts_dispatcher::run(config, &registry, shutdown)
         .await
-        .context("dispatcher failed")
+        .context("dispatcher failed");
+    // The last spans are exported before the process exits.
+    telemetry.shutdown_async().await;
+    result
 }

@@ -152,7 +152,8 @@ pub async fn replay_dlq(
         job.replayed_from = Some(origin.clone());
         let retry = Outgoing::new(&topics.webhook_retries, job.record_key(), job.to_json())
             .content_type(Encoding::Json)
-            .header(DUE_AT_HEADER, job.due_at_ms.to_string());
+            .header(DUE_AT_HEADER, job.due_at_ms.to_string())
+            .traced_by(&job.trace);
         publisher.send_all(&[retry]).await?;
         let marker = Outgoing {
             topic: topics.webhook_dlq.clone(),
@@ -193,7 +194,9 @@ fn read_to_end(kafka: &KafkaSettings, topic: &str) -> Result<Vec<Entry>, Dispatc
                     .map(|v| String::from_utf8_lossy(v).into_owned());
                 if let Some(of) = replayed {
                     entries.push(Entry::Marker(of));
-                } else if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json) {
+                } else if let Some(Ok(mut job)) = record.payload().map(DeliveryJob::from_json) {
+                    // A replayed delivery stays in the trace of the report that caused it.
+                    job.trace = receipts_bus::TraceCarrier::of_record(record);
                     let at_ms = record.timestamp_millis().unwrap_or_default();
                     let error = record
                         .header(receipts_bus::record::ERROR_HEADER)

@@ -27,7 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: IngestConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
-    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let telemetry =
+        telemetry::init(&config.telemetry, "receipts-ingest").context("initialising telemetry")?;
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
@@ -35,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    receipts_ingest::run(config, listener, &registry, shutdown)
+    let result = receipts_ingest::run(config, listener, &registry, shutdown)
         .await
-        .context("ingest gateway failed")
+        .context("ingest gateway failed");
+    // The last spans are exported before the process exits.
+    telemetry.shutdown_async().await;
+    result
 }

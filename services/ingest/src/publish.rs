@@ -12,7 +12,7 @@ use receipts_bus::{KafkaSettings, Outgoing, PartialPublish};
 use receipts_domain::DeliveryEvent;
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 /// Kafka did not acknowledge every event of a request.
 pub type PublishError = PartialPublish;
@@ -78,16 +78,20 @@ impl Publisher {
     /// acknowledged or one has failed for good.
     pub(crate) async fn publish(&self, records: &[Record]) -> Result<(), PublishError> {
         let started = Instant::now();
+        // The events carry this span's context: the projector continues the request's trace.
+        let span = receipts_bus::trace::send_span(&self.topic, records.len());
         let outgoing: Vec<Outgoing> = records
             .iter()
             .map(|record| {
                 Outgoing::new(&self.topic, record.key.as_str(), record.payload.clone())
                     .content_type(Encoding::Protobuf)
+                    .traced(&span)
             })
             .collect();
         let result = self
             .publisher
             .send_within(&outgoing, Some(self.timeout + ACK_GRACE))
+            .instrument(span)
             .await;
         self.latency.observe(started.elapsed().as_secs_f64());
         result.map(|_| ())

@@ -29,6 +29,9 @@ pub struct DeadLetter {
 pub struct BatchOutcome {
     /// Receipt changes in the order they happened.
     pub updates: Vec<ReceiptChange>,
+    /// The index, in the batch, of the record that caused each update (same order): the update
+    /// continues that record's trace.
+    pub update_sources: Vec<usize>,
     pub dead_letters: Vec<DeadLetter>,
     pub store: ProjectorBatch,
     /// The input partition of every state in `store.states` (same order): its changelog
@@ -63,7 +66,7 @@ pub fn apply_batch(
     let mut states: HashMap<ReceiptKey, Loaded> = HashMap::new();
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
 
-    for record in records {
+    for (index, record) in records.iter().enumerate() {
         outcome.stats.records += 1;
         let next = record.offset() + 1;
         offsets
@@ -97,6 +100,7 @@ pub fn apply_batch(
                             outcome.store.unparked.push(id);
                         }
                         outcome.updates.push(change);
+                        outcome.update_sources.push(index);
                         outcome.stats.changed += 1;
                     }
                     Ok(RegisterOutcome::Unchanged) => outcome.stats.unchanged += 1,
@@ -107,6 +111,7 @@ pub fn apply_batch(
                 ReportOutcome::Changed(change) => {
                     loaded.dirty = true;
                     outcome.updates.push(change);
+                    outcome.update_sources.push(index);
                     outcome.stats.changed += 1;
                 }
                 ReportOutcome::Parked => {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message as _;
 use receipts_bus::changelog::{RestoreError, restore_partition};
 use receipts_bus::consume::{BoxError, ConsumeError};
+use receipts_bus::trace::record_span;
 use receipts_bus::{
     Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Outgoing, Partition, PublishError,
     Publisher, Record, TopicNames, Transient,
@@ -282,10 +283,16 @@ impl Handler for Projector {
     /// Apply, publish (and await acknowledgements), then store: in that order.
     async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ProjectorError> {
         let started = Instant::now();
+        // One span per record, in the record's trace, lasting until its batch is stored; the
+        // updates a record causes carry its span's context.
+        let spans: Vec<tracing::Span> = records
+            .iter()
+            .map(|record| record_span(record, "apply", Some(&self.config.group_id)))
+            .collect();
         let store = self.store.clone();
         let mut outcome =
             tokio::task::spawn_blocking(move || apply_batch(&*store, &records, now())).await??;
-        self.publish(&mut outcome).await?;
+        self.publish(&mut outcome, &spans).await?;
         self.metrics.record(&outcome.stats);
         let (store, batch) = (self.store.clone(), outcome.store);
         tokio::task::spawn_blocking(move || store.commit(&batch)).await??;
@@ -324,15 +331,20 @@ impl Projector {
         Ok(())
     }
 
-    async fn publish(&self, outcome: &mut BatchOutcome) -> Result<(), ProjectorError> {
+    async fn publish(
+        &self,
+        outcome: &mut BatchOutcome,
+        spans: &[tracing::Span],
+    ) -> Result<(), ProjectorError> {
         let topics = &self.config.topics;
         let mut pending =
             Vec::with_capacity(outcome.updates.len() * 2 + outcome.dead_letters.len());
-        for change in &outcome.updates {
+        for (change, &source) in outcome.updates.iter().zip(&outcome.update_sources) {
             let key = change.receipt.registration.conversation.as_str();
             let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
             let mut update = Outgoing::new(&topics.receipt_updates, key, payload)
-                .content_type(Encoding::Protobuf);
+                .content_type(Encoding::Protobuf)
+                .traced(&spans[source]);
             for (name, value) in cloudevents::receipt_updated_headers(change) {
                 update = update.header(name, value);
             }

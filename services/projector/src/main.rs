@@ -39,12 +39,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Parked) = args.command {
         return receipts_projector::print_parked(&config.data_dir, &mut std::io::stdout());
     }
-    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let telemetry = telemetry::init(&config.telemetry, "receipts-projector")
+        .context("initialising telemetry")?;
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
     metrics::spawn_endpoint(&config.metrics_listen, &registry, shutdown.clone()).await?;
-    receipts_projector::run(config, &registry, shutdown)
+    let result = receipts_projector::run(config, &registry, shutdown)
         .await
-        .context("projector failed")
+        .context("projector failed");
+    // The last spans are exported before the process exits.
+    telemetry.shutdown_async().await;
+    result
 }

@@ -221,6 +221,11 @@ impl Handler for ReadModelHandler {
     }
 
     async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ReadModelError> {
+        // Each update's span continues the projector's trace until the batch is stored.
+        let _spans: Vec<tracing::Span> = records
+            .iter()
+            .map(|record| receipts_bus::trace::record_span(record, "apply", None))
+            .collect();
         let mut changes = Vec::with_capacity(records.len());
         let mut offsets: Vec<PartitionOffset> = Vec::new();
         for record in records.iter() {

@@ -336,6 +336,8 @@ pub async fn run(
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
     let server = tonic::transport::Server::builder()
+        .trace_fn(receipts_runtime::telemetry::grpc::server_span)
+        .layer(receipts_runtime::telemetry::grpc::GrpcStatusLayer)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .http2_max_header_list_size(Some(limits.max_header_list_bytes))
         .add_service(health_service)

@@ -27,7 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: QueryConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
-    telemetry::init_tracing(&config.telemetry).context("initialising logs")?;
+    let telemetry =
+        telemetry::init(&config.telemetry, "receipts-query").context("initialising telemetry")?;
     let shutdown = CancellationToken::new();
     shutdown::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let registry = metrics::Metrics::new();
@@ -43,7 +44,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding REST {}", config.rest_listen))?;
         Some(listener)
     };
-    receipts_query::run(config, grpc, rest, &registry, shutdown)
+    let result = receipts_query::run(config, grpc, rest, &registry, shutdown)
         .await
-        .context("query service failed")
+        .context("query service failed");
+    // The last spans are exported before the process exits.
+    telemetry.shutdown_async().await;
+    result
 }

@@ -71,11 +71,15 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => {
-            let logs = TelemetryConfig {
+            let mut logs = TelemetryConfig {
                 log_filter: "warn,receipts=info".into(),
                 ..Default::default()
             };
-            telemetry::init_tracing(&logs).context("initialising logs")?;
+            if let Some(endpoint) = &args.otlp {
+                logs.traces.endpoint = endpoint.clone();
+                logs.traces.protocol = args.otlp_protocol;
+            }
+            let telemetry = telemetry::init(&logs, "receipts").context("initialising telemetry")?;
             let token = CancellationToken::new();
             shutdown::spawn_signal_handler(token.clone()).context("installing signal handlers")?;
             let embedded = args.kafka.is_none();
@@ -91,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })
                 .map_or_else(|| "receipts".to_owned(), |path| path.display().to_string());
-            crate::dev::run(args, token, |addresses| {
+            let result = crate::dev::run(args, token, |addresses| {
                 use std::io::Write;
                 let _ = write!(
                     std::io::stdout(),
@@ -99,7 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::dev::banner(addresses, embedded, &program)
                 );
             })
-            .await
+            .await;
+            telemetry.shutdown_async().await;
+            result
         }
         Command::Simulate(args) => {
             let report = crate::simulate::run(args, &mut std::io::stdout()).await?;
@@ -140,8 +146,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             use std::io::Write;
-            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await?;
-            std::io::stdout().write_all(crate::bench::table(&report).as_bytes())?;
+            let sink = CancellationToken::new();
+            let telemetry = match args.traces {
+                Some(mode) => Some(crate::bench::trace_cost::init(mode, sink.clone()).await?),
+                None => None,
+            };
+            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown_async().await;
+            }
+            sink.cancel();
+            std::io::stdout().write_all(crate::bench::table(&report?).as_bytes())?;
             Ok(())
         }
         Command::Contracts(args) => crate::contracts::run(&args),

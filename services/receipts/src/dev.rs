@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use receipts_bus::{KafkaSettings, TopicNames};
-use receipts_runtime::config::Secret;
+use receipts_runtime::config::{OtlpProtocol, Secret};
 use receipts_runtime::metrics::{self, Metrics};
+use receipts_webhook::RetrySchedule;
 use receipts_webhook::ssrf::AddressPolicy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,9 +58,47 @@ pub struct DevArgs {
     /// Address of the webhook sink.
     #[arg(long, default_value = "127.0.0.1:8099")]
     pub sink: String,
+    /// Point the demo account's onDeliveryUpdated webhook at this URL instead (a receiver of
+    /// your own on this machine).
+    #[arg(long, conflicts_with = "webhook_sink")]
+    pub webhook_url: Option<String>,
+    /// Export traces over OTLP to this collector: `http://127.0.0.1:4318` (HTTP/protobuf) or,
+    /// with `--otlp-protocol grpc`, `http://127.0.0.1:4317`. The standard `OTEL_*` variables
+    /// work as well. Off by default.
+    #[arg(long)]
+    pub otlp: Option<String>,
+    /// The OTLP transport of `--otlp`: `http/protobuf` or `grpc`.
+    #[arg(long, default_value = "http/protobuf")]
+    pub otlp_protocol: OtlpProtocol,
     /// Print a line per webhook the sink receives.
     #[arg(skip = true)]
     pub print_webhooks: bool,
+    /// The dispatcher's retry schedule (the service's default when not given).
+    #[arg(skip)]
+    pub webhook_retry: Option<RetrySchedule>,
+}
+
+impl DevArgs {
+    /// Everything on the embedded broker and on ports the system picks, state in `data_dir`, no
+    /// webhook sink: what tests and embedders start from.
+    pub fn on_free_ports(data_dir: PathBuf) -> Self {
+        DevArgs {
+            data_dir,
+            kafka: None,
+            ingest: "127.0.0.1:0".into(),
+            grpc: "127.0.0.1:0".into(),
+            rest: "127.0.0.1:0".into(),
+            metrics: "127.0.0.1:0".into(),
+            partitions: 2,
+            webhook_sink: false,
+            sink: "127.0.0.1:0".into(),
+            webhook_url: None,
+            otlp: None,
+            otlp_protocol: OtlpProtocol::default(),
+            print_webhooks: false,
+            webhook_retry: None,
+        }
+    }
 }
 
 /// The addresses a running `receipts dev` serves, once bound.
@@ -193,6 +232,7 @@ pub async fn run_with_metrics(
         accounts: accounts.clone(),
         // Everything runs on this machine: webhooks may go to loopback receivers.
         ssrf: AddressPolicy::allowing(vec!["127.0.0.0/8".parse()?, "::1/128".parse()?]),
+        retry: args.webhook_retry.clone().unwrap_or_default(),
         create_topics_partitions: create_partitions,
         metrics_listen: String::new(),
         ..Default::default()
@@ -208,11 +248,14 @@ pub async fn run_with_metrics(
 
     // The webhook configuration is written before the dispatcher starts, so the configuration it
     // reads to its end before dispatching already holds it: no early change goes unannounced.
-    if let Some((address, _)) = &addresses.sink {
+    let webhook_url = match (&addresses.sink, &args.webhook_url) {
+        (Some((address, _)), _) => Some(format!("http://{address}{}", sink::PATH)),
+        (None, url) => url.clone(),
+    };
+    if let Some(url) = webhook_url {
         if broker.is_none() {
             receipts_bus::topics::ensure_topics(&kafka, &topics.specs(args.partitions)).await?;
         }
-        let url = format!("http://{address}{}", sink::PATH);
         configure_webhook(&kafka, &topics, DEMO_ACCOUNT, &url).await?;
     }
     let services = tokio::spawn({

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use receipts_runtime::health::{Component, ComponentState};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::rebalance::{EngineContext, Event, Shared};
 use super::trouble::Trouble;
@@ -306,7 +306,13 @@ impl Consumer {
             // A batch that does not finish (acknowledgements that never come while the broker
             // is away) makes the consumer stale as surely as a receive error does.
             let processed = {
-                let processing = handler.process(records.clone());
+                // One span per handing-over, linked to the traces of the batch's records.
+                let span = crate::trace::batch_span(
+                    records,
+                    self.options.group_id.as_deref(),
+                    &self.options.name,
+                );
+                let processing = handler.process(records.clone()).instrument(span);
                 tokio::pin!(processing);
                 let mut stalled = false;
                 loop {

@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use receipts_runtime::config::{
-    ConfigError, Loader, LogFormat, Secret, TelemetryConfig, Validate, load,
+    ConfigError, Loader, LogFormat, OtlpProtocol, Secret, TelemetryConfig, Validate, load,
 };
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
@@ -245,4 +245,37 @@ fn secrets_never_print() {
     let debug = format!("{config:?} {config:#?}");
     assert!(!debug.contains("s3cr3t-token"), "{debug}");
     assert!(debug.contains("[redacted]"), "{debug}");
+}
+
+#[test]
+fn the_trace_export_is_configured_by_file_and_environment() {
+    let file = toml_file(
+        "[telemetry.traces]\nendpoint = \"http://collector:4317\"\nprotocol = \"grpc\"\n\
+         headers = { authorization = \"Bearer s3cret\" }\n",
+    );
+    let config: ServiceConfig = loader(&[("RECEIPTS_TELEMETRY__TRACES__SAMPLING_RATIO", "0.25")])
+        .file(file.path())
+        .load()
+        .unwrap();
+    let traces = &config.telemetry.traces;
+    assert_eq!(traces.endpoint, "http://collector:4317");
+    assert_eq!(traces.protocol, OtlpProtocol::Grpc);
+    assert_eq!(traces.sampling_ratio, 0.25);
+    assert_eq!(traces.headers["authorization"].expose(), "Bearer s3cret");
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "headers never print"
+    );
+    assert!(
+        TelemetryConfig::default().traces.endpoint.is_empty(),
+        "off by default"
+    );
+}
+
+#[test]
+fn an_impossible_sampling_ratio_names_its_key() {
+    let err = loader(&[("RECEIPTS_TELEMETRY__TRACES__SAMPLING_RATIO", "1.5")])
+        .load::<ServiceConfig>()
+        .unwrap_err();
+    assert_eq!(err.key(), Some("telemetry.traces.sampling_ratio"), "{err}");
 }

@@ -9,8 +9,9 @@
 //!
 //! Layout: [`workload`] makes realistic records; [`broker`] the topics (and the embedded broker);
 //! [`progress`] times a backlog; one module per stage ([`projector`], [`read_model`], [`grpc`],
-//! [`storage`], and [`dispatcher`] for both webhook stages). This file holds the arguments, the
-//! report shape and the table.
+//! [`storage`], and [`dispatcher`] for both webhook stages); [`trace_cost`] runs the projector
+//! and dispatcher stages with traces off and on and compares them. This file holds the arguments,
+//! the report shape and the table.
 
 pub mod broker;
 pub mod dispatcher;
@@ -20,6 +21,7 @@ pub mod projector;
 pub mod read_model;
 pub mod scale;
 pub mod storage;
+pub mod trace_cost;
 pub mod workload;
 
 use std::fmt::Write as _;
@@ -84,6 +86,10 @@ pub struct BenchArgs {
     /// Where stages keep their sled databases (a fresh directory per stage, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Trace while measuring: `off` (logs only), or a sampling ratio with spans exported over
+    /// OTLP to a local sink. `bench tracing` runs the stages with `off`, `0.01` and `1.0`.
+    #[arg(long)]
+    pub traces: Option<trace_cost::TraceMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -97,6 +103,8 @@ pub enum Stage {
     Storage,
     /// Not part of `all`: the service processes at 100 k to 5 M receipts take many minutes.
     Scale,
+    /// The projector and dispatcher with traces off, sampled at 0.01 and at 1.0 (not in `all`).
+    Tracing,
     All,
 }
 
@@ -119,6 +127,7 @@ impl Stage {
             Stage::EndToEnd => "end-to-end",
             Stage::Storage => "storage",
             Stage::Scale => "scale",
+            Stage::Tracing => "tracing",
             Stage::All => "all",
         }
     }
@@ -308,6 +317,7 @@ pub async fn run(args: &BenchArgs, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             Stage::Scale => scale::run(args).await,
             Stage::Dispatcher => dispatcher::run(args).await,
             Stage::EndToEnd => dispatcher::run_end_to_end(args).await,
+            Stage::Tracing => trace_cost::run(args).await,
             Stage::All => unreachable!("`all` is expanded above"),
         }
         .with_context(|| format!("bench {}", stage.name()))?;

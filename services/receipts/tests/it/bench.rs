@@ -119,3 +119,36 @@ fn every_stage_reports_positive_rates_and_its_goals_as_json() {
     }
     assert!(stdout.contains("met") || stdout.contains("MISSED"));
 }
+
+/// `receipts bench tracing` with tiny sizes: both stages run with traces off, sampled at 0.01
+/// and at 1.0 (each in a child process exporting to a sink of its own), and every rate and ratio
+/// is there.
+#[test]
+fn the_tracing_comparison_reports_every_mode_of_both_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_out = dir.path().join("tracing.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_receipts"))
+        .args(["bench", "tracing", "--partitions", "2", "--reports", "2000"])
+        .args(["--webhooks", "300", "--json-out"])
+        .arg(&json_out)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("the receipts binary runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    let stage = &report["stages"][0];
+    assert_eq!(stage["stage"], "tracing", "{report}");
+    for name in ["projector", "dispatcher"] {
+        assert!(metric(stage, &format!("{name}, traces off")) > 0.0);
+        for ratio in ["0.01", "1.0"] {
+            assert!(metric(stage, &format!("{name}, sampling {ratio}")) > 0.0);
+            assert!(metric(stage, &format!("{name}, sampling {ratio} / off")) > 0.0);
+        }
+    }
+}

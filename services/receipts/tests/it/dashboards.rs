@@ -37,18 +37,7 @@ fn sample_names(families: &[receipts_runtime::metrics::Family]) -> BTreeSet<Stri
 /// their consumers are current, so every service has finished starting.
 async fn exported() -> BTreeSet<String> {
     let data_dir = tempfile::tempdir().unwrap();
-    let args = DevArgs {
-        data_dir: data_dir.path().to_owned(),
-        kafka: None,
-        ingest: "127.0.0.1:0".into(),
-        grpc: "127.0.0.1:0".into(),
-        rest: "127.0.0.1:0".into(),
-        metrics: "127.0.0.1:0".into(),
-        partitions: 2,
-        webhook_sink: false,
-        sink: "127.0.0.1:0".into(),
-        print_webhooks: false,
-    };
+    let args = DevArgs::on_free_ports(data_dir.path().to_owned());
     let registry = Metrics::new();
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -12,16 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 fn dev_args(data_dir: &std::path::Path) -> DevArgs {
     DevArgs {
-        data_dir: data_dir.to_owned(),
-        kafka: None,
-        ingest: "127.0.0.1:0".into(),
-        grpc: "127.0.0.1:0".into(),
-        rest: "127.0.0.1:0".into(),
-        metrics: "127.0.0.1:0".into(),
         partitions: 4,
         webhook_sink: true,
-        sink: "127.0.0.1:0".into(),
-        print_webhooks: false,
+        ..DevArgs::on_free_ports(data_dir.to_owned())
     }
 }
 

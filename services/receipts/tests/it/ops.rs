@@ -163,18 +163,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_webhooks_dead_letters_lag_and_parked_reports() {
     let data_dir = tempfile::tempdir().unwrap();
-    let args = DevArgs {
-        data_dir: data_dir.path().to_owned(),
-        kafka: None,
-        ingest: "127.0.0.1:0".into(),
-        grpc: "127.0.0.1:0".into(),
-        rest: "127.0.0.1:0".into(),
-        metrics: "127.0.0.1:0".into(),
-        partitions: 2,
-        webhook_sink: false,
-        sink: "127.0.0.1:0".into(),
-        print_webhooks: false,
-    };
+    let args = DevArgs::on_free_ports(data_dir.path().to_owned());
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let dev = tokio::spawn(receipts::dev::run(args, shutdown.clone(), move |a| {
