@@ -131,7 +131,9 @@ pub fn is_current(sealed: &v1::SealedSigningSecret, now_ms: i64) -> bool {
 /// Why a configuration's signing secrets cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningSecretsError {
-    #[error("the configuration has sealed signing secrets but no webhook_secrets_key is configured")]
+    #[error(
+        "the configuration has sealed signing secrets but no webhook_secrets_key is configured"
+    )]
     NoKey,
     #[error(transparent)]
     Unreadable(#[from] UnreadableSecret),
@@ -169,7 +171,12 @@ mod tests {
         SecretsKey::from_base64(&STANDARD.encode([byte; 32])).unwrap()
     }
 
-    fn stored(key: &SecretsKey, record_key: &str, id: &str, secret: &str) -> v1::SealedSigningSecret {
+    fn stored(
+        key: &SecretsKey,
+        record_key: &str,
+        id: &str,
+        secret: &str,
+    ) -> v1::SealedSigningSecret {
         v1::SealedSigningSecret {
             id: id.into(),
             ciphertext: key.seal(record_key, id, secret),

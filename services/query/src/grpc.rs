@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use receipts_domain::{
     AccountSid, ChatServiceSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
@@ -25,7 +26,9 @@ use tracing::error;
 
 use crate::auth::Accounts;
 use crate::page_token::{PageTokens, messages_scope, receipts_scope};
-use crate::webhook_configs::{ConfigCallError, Scope, WebhookConfigs, WebhookUpdate};
+use crate::webhook_configs::{
+    ConfigCallError, DEFAULT_ROTATION_GRACE, Scope, WebhookConfigs, WebhookUpdate,
+};
 
 const RECEIPTS_PAGE_MAX: u32 = 50;
 const MESSAGES_PAGE_MAX: u32 = 100;
@@ -194,7 +197,9 @@ fn config_status(error: ConfigCallError) -> Status {
     match error {
         ConfigCallError::Invalid { .. } => Status::invalid_argument(error.to_string()),
         ConfigCallError::NotFound(_) => Status::not_found(error.to_string()),
-        ConfigCallError::TooMany => Status::failed_precondition(error.to_string()),
+        ConfigCallError::TooMany
+        | ConfigCallError::TooManySecrets
+        | ConfigCallError::NoSecretsKey => Status::failed_precondition(error.to_string()),
         ConfigCallError::Unavailable(_) => Status::unavailable(error.to_string()),
     }
 }
@@ -202,6 +207,7 @@ fn config_status(error: ConfigCallError) -> Status {
 /// A configuration as the API shows it: signing secrets stay on the topic.
 fn shown(mut config: v1::WebhookConfig) -> Response<v1::WebhookConfig> {
     config.signing_secrets.clear();
+    config.sealed_secrets.clear();
     Response::new(config)
 }
 
@@ -520,6 +526,64 @@ impl DeliveryQuery for QueryService {
             .await
             .map_err(config_status)?;
         Ok(Response::new(v1::DeleteConversationWebhookResponse {}))
+    }
+
+    async fn create_signing_secret(
+        &self,
+        request: Request<v1::CreateSigningSecretRequest>,
+    ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
+        let account = caller(&request)?;
+        let created = self
+            .webhooks
+            .create_signing_secret(&account)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list_signing_secrets(
+        &self,
+        request: Request<v1::ListSigningSecretsRequest>,
+    ) -> Result<Response<v1::ListSigningSecretsResponse>, Status> {
+        let account = caller(&request)?;
+        let signing_secrets = self
+            .webhooks
+            .list_signing_secrets(&account)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::ListSigningSecretsResponse {
+            signing_secrets,
+        }))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        request: Request<v1::RotateSigningSecretRequest>,
+    ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let grace = r
+            .grace_period_seconds
+            .map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
+        let created = self
+            .webhooks
+            .rotate_signing_secret(&account, &r.id, grace)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn revoke_signing_secret(
+        &self,
+        request: Request<v1::RevokeSigningSecretRequest>,
+    ) -> Result<Response<v1::RevokeSigningSecretResponse>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        self.webhooks
+            .revoke_signing_secret(&account, &r.id)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::RevokeSigningSecretResponse {}))
     }
 
     type WatchUpdatesStream = WatchStream;
