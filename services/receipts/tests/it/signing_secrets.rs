@@ -386,3 +386,46 @@ async fn standard_webhooks_receivers_verify_across_rotation_and_reject_after_rev
     shutdown.cancel();
     dev.await.unwrap().unwrap();
 }
+
+#[test]
+fn the_command_line_parses_the_secrets_commands() {
+    use clap::Parser;
+    use receipts::cli::{Cli, Command};
+    use receipts::ops::webhooks::WebhooksCommand;
+
+    let id = sid("WS", 7);
+    let line = format!(
+        "receipts webhooks secrets --grpc 10.0.0.1:50051 --account AC1 rotate {id} --grace-secs 60 --json"
+    );
+    match Cli::try_parse_from(line.split_whitespace())
+        .unwrap()
+        .command
+    {
+        Command::Webhooks {
+            ops,
+            command: WebhooksCommand::Secrets(args),
+        } => {
+            assert!(ops.json);
+            assert_eq!(args.grpc, "10.0.0.1:50051");
+            assert_eq!(args.account, "AC1");
+            match args.command {
+                SecretsCommand::Rotate {
+                    id: rotated,
+                    grace_secs,
+                } => {
+                    assert_eq!(rotated, id);
+                    assert_eq!(grace_secs, Some(60));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    for line in [
+        "receipts webhooks secrets create",
+        "receipts webhooks secrets list --json",
+        "receipts webhooks secrets revoke WS1",
+    ] {
+        Cli::try_parse_from(line.split_whitespace()).unwrap();
+    }
+}
