@@ -223,6 +223,24 @@ fn config_scope(chat_service_sid: &str) -> Result<Scope, Status> {
     }
 }
 
+/// The configuration a signing-secret call is about.
+fn secret_scope(scope: Option<&v1::SigningSecretScope>) -> Result<Scope, Status> {
+    let Some(scope) = scope else {
+        return Ok(Scope::Account);
+    };
+    if scope.conversation_sid.is_empty() && scope.webhook_sid.is_empty() {
+        return config_scope(&scope.chat_service_sid);
+    }
+    Ok(Scope::Conversation(
+        parse(
+            "scope.conversation_sid",
+            &scope.conversation_sid,
+            ConversationSid::parse,
+        )?,
+        parse("scope.webhook_sid", &scope.webhook_sid, WebhookSid::parse)?,
+    ))
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -533,9 +551,10 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::CreateSigningSecretRequest>,
     ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
         let account = caller(&request)?;
+        let scope = secret_scope(request.get_ref().scope.as_ref())?;
         let created = self
             .webhooks
-            .create_signing_secret(&account)
+            .create_signing_secret(&account, &scope)
             .await
             .map_err(config_status)?;
         Ok(Response::new(created.into()))
@@ -546,9 +565,10 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::ListSigningSecretsRequest>,
     ) -> Result<Response<v1::ListSigningSecretsResponse>, Status> {
         let account = caller(&request)?;
+        let scope = secret_scope(request.get_ref().scope.as_ref())?;
         let signing_secrets = self
             .webhooks
-            .list_signing_secrets(&account)
+            .list_signing_secrets(&account, &scope)
             .await
             .map_err(config_status)?;
         Ok(Response::new(v1::ListSigningSecretsResponse {
@@ -562,12 +582,13 @@ impl DeliveryQuery for QueryService {
     ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
         let account = caller(&request)?;
         let r = request.into_inner();
+        let scope = secret_scope(r.scope.as_ref())?;
         let grace = r
             .grace_period_seconds
             .map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
         let created = self
             .webhooks
-            .rotate_signing_secret(&account, &r.id, grace)
+            .rotate_signing_secret(&account, &scope, &r.id, grace)
             .await
             .map_err(config_status)?;
         Ok(Response::new(created.into()))
@@ -579,8 +600,9 @@ impl DeliveryQuery for QueryService {
     ) -> Result<Response<v1::RevokeSigningSecretResponse>, Status> {
         let account = caller(&request)?;
         let r = request.into_inner();
+        let scope = secret_scope(r.scope.as_ref())?;
         self.webhooks
-            .revoke_signing_secret(&account, &r.id)
+            .revoke_signing_secret(&account, &scope, &r.id)
             .await
             .map_err(config_status)?;
         Ok(Response::new(v1::RevokeSigningSecretResponse {}))

@@ -195,7 +195,26 @@ pub fn router(state: Arc<RestState>) -> Router {
                     .delete(webhooks::delete_conversation),
             )
     };
-    Router::new()
+    let secret_routes = |collection: &str| {
+        Router::new()
+            .route(
+                collection,
+                get(signing_secrets::list).post(signing_secrets::create),
+            )
+            .route(
+                &format!("{collection}/{{secret}}"),
+                delete(signing_secrets::revoke),
+            )
+            .route(
+                &format!("{collection}/{{secret}}/Rotation"),
+                post(signing_secrets::rotate),
+            )
+    };
+    let mut router = Router::new();
+    for collection in signing_secrets::COLLECTIONS {
+        router = router.merge(secret_routes(collection));
+    }
+    router
         .merge(message_routes("/v1/Conversations/{conversation}"))
         .merge(message_routes(
             "/v1/Services/{service}/Conversations/{conversation}",
@@ -211,18 +230,6 @@ pub fn router(state: Arc<RestState>) -> Router {
         .route(
             "/v1/Services/{service}/Configuration/Webhooks",
             get(webhooks::fetch_service).post(webhooks::update_service),
-        )
-        .route(
-            signing_secrets::PATH,
-            get(signing_secrets::list).post(signing_secrets::create),
-        )
-        .route(
-            &format!("{}/{{secret}}", signing_secrets::PATH),
-            delete(signing_secrets::revoke),
-        )
-        .route(
-            &format!("{}/{{secret}}/Rotation", signing_secrets::PATH),
-            post(signing_secrets::rotate),
         )
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,24 +1,46 @@
 //! Signing secrets over REST, an extension beside the Twilio paths (Twilio signs with the auth
 //! token only): `/v1/Webhooks/SigningSecrets` lists (GET) and creates (POST) the Standard
 //! Webhooks secrets of the caller's account configuration, `…/{WS…}/Rotation` (POST,
-//! `GracePeriodSeconds`) replaces one, and `DELETE …/{WS…}` revokes one. The `secret` field is in
-//! the answers to create and rotate only.
+//! `GracePeriodSeconds`) replaces one, and `DELETE …/{WS…}` revokes one. The same collection
+//! exists under a chat service's configuration and under a conversation webhook (see
+//! [`COLLECTIONS`]). The `secret` field is in the answers to create and rotate only.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use receipts_domain::AccountSid;
+use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, WebhookSid};
 use receipts_proto::convert::timestamp_from_wire;
 use receipts_proto::v1;
 use serde::Serialize;
 
 use super::errors::ApiError;
 use super::{Caller, PathSids, RestState, State, iso8601};
-use crate::webhook_configs::{CreatedSecret, DEFAULT_ROTATION_GRACE};
+use crate::webhook_configs::{CreatedSecret, DEFAULT_ROTATION_GRACE, Scope};
 
-pub const PATH: &str = "/v1/Webhooks/SigningSecrets";
+/// The route of each configuration's collection of secrets.
+pub const COLLECTIONS: [&str; 3] = [
+    "/v1/Webhooks/SigningSecrets",
+    "/v1/Services/{service}/Configuration/Webhooks/SigningSecrets",
+    "/v1/Conversations/{conversation}/Webhooks/{webhook}/SigningSecrets",
+];
+
+/// The configuration a path is about, and the path of its collection of secrets.
+fn scope_of(sids: &PathSids) -> Result<(Scope, String), ApiError> {
+    if let Some(conversation) =
+        sids.optional("conversation", "ConversationSid", ConversationSid::parse)?
+    {
+        let webhook = sids.parse("webhook", "WebhookSid", WebhookSid::parse)?;
+        let path = format!("/v1/Conversations/{conversation}/Webhooks/{webhook}/SigningSecrets");
+        return Ok((Scope::Conversation(conversation, webhook), path));
+    }
+    if let Some(service) = sids.optional("service", "ChatServiceSid", ChatServiceSid::parse)? {
+        let path = format!("/v1/Services/{service}/Configuration/Webhooks/SigningSecrets");
+        return Ok((Scope::Service(service), path));
+    }
+    Ok((Scope::Account, COLLECTIONS[0].to_owned()))
+}
 
 /// A signing secret as REST shows it.
 #[derive(Debug, Serialize)]
@@ -59,6 +81,7 @@ pub struct SigningSecretListJson {
 fn secret_json(
     state: &RestState,
     account: &AccountSid,
+    collection: &str,
     s: &v1::SigningSecret,
 ) -> SigningSecretJson {
     let time =
@@ -68,44 +91,57 @@ fn secret_json(
         account_sid: account.to_string(),
         date_created: time(&s.created),
         date_expires: time(&s.expires),
-        url: state.url(&format!("{PATH}/{}", s.id)),
+        url: state.url(&format!("{collection}/{}", s.id)),
     }
 }
 
 fn created_json(
     state: &RestState,
     account: &AccountSid,
+    collection: &str,
     created: CreatedSecret,
 ) -> CreatedSecretJson {
     CreatedSecretJson {
-        signing_secret: secret_json(state, account, &created.listed),
+        signing_secret: secret_json(state, account, collection, &created.listed),
         secret: created.secret,
-        rotated: created.rotated.map(|r| secret_json(state, account, &r)),
+        rotated: created
+            .rotated
+            .map(|r| secret_json(state, account, collection, &r)),
     }
 }
 
 pub async fn list(
     state: State,
     Caller(account): Caller,
+    sids: PathSids,
 ) -> Result<Json<SigningSecretListJson>, ApiError> {
-    let secrets = state.webhooks.list_signing_secrets(&account).await?;
+    let (scope, collection) = scope_of(&sids)?;
+    let secrets = state
+        .webhooks
+        .list_signing_secrets(&account, &scope)
+        .await?;
     Ok(Json(SigningSecretListJson {
         signing_secrets: secrets
             .iter()
-            .map(|s| secret_json(&state, &account, s))
+            .map(|s| secret_json(&state, &account, &collection, s))
             .collect(),
-        url: state.url(PATH),
+        url: state.url(&collection),
     }))
 }
 
 pub async fn create(
     state: State,
     Caller(account): Caller,
+    sids: PathSids,
 ) -> Result<(StatusCode, Json<CreatedSecretJson>), ApiError> {
-    let created = state.webhooks.create_signing_secret(&account).await?;
+    let (scope, collection) = scope_of(&sids)?;
+    let created = state
+        .webhooks
+        .create_signing_secret(&account, &scope)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(created_json(&state, &account, created)),
+        Json(created_json(&state, &account, &collection, created)),
     ))
 }
 
@@ -115,6 +151,7 @@ pub async fn rotate(
     sids: PathSids,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedSecretJson>), ApiError> {
+    let (scope, collection) = scope_of(&sids)?;
     let id = sids.raw("secret");
     let mut grace = DEFAULT_ROTATION_GRACE;
     for (name, value) in form_urlencoded::parse(&body) {
@@ -127,11 +164,11 @@ pub async fn rotate(
     }
     let created = state
         .webhooks
-        .rotate_signing_secret(&account, id, grace)
+        .rotate_signing_secret(&account, &scope, id, grace)
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(created_json(&state, &account, created)),
+        Json(created_json(&state, &account, &collection, created)),
     ))
 }
 
@@ -140,9 +177,10 @@ pub async fn revoke(
     Caller(account): Caller,
     sids: PathSids,
 ) -> Result<StatusCode, ApiError> {
+    let (scope, _) = scope_of(&sids)?;
     state
         .webhooks
-        .revoke_signing_secret(&account, sids.raw("secret"))
+        .revoke_signing_secret(&account, &scope, sids.raw("secret"))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,5 @@
-//! Standard Webhooks signing secrets of an account's webhook configuration, as a resource:
-//! create, list, rotate, revoke. Each secret is sealed under the configured
+//! Standard Webhooks signing secrets of a webhook configuration (the account's, a chat
+//! service's or a conversation webhook's), as a resource: create, list, rotate, revoke. Each secret is sealed under the configured
 //! `webhook_secrets_key` before it goes into the record (see `receipts_webhook::sealed`), and the
 //! secret itself leaves this service once, in the answer to the call that made it.
 //!
@@ -80,6 +80,17 @@ fn not_found(id: &str) -> ConfigCallError {
     ConfigCallError::NotFound(format!("signing secret {id}"))
 }
 
+/// A conversation webhook must exist to hold secrets; the account's and a service's
+/// configuration are made by their first write.
+fn missing(scope: &Scope) -> Option<ConfigCallError> {
+    match scope {
+        Scope::Conversation(_, webhook) => {
+            Some(ConfigCallError::NotFound(format!("webhook {webhook}")))
+        }
+        Scope::Account | Scope::Service(_) => None,
+    }
+}
+
 impl WebhookConfigs {
     fn secrets_key(&self) -> Result<&SecretsKey, ConfigCallError> {
         self.secrets_key
@@ -87,12 +98,18 @@ impl WebhookConfigs {
             .ok_or(ConfigCallError::NoSecretsKey)
     }
 
-    /// The account's secrets that still sign, oldest first.
+    /// The secrets of `scope` that still sign, oldest first.
     pub async fn list_signing_secrets(
         &self,
         account: &AccountSid,
+        scope: &Scope,
     ) -> Result<Vec<v1::SigningSecret>, ConfigCallError> {
-        let config = self.get(account, &Scope::Account).await?;
+        let config = self.get(account, scope).await?;
+        if config.is_none()
+            && let Some(error) = missing(scope)
+        {
+            return Err(error);
+        }
         let now = now_ms();
         Ok(config
             .iter()
@@ -102,18 +119,20 @@ impl WebhookConfigs {
             .collect())
     }
 
-    /// A new secret for the account's configuration (made on first write), signing at once.
+    /// A new secret for `scope`'s configuration, signing at once.
     pub async fn create_signing_secret(
         &self,
         account: &AccountSid,
+        scope: &Scope,
     ) -> Result<CreatedSecret, ConfigCallError> {
-        self.change_secrets(account, None).await
+        self.change_secrets(account, scope, None).await
     }
 
     /// A new secret replacing `id`, which keeps signing for `grace` and then expires.
     pub async fn rotate_signing_secret(
         &self,
         account: &AccountSid,
+        scope: &Scope,
         id: &str,
         grace: Duration,
     ) -> Result<CreatedSecret, ConfigCallError> {
@@ -124,20 +143,24 @@ impl WebhookConfigs {
                 format!("must be at most {}", MAX_ROTATION_GRACE.as_secs()),
             ));
         }
-        self.change_secrets(account, Some((id, grace))).await
+        self.change_secrets(account, scope, Some((id, grace))).await
     }
 
     /// Stops secret `id` signing at once.
     pub async fn revoke_signing_secret(
         &self,
         account: &AccountSid,
+        scope: &Scope,
         id: &str,
     ) -> Result<(), ConfigCallError> {
         check_id(id)?;
         self.loaded().await?;
         let _write = self.writes.lock().await;
-        let key = webhook_key(&record_of(account, &Scope::Account));
-        let mut config = self.view.get(&key).ok_or_else(|| not_found(id))?;
+        let key = webhook_key(&record_of(account, scope));
+        let mut config = self
+            .view
+            .get(&key)
+            .ok_or_else(|| missing(scope).unwrap_or_else(|| not_found(id)))?;
         let at = now_ms();
         config.sealed_secrets.retain(|s| sealed::is_current(s, at));
         let before = config.sealed_secrets.len();
@@ -154,14 +177,21 @@ impl WebhookConfigs {
     async fn change_secrets(
         &self,
         account: &AccountSid,
+        scope: &Scope,
         rotate: Option<(&str, Duration)>,
     ) -> Result<CreatedSecret, ConfigCallError> {
         let secrets_key = self.secrets_key()?;
         self.loaded().await?;
         let _write = self.writes.lock().await;
-        let blank = record_of(account, &Scope::Account);
+        let blank = record_of(account, scope);
         let key = webhook_key(&blank);
-        let mut config = self.view.get(&key).unwrap_or(blank);
+        let mut config = match self.view.get(&key) {
+            Some(config) => config,
+            None => match missing(scope) {
+                Some(error) => return Err(error),
+                None => blank,
+            },
+        };
         let now_ms = now_ms();
         config
             .sealed_secrets

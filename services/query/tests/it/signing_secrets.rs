@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::contract::assert_twilio_error;
 use crate::support::{
-    ACCOUNT, Harness, HttpResponse, OTHER_ACCOUNT, OTHER_TOKEN, Running, TOKEN, client, http,
+    ACCOUNT, Harness, HttpResponse, OTHER_ACCOUNT, OTHER_TOKEN, Running, TOKEN, client, http, sid,
 };
 
 const SECRETS: &str = "/v1/Webhooks/SigningSecrets";
@@ -128,6 +128,7 @@ async fn secrets_are_shown_once_listed_without_the_secret_and_scoped_to_their_ac
         .rotate_signing_secret(v1::RotateSigningSecretRequest {
             id: id.clone(),
             grace_period_seconds: Some(3600),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -139,7 +140,7 @@ async fn secrets_are_shown_once_listed_without_the_secret_and_scoped_to_their_ac
     assert!((3599..=3601).contains(&expires), "{expires}");
     assert!(rotated.secret.starts_with("whsec_") && rotated.secret != secret);
     let listed = grpc
-        .list_signing_secrets(v1::ListSigningSecretsRequest {})
+        .list_signing_secrets(v1::ListSigningSecretsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -158,6 +159,7 @@ async fn secrets_are_shown_once_listed_without_the_secret_and_scoped_to_their_ac
         .rotate_signing_secret(v1::RotateSigningSecretRequest {
             id: new.id.clone(),
             grace_period_seconds: Some(31 * 24 * 3600),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -165,7 +167,10 @@ async fn secrets_are_shown_once_listed_without_the_secret_and_scoped_to_their_ac
 
     let mut theirs = client(running.address, OTHER_ACCOUNT, OTHER_TOKEN).await;
     let refused = theirs
-        .revoke_signing_secret(v1::RevokeSigningSecretRequest { id: new.id.clone() })
+        .revoke_signing_secret(v1::RevokeSigningSecretRequest {
+            id: new.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
@@ -217,6 +222,12 @@ async fn without_a_key_secrets_are_refused_with_the_reason() {
     let running = harness.start(dir.path()).await;
     let response = call(&running, (ACCOUNT, TOKEN), "POST", SECRETS, &[]).await;
     assert_twilio_error(&response.body, 409, 20409);
+    let service = format!(
+        "/v1/Services/{}/Configuration/Webhooks/SigningSecrets",
+        sid("IS", 1)
+    );
+    let response = call(&running, (ACCOUNT, TOKEN), "POST", &service, &[]).await;
+    assert_twilio_error(&response.body, 409, 20409);
     assert!(
         response.body.contains("webhook_secrets_key"),
         "{}",
@@ -224,10 +235,122 @@ async fn without_a_key_secrets_are_refused_with_the_reason() {
     );
     let mut grpc = client(running.address, ACCOUNT, TOKEN).await;
     let refused = grpc
-        .create_signing_secret(v1::CreateSigningSecretRequest {})
+        .create_signing_secret(v1::CreateSigningSecretRequest::default())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("webhook_secrets_key"));
+    running.stop().await;
+}
+
+/// The same resource under a conversation webhook (which must exist) and a chat service: each
+/// configuration has its own secrets, and another account reaches none of them.
+#[tokio::test]
+async fn conversation_webhooks_and_services_have_secrets_of_their_own() {
+    let harness = Harness::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness
+        .start_with(dir.path(), |config| {
+            config.webhook_secrets_key = Secret::new(KEY)
+        })
+        .await;
+    let me = (ACCOUNT, TOKEN);
+    let conversation = sid("CH", 4);
+    let missing = format!(
+        "/v1/Conversations/{conversation}/Webhooks/{}/SigningSecrets",
+        sid("WH", 9)
+    );
+    let response = call(&running, me, "POST", &missing, &[]).await;
+    assert_twilio_error(&response.body, 404, 20404);
+    let response = call(&running, me, "GET", &missing, &[]).await;
+    assert_twilio_error(&response.body, 404, 20404);
+
+    let webhook = body(
+        &call(
+            &running,
+            me,
+            "POST",
+            &format!("/v1/Conversations/{conversation}/Webhooks"),
+            &[
+                ("Target", "webhook"),
+                (
+                    "Configuration.Url",
+                    "https://hooks.example.com/conversation",
+                ),
+                ("Configuration.Filters", "onDeliveryUpdated"),
+            ],
+        )
+        .await,
+        201,
+    );
+    let webhook_sid = webhook["sid"].as_str().unwrap();
+    let collection =
+        format!("/v1/Conversations/{conversation}/Webhooks/{webhook_sid}/SigningSecrets");
+    let created = body(&call(&running, me, "POST", &collection, &[]).await, 201);
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let id = created["sid"].as_str().unwrap();
+    assert_eq!(
+        created["url"],
+        format!("http://{}{collection}/{id}", running.rest_address)
+    );
+    let listed = body(&call(&running, me, "GET", &collection, &[]).await, 200);
+    assert_eq!(listed["signing_secrets"][0]["sid"], id);
+    // The account's collection is another one.
+    let account = body(&call(&running, me, "GET", SECRETS, &[]).await, 200);
+    assert_eq!(account["signing_secrets"], serde_json::json!([]));
+    let response = call(
+        &running,
+        (OTHER_ACCOUNT, OTHER_TOKEN),
+        "GET",
+        &collection,
+        &[],
+    )
+    .await;
+    assert_twilio_error(&response.body, 404, 20404);
+
+    // gRPC names the conversation webhook in `scope`.
+    let mut grpc = client(running.address, ACCOUNT, TOKEN).await;
+    let scope = Some(v1::SigningSecretScope {
+        conversation_sid: conversation.clone(),
+        webhook_sid: webhook_sid.to_owned(),
+        ..Default::default()
+    });
+    let listed = grpc
+        .list_signing_secrets(v1::ListSigningSecretsRequest {
+            scope: scope.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secrets;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    grpc.revoke_signing_secret(v1::RevokeSigningSecretRequest {
+        id: id.to_owned(),
+        scope,
+    })
+    .await
+    .unwrap();
+    let listed = body(&call(&running, me, "GET", &collection, &[]).await, 200);
+    assert_eq!(listed["signing_secrets"], serde_json::json!([]));
+
+    // A chat service's configuration is made by its first secret.
+    let service = format!(
+        "/v1/Services/{}/Configuration/Webhooks/SigningSecrets",
+        sid("IS", 1)
+    );
+    let created = body(&call(&running, me, "POST", &service, &[]).await, 201);
+    let listed = grpc
+        .list_signing_secrets(v1::ListSigningSecretsRequest {
+            scope: Some(v1::SigningSecretScope {
+                chat_service_sid: sid("IS", 1),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secrets;
+    assert_eq!(listed[0].id, created["sid"].as_str().unwrap());
     running.stop().await;
 }

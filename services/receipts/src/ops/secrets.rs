@@ -23,8 +23,28 @@ pub struct SecretsArgs {
     /// Auth token of the account.
     #[arg(long, env = "RECEIPTS_AUTH_TOKEN", default_value = DEMO_TOKEN, hide_default_value = true)]
     pub token: String,
+    /// A chat service's configuration (IS…) instead of the account's.
+    #[arg(long, conflicts_with = "conversation")]
+    pub service: Option<String>,
+    /// A conversation webhook's (CH…, with --webhook) instead of the account's.
+    #[arg(long, requires = "webhook")]
+    pub conversation: Option<String>,
+    /// The conversation webhook (WH…).
+    #[arg(long, requires = "conversation")]
+    pub webhook: Option<String>,
     #[command(subcommand)]
     pub command: SecretsCommand,
+}
+
+impl SecretsArgs {
+    fn scope(&self) -> Option<v1::SigningSecretScope> {
+        let scope = v1::SigningSecretScope {
+            chat_service_sid: self.service.clone().unwrap_or_default(),
+            conversation_sid: self.conversation.clone().unwrap_or_default(),
+            webhook_sid: self.webhook.clone().unwrap_or_default(),
+        };
+        (scope != v1::SigningSecretScope::default()).then_some(scope)
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -114,7 +134,9 @@ pub async fn run(args: &SecretsArgs, as_json: bool) -> anyhow::Result<String> {
     match &args.command {
         SecretsCommand::Create => {
             let answer = client
-                .create_signing_secret(v1::CreateSigningSecretRequest {})
+                .create_signing_secret(v1::CreateSigningSecretRequest {
+                    scope: args.scope(),
+                })
                 .await
                 .context("creating a signing secret")?
                 .into_inner();
@@ -127,7 +149,9 @@ pub async fn run(args: &SecretsArgs, as_json: bool) -> anyhow::Result<String> {
         }
         SecretsCommand::List => {
             let listed: Vec<SecretLine> = client
-                .list_signing_secrets(v1::ListSigningSecretsRequest {})
+                .list_signing_secrets(v1::ListSigningSecretsRequest {
+                    scope: args.scope(),
+                })
                 .await
                 .context("listing signing secrets")?
                 .into_inner()
@@ -157,6 +181,7 @@ pub async fn run(args: &SecretsArgs, as_json: bool) -> anyhow::Result<String> {
                 .rotate_signing_secret(v1::RotateSigningSecretRequest {
                     id: id.clone(),
                     grace_period_seconds: *grace_secs,
+                    scope: args.scope(),
                 })
                 .await
                 .with_context(|| format!("rotating signing secret {id}"))?
@@ -170,7 +195,10 @@ pub async fn run(args: &SecretsArgs, as_json: bool) -> anyhow::Result<String> {
         }
         SecretsCommand::Revoke { id } => {
             client
-                .revoke_signing_secret(v1::RevokeSigningSecretRequest { id: id.clone() })
+                .revoke_signing_secret(v1::RevokeSigningSecretRequest {
+                    id: id.clone(),
+                    scope: args.scope(),
+                })
                 .await
                 .with_context(|| format!("revoking signing secret {id}"))?;
             Ok(if as_json {

@@ -264,6 +264,9 @@ async fn standard_webhooks_receivers_verify_across_rotation_and_reject_after_rev
         grpc: addresses.grpc.to_string(),
         account: DEMO_ACCOUNT.into(),
         token: DEMO_TOKEN.into(),
+        service: None,
+        conversation: None,
+        webhook: None,
         command,
     };
 
@@ -425,7 +428,13 @@ fn the_command_line_parses_the_secrets_commands() {
         "receipts webhooks secrets create",
         "receipts webhooks secrets list --json",
         "receipts webhooks secrets revoke WS1",
+        "receipts webhooks secrets --service IS1 list",
+        "receipts webhooks secrets --conversation CH1 --webhook WH1 create",
     ] {
         Cli::try_parse_from(line.split_whitespace()).unwrap();
     }
+    assert!(
+        Cli::try_parse_from("receipts webhooks secrets --conversation CH1 list".split(' '))
+            .is_err()
+    );
 }
