@@ -324,7 +324,17 @@ fn dev_secrets_key(data_dir: &Path) -> anyhow::Result<Secret> {
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(
+        &mut file
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?,
+        key.as_bytes(),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(Secret::new(key))
 }
 
