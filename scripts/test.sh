@@ -16,9 +16,9 @@ Runs the project's tests:
      stops it on exit if this run started it;
   3. checks that receipts-domain has no normal dependency on tokio, sled, rdkafka, tonic, hyper, axum
      or reqwest;
-  4. installs the pinned twilio Python helper library into target/pyenv (unless RECEIPTS_TEST_PYTHON
-     already names a python that has it) and exports RECEIPTS_TEST_PYTHON for the REST facade's
-     client test;
+  4. installs the pinned twilio Python helper library and the standardwebhooks library into
+     target/pyenv (unless RECEIPTS_TEST_PYTHON already names a python that has them) and exports
+     RECEIPTS_TEST_PYTHON for the REST facade's client test and the signing-secret receiver;
   5. checks the Prometheus alerting rules with promtool (check rules, then the unit tests in
      deploy/prometheus/alerts.test.yml), installing Debian's prometheus package for it when no
      promtool is on PATH and RECEIPTS_PROMTOOL does not name one; fails if none can be had;
@@ -149,27 +149,31 @@ check_domain_purity() {
 
 check_domain_purity || failed_steps+=("domain purity")
 
-# --- 4. The Twilio helper library for Python --------------------------------------------------------
-# services/query's client test runs the official library against the REST facade.
+# --- 4. The Twilio helper library and standardwebhooks for Python ---------------------------------
+# services/query's client test runs the official library against the REST facade; the receipts
+# crate's signing-secret test verifies deliveries with the Standard Webhooks reference library.
 readonly TWILIO_PYTHON_VERSION=9.13.0
-provision_twilio_python() {
+readonly STANDARDWEBHOOKS_PYTHON_VERSION=1.1.0
+provision_python_libraries() {
   local venv=target/pyenv
   if [[ -n ${RECEIPTS_TEST_PYTHON:-} ]]; then
     log "using RECEIPTS_TEST_PYTHON=$RECEIPTS_TEST_PYTHON"
     return 0
   fi
-  if ! "$venv/bin/python" -c "import sys, twilio; sys.exit(twilio.__version__ != '$TWILIO_PYTHON_VERSION')" \
-    2>/dev/null; then
-    log "installing twilio==$TWILIO_PYTHON_VERSION into $venv"
+  if ! "$venv/bin/python" -c "
+import sys, twilio, importlib.metadata as m
+sys.exit(twilio.__version__ != '$TWILIO_PYTHON_VERSION'
+         or m.version('standardwebhooks') != '$STANDARDWEBHOOKS_PYTHON_VERSION')" 2>/dev/null; then
+    log "installing twilio==$TWILIO_PYTHON_VERSION and standardwebhooks==$STANDARDWEBHOOKS_PYTHON_VERSION into $venv"
     python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "twilio==$TWILIO_PYTHON_VERSION" || return 1
+      "twilio==$TWILIO_PYTHON_VERSION" "standardwebhooks==$STANDARDWEBHOOKS_PYTHON_VERSION" || return 1
   fi
   RECEIPTS_TEST_PYTHON=$PWD/$venv/bin/python
   export RECEIPTS_TEST_PYTHON
-  log "RECEIPTS_TEST_PYTHON=$RECEIPTS_TEST_PYTHON (twilio $TWILIO_PYTHON_VERSION)"
+  log "RECEIPTS_TEST_PYTHON=$RECEIPTS_TEST_PYTHON (twilio $TWILIO_PYTHON_VERSION, standardwebhooks $STANDARDWEBHOOKS_PYTHON_VERSION)"
 }
 
-provision_twilio_python || failed_steps+=("twilio python library")
+provision_python_libraries || failed_steps+=("python libraries")
 
 # --- 5. Prometheus alerting rules --------------------------------------------------------------------
 # deploy/prometheus/alerts.yml must load and its unit tests pass; promtool is what Prometheus itself

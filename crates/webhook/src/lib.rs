@@ -15,6 +15,8 @@
 //! - [`ssrf`]: the address policy and the `reqwest` resolver that applies it;
 //! - [`redact`]: webhook URLs without their credentials and query, for logs, metrics and
 //!   dead-letter records;
+//! - [`sealed`]: signing secrets encrypted at rest under the shared `webhook_secrets_key`, and
+//!   which of a configuration's secrets sign at a given time;
 //! - [`client`]: the `reqwest` client (no redirects, the resolver above, an attempt timeout) and
 //!   one attempt of one webhook.
 
@@ -23,6 +25,7 @@ pub mod outcome;
 pub mod payload;
 pub mod redact;
 pub mod retry;
+pub mod sealed;
 pub mod ssrf;
 pub mod standard;
 pub mod twilio;

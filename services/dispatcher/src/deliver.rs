@@ -37,6 +37,7 @@ use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::Secret;
 use receipts_store::PartitionOffset;
+use receipts_webhook::sealed::{self, SecretsKey};
 use receipts_webhook::{
     Attempt, AttemptOutcome, DeliveryPayload, Method, RetrySchedule, WebhookClient, WebhookRequest,
     redacted_url,
@@ -103,6 +104,7 @@ pub(crate) struct DeliveryContext {
     pub(crate) store: Arc<DispatcherStore>,
     pub(crate) directory: SharedDirectory,
     pub(crate) accounts: HashMap<String, Secret>,
+    pub(crate) secrets_key: Option<SecretsKey>,
     pub(crate) schedule: RetrySchedule,
     pub(crate) publisher: Publisher,
     pub(crate) topics: TopicNames,
@@ -396,13 +398,22 @@ impl Deliverer {
             cx.metrics.dropped("no_status");
             return self.settle(job, Settlement::Done).await;
         };
+        let signing_secrets = match sealed::signing_secrets(
+            &config,
+            &job.webhook_key,
+            cx.secrets_key.as_ref(),
+            now_ms(),
+        ) {
+            Ok(secrets) => secrets,
+            Err(error) => return self.dead_letter(job, error.to_string()).await,
+        };
         let request = WebhookRequest {
             url: config.post_webhook_url.clone(),
             method,
             payload,
             auth_token: auth_token.expose().to_owned(),
             idempotency_token: job.token.clone(),
-            signing_secrets: config.signing_secrets.clone(),
+            signing_secrets,
             receipt_version: job.receipt.version,
         };
         let sent_at_ms = now_ms();

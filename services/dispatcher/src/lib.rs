@@ -41,6 +41,7 @@ use receipts_bus::{Consumer, ConsumerOptions, KafkaSettings, Publisher, TopicNam
 use receipts_domain::AccountSid;
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
+use receipts_webhook::sealed::SecretsKey;
 use receipts_webhook::{AddressPolicy, RetrySchedule, WebhookClient};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,10 @@ pub struct DispatcherConfig {
     /// Account sid → auth token, the key of `X-Twilio-Signature`. A delivery for an account
     /// without one is dead-lettered.
     pub accounts: BTreeMap<String, Secret>,
+    /// Opens the signing secrets the query service sealed into webhook configurations: the same
+    /// base64 of 32 bytes as its `webhook_secrets_key`. A delivery whose configuration has sealed
+    /// secrets that cannot be opened is dead-lettered rather than sent unsigned.
+    pub webhook_secrets_key: Secret,
     pub retry: RetrySchedule,
     /// One attempt's timeout (connect and response), 5 s like Twilio's.
     pub attempt_timeout_ms: u64,
@@ -101,6 +106,7 @@ impl Default for DispatcherConfig {
             data_dir: PathBuf::from("data/dispatcher"),
             storage: receipts_store::StorageConfig::default(),
             accounts: BTreeMap::new(),
+            webhook_secrets_key: Secret::default(),
             retry: RetrySchedule::default(),
             attempt_timeout_ms: 5_000,
             ssrf: AddressPolicy::default(),
@@ -138,6 +144,7 @@ impl Validate for DispatcherConfig {
                 ));
             }
         }
+        self.secrets_key()?;
         self.retry
             .validate()
             .map_err(|e| ConfigError::invalid("retry", e.to_string()))?;
@@ -163,9 +170,23 @@ impl Validate for DispatcherConfig {
     }
 }
 
+impl DispatcherConfig {
+    /// The key opening sealed signing secrets, if one is configured.
+    pub fn secrets_key(&self) -> Result<Option<SecretsKey>, ConfigError> {
+        if self.webhook_secrets_key.is_empty() {
+            return Ok(None);
+        }
+        SecretsKey::from_base64(self.webhook_secrets_key.expose())
+            .map(Some)
+            .map_err(|e| ConfigError::invalid("webhook_secrets_key", e.to_string()))
+    }
+}
+
 /// Why the dispatcher stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatcherError {
+    #[error("configuration")]
+    Config(#[from] ConfigError),
     #[error("kafka setup")]
     Bus(#[from] receipts_bus::BusError),
     #[error("store")]
@@ -248,6 +269,7 @@ pub async fn run(
                 .iter()
                 .map(|(sid, token)| (sid.clone(), token.clone()))
                 .collect::<HashMap<_, _>>(),
+            secrets_key: config.secrets_key()?,
             schedule: config.retry.clone(),
             publisher: publisher.clone(),
             topics: config.topics.clone(),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use receipts_domain::{
     AccountSid, ChatServiceSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
@@ -25,7 +26,9 @@ use tracing::error;
 
 use crate::auth::Accounts;
 use crate::page_token::{PageTokens, messages_scope, receipts_scope};
-use crate::webhook_configs::{ConfigCallError, Scope, WebhookConfigs, WebhookUpdate};
+use crate::webhook_configs::{
+    ConfigCallError, DEFAULT_ROTATION_GRACE, Scope, WebhookConfigs, WebhookUpdate,
+};
 
 const RECEIPTS_PAGE_MAX: u32 = 50;
 const MESSAGES_PAGE_MAX: u32 = 100;
@@ -194,7 +197,9 @@ fn config_status(error: ConfigCallError) -> Status {
     match error {
         ConfigCallError::Invalid { .. } => Status::invalid_argument(error.to_string()),
         ConfigCallError::NotFound(_) => Status::not_found(error.to_string()),
-        ConfigCallError::TooMany => Status::failed_precondition(error.to_string()),
+        ConfigCallError::TooMany
+        | ConfigCallError::TooManySecrets
+        | ConfigCallError::NoSecretsKey => Status::failed_precondition(error.to_string()),
         ConfigCallError::Unavailable(_) => Status::unavailable(error.to_string()),
     }
 }
@@ -202,6 +207,7 @@ fn config_status(error: ConfigCallError) -> Status {
 /// A configuration as the API shows it: signing secrets stay on the topic.
 fn shown(mut config: v1::WebhookConfig) -> Response<v1::WebhookConfig> {
     config.signing_secrets.clear();
+    config.sealed_secrets.clear();
     Response::new(config)
 }
 
@@ -215,6 +221,24 @@ fn config_scope(chat_service_sid: &str) -> Result<Scope, Status> {
             ChatServiceSid::parse,
         )?))
     }
+}
+
+/// The configuration a signing-secret call is about.
+fn secret_scope(scope: Option<&v1::SigningSecretScope>) -> Result<Scope, Status> {
+    let Some(scope) = scope else {
+        return Ok(Scope::Account);
+    };
+    if scope.conversation_sid.is_empty() && scope.webhook_sid.is_empty() {
+        return config_scope(&scope.chat_service_sid);
+    }
+    Ok(Scope::Conversation(
+        parse(
+            "scope.conversation_sid",
+            &scope.conversation_sid,
+            ConversationSid::parse,
+        )?,
+        parse("scope.webhook_sid", &scope.webhook_sid, WebhookSid::parse)?,
+    ))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
@@ -520,6 +544,68 @@ impl DeliveryQuery for QueryService {
             .await
             .map_err(config_status)?;
         Ok(Response::new(v1::DeleteConversationWebhookResponse {}))
+    }
+
+    async fn create_signing_secret(
+        &self,
+        request: Request<v1::CreateSigningSecretRequest>,
+    ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
+        let account = caller(&request)?;
+        let scope = secret_scope(request.get_ref().scope.as_ref())?;
+        let created = self
+            .webhooks
+            .create_signing_secret(&account, &scope)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list_signing_secrets(
+        &self,
+        request: Request<v1::ListSigningSecretsRequest>,
+    ) -> Result<Response<v1::ListSigningSecretsResponse>, Status> {
+        let account = caller(&request)?;
+        let scope = secret_scope(request.get_ref().scope.as_ref())?;
+        let signing_secrets = self
+            .webhooks
+            .list_signing_secrets(&account, &scope)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::ListSigningSecretsResponse {
+            signing_secrets,
+        }))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        request: Request<v1::RotateSigningSecretRequest>,
+    ) -> Result<Response<v1::CreatedSigningSecret>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let scope = secret_scope(r.scope.as_ref())?;
+        let grace = r
+            .grace_period_seconds
+            .map_or(DEFAULT_ROTATION_GRACE, Duration::from_secs);
+        let created = self
+            .webhooks
+            .rotate_signing_secret(&account, &scope, &r.id, grace)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn revoke_signing_secret(
+        &self,
+        request: Request<v1::RevokeSigningSecretRequest>,
+    ) -> Result<Response<v1::RevokeSigningSecretResponse>, Status> {
+        let account = caller(&request)?;
+        let r = request.into_inner();
+        let scope = secret_scope(r.scope.as_ref())?;
+        self.webhooks
+            .revoke_signing_secret(&account, &scope, &r.id)
+            .await
+            .map_err(config_status)?;
+        Ok(Response::new(v1::RevokeSigningSecretResponse {}))
     }
 
     type WatchUpdatesStream = WatchStream;

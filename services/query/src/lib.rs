@@ -30,6 +30,7 @@ use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
 use receipts_runtime::http::HttpLimits;
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{QueryStore, SledQueryStore, StoreError};
+use receipts_webhook::sealed::SecretsKey;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -66,6 +67,10 @@ pub struct QueryConfig {
     /// Signs page tokens. Instances behind one load balancer need the same key; when empty, a
     /// random key is drawn at start and tokens do not survive a restart.
     pub page_token_key: Secret,
+    /// Seals the webhook signing secrets made through the API before they are written to the
+    /// `webhook-configs` topic: the base64 of 32 random bytes (`openssl rand -base64 32`), the same
+    /// in every query instance and the dispatcher. Empty: signing secrets cannot be created.
+    pub webhook_secrets_key: Secret,
     /// Updates a watching client may fall behind before its stream is ended.
     pub watch_buffer: usize,
     /// Limits of the REST facade's HTTP server (`http.header_read_timeout_ms`,
@@ -93,6 +98,7 @@ impl Default for QueryConfig {
             public_base_url: String::new(),
             accounts: BTreeMap::new(),
             page_token_key: Secret::default(),
+            webhook_secrets_key: Secret::default(),
             watch_buffer: 1024,
             http: HttpLimits::default(),
             grpc: GrpcLimits::default(),
@@ -176,6 +182,16 @@ impl QueryConfig {
         }
         Ok(Accounts::new(parsed))
     }
+
+    /// The key sealing signing secrets, if one is configured.
+    pub fn secrets_key(&self) -> Result<Option<SecretsKey>, ConfigError> {
+        if self.webhook_secrets_key.is_empty() {
+            return Ok(None);
+        }
+        SecretsKey::from_base64(self.webhook_secrets_key.expose())
+            .map(Some)
+            .map_err(|e| ConfigError::invalid("webhook_secrets_key", e.to_string()))
+    }
 }
 
 impl Validate for QueryConfig {
@@ -196,6 +212,7 @@ impl Validate for QueryConfig {
             return Err(ConfigError::invalid("watch_buffer", "must be at least 1"));
         }
         self.accounts()?;
+        self.secrets_key()?;
         self.http.validate().map_err(|e| e.within("http"))?;
         self.grpc.validate().map_err(|e| e.within("grpc"))?;
         let base = self.public_base_url.trim_end_matches('/');
@@ -399,6 +416,7 @@ mod tests {
             .accounts
             .insert(ACCOUNT.to_owned(), Secret::new(SECRET));
         config.page_token_key = Secret::new(SECRET);
+        config.webhook_secrets_key = Secret::new(SECRET);
         let accounts = config.accounts().unwrap();
         let tokens = PageTokens::new(SECRET.as_bytes());
         let credentials = auth::Credentials::new(ACCOUNT, SECRET).unwrap();

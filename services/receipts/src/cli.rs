@@ -172,6 +172,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let out = crate::ops::parked::run(&ops.load()?, args, ops.json).await?;
             print(&out)
         }
+        Command::Webhooks {
+            ops,
+            command: crate::ops::webhooks::WebhooksCommand::Secrets(args),
+        } => print(&crate::ops::secrets::run(&args, ops.json).await?),
         Command::Webhooks { ops, command } => {
             let out = crate::ops::webhooks::run(&ops.load()?, command, ops.json).await?;
             print(&out)

@@ -225,11 +225,13 @@ pub async fn run_with_metrics(
         metrics_listen: String::new(),
         ..Default::default()
     };
+    let secrets_key = dev_secrets_key(&args.data_dir)?;
     let dispatcher = receipts_dispatcher::DispatcherConfig {
         kafka: kafka.clone(),
         topics: topics.clone(),
         data_dir: dirs[2].clone(),
         accounts: accounts.clone(),
+        webhook_secrets_key: secrets_key.clone(),
         // Everything runs on this machine: webhooks may go to loopback receivers.
         ssrf: AddressPolicy::allowing(vec!["127.0.0.0/8".parse()?, "::1/128".parse()?]),
         retry: args.webhook_retry.clone().unwrap_or_default(),
@@ -242,6 +244,7 @@ pub async fn run_with_metrics(
         topics: topics.clone(),
         data_dir: dirs[1].clone(),
         accounts,
+        webhook_secrets_key: secrets_key,
         metrics_listen: String::new(),
         ..Default::default()
     };
@@ -349,6 +352,33 @@ pub async fn configure_webhook(
         .map_err(|(error, _)| error)
         .context("configuring the webhook sink")?;
     Ok(())
+}
+
+/// The key sealing webhook signing secrets in `receipts dev`: drawn on the first start and kept
+/// in the data directory, so the secrets on the topic still open after a restart.
+fn dev_secrets_key(data_dir: &Path) -> anyhow::Result<Secret> {
+    use base64::Engine;
+    let path = data_dir.join("webhook-secrets.key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) => return Ok(Secret::new(key.trim())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(
+        &mut file
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?,
+        key.as_bytes(),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Secret::new(key))
 }
 
 /// What `receipts dev` prints once everything listens.

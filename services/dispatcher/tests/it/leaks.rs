@@ -17,6 +17,7 @@ fn configuration_and_requests_print_no_secret() {
         .kafka
         .properties
         .insert("sasl.password".into(), SECRET.into());
+    config.webhook_secrets_key = Secret::new(SECRET);
     let printed = format!("{config:?}");
     assert!(!printed.contains(SECRET), "{printed}");
 

@@ -8,4 +8,5 @@ mod isolation;
 mod leaks;
 mod order;
 mod retries;
+mod sealed;
 mod support;

@@ -121,9 +121,16 @@ impl From<ConfigCallError> for ApiError {
         match e {
             ConfigCallError::Invalid { field, message } => ApiError::invalid(field, message),
             ConfigCallError::NotFound(what) => ApiError::not_found(what),
-            ConfigCallError::TooMany => ApiError {
+            ConfigCallError::TooMany | ConfigCallError::TooManySecrets => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: 20001,
+                message: e.to_string(),
+            },
+            // The deployment, not the call, has to change: 409 as for a resource in the
+            // wrong state, with the reason.
+            ConfigCallError::NoSecretsKey => ApiError {
+                status: StatusCode::CONFLICT,
+                code: 20409,
                 message: e.to_string(),
             },
             ConfigCallError::Unavailable(_) => ApiError::unavailable(&e),

@@ -4,6 +4,7 @@
 //!
 //! Layout: [`messages`] and [`receipts`] read the read model; [`webhooks`] reads and writes
 //! webhook configuration through [`crate::webhook_configs`], the same code path as gRPC;
+//! [`signing_secrets`] is the `/v1/Webhooks/SigningSecrets` extension;
 //! [`paging`] is Twilio's list envelope and paging URLs; [`errors`] its error body.
 //!
 //! Every call authenticates with HTTP Basic `AccountSid:AuthToken` (401, Twilio error 20003
@@ -20,6 +21,7 @@ pub mod errors;
 pub mod messages;
 pub mod paging;
 pub mod receipts;
+pub mod signing_secrets;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use receipts_domain::{AccountSid, IdError, Timestamp};
 use receipts_runtime::http::{ErrorAnswers, HttpLimits, ServerMetrics};
 use receipts_store::{QueryStore, StoreError};
@@ -137,6 +139,11 @@ impl PathSids {
         parse(value).map_err(|e| ApiError::invalid(parameter, e))
     }
 
+    /// The parameter `name` as given.
+    fn raw(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_default()
+    }
+
     fn optional<T>(
         &self,
         name: &str,
@@ -188,7 +195,26 @@ pub fn router(state: Arc<RestState>) -> Router {
                     .delete(webhooks::delete_conversation),
             )
     };
-    Router::new()
+    let secret_routes = |collection: &str| {
+        Router::new()
+            .route(
+                collection,
+                get(signing_secrets::list).post(signing_secrets::create),
+            )
+            .route(
+                &format!("{collection}/{{secret}}"),
+                delete(signing_secrets::revoke),
+            )
+            .route(
+                &format!("{collection}/{{secret}}/Rotation"),
+                post(signing_secrets::rotate),
+            )
+    };
+    let mut router = Router::new();
+    for collection in signing_secrets::COLLECTIONS {
+        router = router.merge(secret_routes(collection));
+    }
+    router
         .merge(message_routes("/v1/Conversations/{conversation}"))
         .merge(message_routes(
             "/v1/Services/{service}/Conversations/{conversation}",

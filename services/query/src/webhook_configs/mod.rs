@@ -28,10 +28,14 @@ use tracing::warn;
 use crate::{QueryConfig, QueryError};
 
 mod reader;
+mod signing_secrets;
 mod validate;
 
 use reader::ConfigHandler;
 pub use reader::{ConfigReadError, ConfigReader};
+pub use signing_secrets::{
+    CreatedSecret, DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, MAX_SIGNING_SECRETS,
+};
 use validate::apply;
 pub use validate::{MAX_ENTRY_BYTES, MAX_LIST_ENTRIES, MAX_URL_BYTES};
 
@@ -75,6 +79,10 @@ pub enum ConfigCallError {
     NotFound(String),
     #[error("a conversation can have at most {MAX_CONVERSATION_WEBHOOKS} webhooks")]
     TooMany,
+    #[error("no webhook_secrets_key is configured, so signing secrets cannot be stored")]
+    NoSecretsKey,
+    #[error("the configuration has {MAX_SIGNING_SECRETS} signing secrets, the most it may")]
+    TooManySecrets,
     #[error("webhook configuration is unavailable: {0}")]
     Unavailable(String),
 }
@@ -133,6 +141,8 @@ pub struct WebhookConfigs {
     /// Serialises this instance's read-modify-write cycles, so two concurrent updates of one
     /// scope cannot lose each other's fields and the per-conversation limit holds here.
     writes: Mutex<()>,
+    /// Seals signing secrets; without it they cannot be created.
+    secrets_key: Option<receipts_webhook::sealed::SecretsKey>,
 }
 
 impl std::fmt::Debug for WebhookConfigs {
@@ -160,6 +170,7 @@ impl WebhookConfigs {
                 publisher,
                 topic: topic.clone(),
                 writes: Mutex::new(()),
+                secrets_key: config.secrets_key()?,
             },
             ConfigReader {
                 consumer,

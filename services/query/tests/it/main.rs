@@ -8,6 +8,7 @@ mod limits;
 mod python_client;
 mod reads;
 mod rest;
+mod signing_secrets;
 mod support;
 mod watch;
 mod webhooks;

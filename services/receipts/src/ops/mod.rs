@@ -1,6 +1,7 @@
 //! Operator commands against a running system's Kafka topics: the webhook dead-letter topic
 //! ([`dlq`]), consumer lag ([`lag`]), status reports waiting for their registration
-//! ([`parked`]) and webhook configuration and deliveries ([`webhooks`]).
+//! ([`parked`]) and webhook configuration and deliveries ([`webhooks`]); [`secrets`], the
+//! signing secrets, goes through the query service instead, which holds their key.
 //!
 //! Every command reads the topics directly, so it works while the services run and whichever
 //! instance owns a partition; none of them joins a consumer group. Each one returns its output
@@ -10,6 +11,7 @@
 pub mod dlq;
 pub mod lag;
 pub mod parked;
+pub mod secrets;
 pub mod webhooks;
 
 use std::path::PathBuf;

@@ -31,6 +31,8 @@ pub enum WebhooksCommand {
     /// Every webhook attempt made for a receipt, with its time, answer and latency, and where
     /// each of its deliveries stands.
     Deliveries { receipt_sid: String },
+    /// The account's Standard Webhooks signing secrets, through the query service's gRPC API.
+    Secrets(super::secrets::SecretsArgs),
 }
 
 /// A configuration as listed: everything but the secrets, URLs redacted.
@@ -75,7 +77,7 @@ fn webhook(key: &str, config: &v1::WebhookConfig) -> Webhook {
         target: config.target.clone(),
         disabled_at: millis(&config.disabled_at).map(|ms| time(Some(ms))),
         disabled_reason: config.disabled_reason.clone(),
-        signing_secrets: config.signing_secrets.len(),
+        signing_secrets: config.signing_secrets.len() + config.sealed_secrets.len(),
         date_updated: millis(&config.date_updated).map(|ms| time(Some(ms))),
     }
 }
@@ -353,5 +355,6 @@ pub async fn run(
             out.push_str(&table(&["WEBHOOK", "VERSION", "STATE"], &states));
             Ok(out)
         }
+        WebhooksCommand::Secrets(args) => super::secrets::run(&args, as_json).await,
     }
 }

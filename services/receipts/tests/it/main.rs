@@ -7,5 +7,6 @@ mod contracts;
 mod dashboards;
 mod dev;
 mod ops;
+mod signing_secrets;
 mod tenants;
 mod yaml;
