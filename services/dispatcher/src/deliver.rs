@@ -43,7 +43,7 @@ use receipts_webhook::{
     redacted_url,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
@@ -328,13 +328,11 @@ impl Deliverer {
             };
             if open_for.is_some() {
                 // Half-open: one probe at a time decides.
-                self.attempt(&endpoint, job).await;
-                drop(permit);
+                self.attempt(&endpoint, job, permit).await;
             } else {
                 let (this, endpoint) = (self.clone(), endpoint.clone());
                 self.tracker.spawn(async move {
-                    this.attempt(&endpoint, job).await;
-                    drop(permit);
+                    this.attempt(&endpoint, job, permit).await;
                 });
             }
         }
@@ -342,7 +340,15 @@ impl Deliverer {
 
     /// One attempt, as a span in the trace of the update that caused the delivery (for a retry:
     /// a child of the attempt before it).
-    async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+    /// `permit` is one of the endpoint's requests in flight: it is given back as soon as the
+    /// request is answered, so settling the outcome (a changelog round trip) does not hold the
+    /// endpoint's next request back.
+    async fn attempt(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        job: DeliveryJob,
+        permit: OwnedSemaphorePermit,
+    ) {
         let span = tracing::info_span!(
             "webhook attempt",
             otel.name = "deliver webhook",
@@ -354,10 +360,17 @@ impl Deliverer {
             receipts.delivery.outcome = tracing::field::Empty,
         );
         job.trace.adopt(&span);
-        self.attempt_in_span(endpoint, job).instrument(span).await
+        self.attempt_in_span(endpoint, job, permit)
+            .instrument(span)
+            .await
     }
 
-    async fn attempt_in_span(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+    async fn attempt_in_span(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        job: DeliveryJob,
+        permit: OwnedSemaphorePermit,
+    ) {
         let cx = &self.context;
         let config = cx
             .directory
@@ -418,6 +431,7 @@ impl Deliverer {
         };
         let sent_at_ms = now_ms();
         let attempt = cx.client.send(&request).await;
+        drop(permit);
         cx.metrics
             .latency
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
