@@ -264,6 +264,8 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
     // The projector continues the report's trace; the read model continues the update's.
     let projector = one(&format!("apply {events}"));
     assert_eq!(projector.parent(), Some(send.span_id.as_str()));
+    // Records are keyed by the receipt: the account and the channel message id.
+    let record_key = format!("{DEMO_ACCOUNT}/{sms}");
     assert_eq!(projector.tag_text("span.kind").as_deref(), Some("consumer"));
     for (key, value) in [
         ("messaging.system", "kafka"),
@@ -271,7 +273,7 @@ async fn a_status_callback_is_one_trace_to_its_webhook_and_its_retries() {
         ("messaging.operation.name", "apply"),
         ("messaging.destination.name", events.as_str()),
         ("messaging.consumer.group.name", "receipts-projector"),
-        ("messaging.kafka.message.key", sms.as_str()),
+        ("messaging.kafka.message.key", record_key.as_str()),
     ] {
         assert_eq!(
             projector.tag_text(key).as_deref(),
