@@ -43,7 +43,7 @@ use receipts_webhook::{
     redacted_url,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
@@ -328,11 +328,13 @@ impl Deliverer {
             };
             if open_for.is_some() {
                 // Half-open: one probe at a time decides.
-                self.attempt(&endpoint, job, permit).await;
+                self.attempt(&endpoint, job).await;
+                drop(permit);
             } else {
                 let (this, endpoint) = (self.clone(), endpoint.clone());
                 self.tracker.spawn(async move {
-                    this.attempt(&endpoint, job, permit).await;
+                    this.attempt(&endpoint, job).await;
+                    drop(permit);
                 });
             }
         }
@@ -340,15 +342,7 @@ impl Deliverer {
 
     /// One attempt, as a span in the trace of the update that caused the delivery (for a retry:
     /// a child of the attempt before it).
-    /// `permit` is one of the endpoint's requests in flight: it is given back as soon as the
-    /// request is answered, so settling the outcome (a changelog round trip) does not hold the
-    /// endpoint's next request back.
-    async fn attempt(
-        self: &Arc<Self>,
-        endpoint: &Endpoint,
-        job: DeliveryJob,
-        permit: OwnedSemaphorePermit,
-    ) {
+    async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
         let span = tracing::info_span!(
             "webhook attempt",
             otel.name = "deliver webhook",
@@ -360,17 +354,10 @@ impl Deliverer {
             receipts.delivery.outcome = tracing::field::Empty,
         );
         job.trace.adopt(&span);
-        self.attempt_in_span(endpoint, job, permit)
-            .instrument(span)
-            .await
+        self.attempt_in_span(endpoint, job).instrument(span).await
     }
 
-    async fn attempt_in_span(
-        self: &Arc<Self>,
-        endpoint: &Endpoint,
-        job: DeliveryJob,
-        permit: OwnedSemaphorePermit,
-    ) {
+    async fn attempt_in_span(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
         let cx = &self.context;
         let config = cx
             .directory
@@ -431,7 +418,6 @@ impl Deliverer {
         };
         let sent_at_ms = now_ms();
         let attempt = cx.client.send(&request).await;
-        drop(permit);
         cx.metrics
             .latency
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))
