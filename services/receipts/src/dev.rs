@@ -339,17 +339,12 @@ pub async fn configure_webhook(
     config.set_scope(v1::WebhookScope::Account);
     let key = receipts_proto::webhooks::webhook_key(&config);
     let payload = codec::encode(&config, Encoding::Protobuf);
-    let producer = kafka.producer("receipts-dev")?;
-    let record = rdkafka::producer::FutureRecord::to(&topics.webhook_configs)
-        .key(&key)
-        .payload(&payload)
-        .headers(receipts_bus::record::content_type_headers(
-            Encoding::Protobuf,
-        ));
-    producer
-        .send(record, std::time::Duration::from_secs(30))
+    let publisher = receipts_bus::Publisher::new(kafka, "receipts-dev")?;
+    let record = receipts_bus::Outgoing::new(&topics.webhook_configs, key, payload)
+        .content_type(Encoding::Protobuf);
+    publisher
+        .send_within(&[record], Some(std::time::Duration::from_secs(30)))
         .await
-        .map_err(|(error, _)| error)
         .context("configuring the webhook sink")?;
     Ok(())
 }
