@@ -6,6 +6,7 @@ mod contract;
 mod discovery;
 mod limits;
 mod python_client;
+mod read_errors;
 mod reads;
 mod rest;
 mod signing_secrets;
