@@ -3,13 +3,14 @@
 //! Every call is authenticated by the interceptor, which puts the caller's [`AccountSid`] into the
 //! request extensions; every read is keyed by that account, so another account's sids are simply
 //! not found. The reads are [`crate::reads`]: each RPC here decodes its request, calls one read
-//! and encodes the answer, and a failed read is answered by [`ReadError::answer`](crate::reads::ReadError::answer)
-//! (bad input `InvalidArgument` naming the field, unknown sids `NotFound` naming the sid, a
-//! failing store `Internal`).
+//! and encodes the answer, and a failed read is answered as the table in
+//! [`crate::reads::ReadError::answer`] says (bad input `InvalidArgument` naming the field,
+//! unknown sids `NotFound` naming the sid, a failing store `Internal`). The webhook configuration
+//! calls go to [`crate::webhook_configs`]; the `watch` module holds the `WatchUpdates` streams.
 
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+mod watch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use receipts_domain::{
@@ -18,9 +19,7 @@ use receipts_domain::{
 use receipts_proto::v1;
 use receipts_proto::v1::delivery_query_server::DeliveryQuery;
 use receipts_store::SortOrder;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -29,6 +28,7 @@ use crate::reads::{MESSAGES_PAGE_MAX, PageRequest, RECEIPTS_PAGE_MAX, ReadError,
 use crate::webhook_configs::{
     ConfigCallError, DEFAULT_ROTATION_GRACE, Scope, WebhookConfigs, WebhookUpdate,
 };
+use watch::{WatchStream, Watchers};
 
 /// Authenticates every call; see the module docs.
 pub fn authenticate(
@@ -55,9 +55,7 @@ pub struct QueryService {
     webhooks: Arc<WebhookConfigs>,
     updates: broadcast::Sender<Arc<ReceiptChange>>,
     watch_buffer: usize,
-    /// Open `WatchUpdates` streams per account, and the most one account may hold.
-    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
-    max_watchers: usize,
+    watchers: Watchers,
     /// Ends open watch streams, so a graceful shutdown is not held up by them.
     shutdown: CancellationToken,
 }
@@ -82,44 +80,8 @@ impl QueryService {
             webhooks,
             updates,
             watch_buffer,
-            watchers: Arc::default(),
-            max_watchers,
+            watchers: Watchers::new(max_watchers),
             shutdown,
-        }
-    }
-
-    /// A slot for one more watch stream of `account`, or `RESOURCE_EXHAUSTED` when it holds
-    /// all it may.
-    fn watch_slot(&self, account: &AccountSid) -> Result<WatchSlot, Status> {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        let open = watchers.entry(account.clone()).or_default();
-        if *open >= self.max_watchers {
-            return Err(Status::resource_exhausted(format!(
-                "the account has {open} WatchUpdates streams open, the most it may; close one first"
-            )));
-        }
-        *open += 1;
-        Ok(WatchSlot {
-            watchers: self.watchers.clone(),
-            account: account.clone(),
-        })
-    }
-}
-
-/// One open watch stream, counted against its account until it ends.
-struct WatchSlot {
-    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
-    account: AccountSid,
-}
-
-impl Drop for WatchSlot {
-    fn drop(&mut self) {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = watchers.get_mut(&self.account) {
-            *open -= 1;
-            if *open == 0 {
-                watchers.remove(&self.account);
-            }
         }
     }
 }
@@ -201,8 +163,6 @@ fn secret_scope(scope: Option<&v1::SigningSecretScope>) -> Result<Scope, Status>
         parse("scope.webhook_sid", &scope.webhook_sid, WebhookSid::parse)?,
     ))
 }
-
-type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DeliveryQuery for QueryService {
@@ -492,47 +452,13 @@ impl DeliveryQuery for QueryService {
             ..Sids::default()
         };
         let scope = self.reads.watch_scope(&account, sids)?;
-        let slot = self.watch_slot(&account)?;
-        let mut updates = self.updates.subscribe();
-        let (sender, receiver) = mpsc::channel(self.watch_buffer.max(1));
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            loop {
-                let received = tokio::select! {
-                    received = updates.recv() => received,
-                    // The client went away: the slot is freed now, not at the next update.
-                    () = sender.closed() => return,
-                    _ = shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
-                        return;
-                    }
-                };
-                let change = match received {
-                    Ok(change) => change,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Buffering for a slow client without bound would let one client take the
-                        // server's memory: it is told, and can reconnect and re-read the state.
-                        let status = Status::resource_exhausted(format!(
-                            "the client fell {missed} updates behind; reconnect and re-read the state"
-                        ));
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
-                };
-                if !scope.admits(&change) {
-                    continue;
-                }
-                if sender
-                    .send(Ok(v1::ReceiptUpdated::from(&*change)))
-                    .await
-                    .is_err()
-                {
-                    return; // the client went away
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let slot = self.watchers.slot(&account)?;
+        Ok(Response::new(watch::stream(
+            self.updates.subscribe(),
+            scope,
+            slot,
+            self.watch_buffer,
+            self.shutdown.clone(),
+        )))
     }
 }

@@ -9,6 +9,7 @@ mod python_client;
 mod read_errors;
 mod reads;
 mod rest;
+mod rest_timeline;
 mod signing_secrets;
 mod support;
 mod watch;
