@@ -406,3 +406,62 @@ impl Reads {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_pages_default_and_are_bounded() {
+        let first = PageRequest::grpc(0, String::new(), RECEIPTS_PAGE_MAX).unwrap();
+        assert_eq!((first.size, first.token, first.skip), (50, None, 0));
+        assert_eq!(PageRequest::grpc(0, String::new(), 5).unwrap().size, 5);
+        let next = PageRequest::grpc(100, "t".into(), MESSAGES_PAGE_MAX).unwrap();
+        assert_eq!((next.size, next.token.as_deref()), (100, Some("t")));
+        assert!(matches!(
+            PageRequest::grpc(51, String::new(), RECEIPTS_PAGE_MAX),
+            Err(ReadError::PageSize {
+                max: 50,
+                requested: 51
+            })
+        ));
+    }
+
+    #[test]
+    fn an_empty_sid_is_missing_and_any_other_bad_one_malformed() {
+        let sids = Sids {
+            conversation: "CH1",
+            ..Sids::default()
+        };
+        assert!(matches!(
+            sids.message(Read::Receipts),
+            Err(ReadError::MalformedSid {
+                field: SidField::Conversation,
+                ..
+            })
+        ));
+        let sids = Sids {
+            conversation: "CH00000000000000000000000000000001",
+            ..Sids::default()
+        };
+        assert!(matches!(
+            sids.message(Read::Receipts),
+            Err(ReadError::MissingSid {
+                field: SidField::Message,
+                ..
+            })
+        ));
+        // The chat service comes first.
+        let sids = Sids {
+            service: Some(""),
+            ..Sids::default()
+        };
+        assert!(matches!(
+            sids.message(Read::Receipts),
+            Err(ReadError::MissingSid {
+                field: SidField::ChatService,
+                ..
+            })
+        ));
+    }
+}
