@@ -96,6 +96,7 @@ fn caller<T>(request: &Request<T>) -> Result<AccountSid, Status> {
         })
 }
 
+/// A sid of a webhook configuration call; the reads parse theirs in [`crate::reads`].
 fn parse<T>(
     field: &str,
     value: &str,
