@@ -2,37 +2,33 @@
 //!
 //! Every call is authenticated by the interceptor, which puts the caller's [`AccountSid`] into the
 //! request extensions; every read is keyed by that account, so another account's sids are simply
-//! not found. Bad input is `InvalidArgument` naming the field, unknown sids `NotFound` naming the
-//! sid; only a failing store is `Internal`.
+//! not found. The reads are [`crate::reads`]: each RPC here decodes its request, calls one read
+//! and encodes the answer, and a failed read is answered as the table in
+//! [`crate::reads::ReadError::answer`] says (bad input `InvalidArgument` naming the field,
+//! unknown sids `NotFound` naming the sid, a failing store `Internal`). The webhook configuration
+//! calls go to [`crate::webhook_configs`]; the `watch` module holds the `WatchUpdates` streams.
 
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+mod watch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use receipts_domain::{
-    AccountSid, ChatServiceSid, ConversationSid, IdError, MessageSid, ReceiptChange, ReceiptSid,
-    WebhookSid,
+    AccountSid, ChatServiceSid, ConversationSid, IdError, ReceiptChange, WebhookSid,
 };
 use receipts_proto::v1;
 use receipts_proto::v1::delivery_query_server::DeliveryQuery;
-use receipts_store::{QueryStore, SortOrder, StoreError};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use receipts_store::SortOrder;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::error;
 
 use crate::auth::Accounts;
-use crate::page_token::{PageTokens, messages_scope, receipts_scope};
+use crate::reads::{MESSAGES_PAGE_MAX, PageRequest, RECEIPTS_PAGE_MAX, ReadError, Reads, Sids};
 use crate::webhook_configs::{
     ConfigCallError, DEFAULT_ROTATION_GRACE, Scope, WebhookConfigs, WebhookUpdate,
 };
-
-const RECEIPTS_PAGE_MAX: u32 = 50;
-const MESSAGES_PAGE_MAX: u32 = 100;
-const DEFAULT_PAGE: u32 = 50;
+use watch::{WatchStream, Watchers};
 
 /// Authenticates every call; see the module docs.
 pub fn authenticate(
@@ -55,14 +51,11 @@ pub fn authenticate(
 /// The service state shared by all calls.
 #[derive(Clone)]
 pub struct QueryService {
-    store: Arc<dyn QueryStore>,
-    tokens: PageTokens,
+    reads: Reads,
     webhooks: Arc<WebhookConfigs>,
     updates: broadcast::Sender<Arc<ReceiptChange>>,
     watch_buffer: usize,
-    /// Open `WatchUpdates` streams per account, and the most one account may hold.
-    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
-    max_watchers: usize,
+    watchers: Watchers,
     /// Ends open watch streams, so a graceful shutdown is not held up by them.
     shutdown: CancellationToken,
 }
@@ -75,8 +68,7 @@ impl std::fmt::Debug for QueryService {
 
 impl QueryService {
     pub fn new(
-        store: Arc<dyn QueryStore>,
-        tokens: PageTokens,
+        reads: Reads,
         webhooks: Arc<WebhookConfigs>,
         updates: broadcast::Sender<Arc<ReceiptChange>>,
         watch_buffer: usize,
@@ -84,78 +76,14 @@ impl QueryService {
         shutdown: CancellationToken,
     ) -> Self {
         QueryService {
-            store,
-            tokens,
+            reads,
             webhooks,
             updates,
             watch_buffer,
-            watchers: Arc::default(),
-            max_watchers,
+            watchers: Watchers::new(max_watchers),
             shutdown,
         }
     }
-
-    /// A slot for one more watch stream of `account`, or `RESOURCE_EXHAUSTED` when it holds
-    /// all it may.
-    fn watch_slot(&self, account: &AccountSid) -> Result<WatchSlot, Status> {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        let open = watchers.entry(account.clone()).or_default();
-        if *open >= self.max_watchers {
-            return Err(Status::resource_exhausted(format!(
-                "the account has {open} WatchUpdates streams open, the most it may; close one first"
-            )));
-        }
-        *open += 1;
-        Ok(WatchSlot {
-            watchers: self.watchers.clone(),
-            account: account.clone(),
-        })
-    }
-
-    /// Runs a point read (a key or two) on the calling task: sled answers it from its page
-    /// cache in microseconds, less than the hop to the blocking pool and back costs. Scans go
-    /// through [`Self::read`].
-    async fn lookup<T>(
-        &self,
-        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError>,
-    ) -> Result<T, Status> {
-        read(&*self.store).map_err(|e| internal(&e))
-    }
-
-    /// Runs a read on the blocking pool: sled scans must not stall the executor.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || read(&*store))
-            .await
-            .map_err(|e| internal(&e))?
-            .map_err(|e| internal(&e))
-    }
-}
-
-/// One open watch stream, counted against its account until it ends.
-struct WatchSlot {
-    watchers: Arc<Mutex<HashMap<AccountSid, usize>>>,
-    account: AccountSid,
-}
-
-impl Drop for WatchSlot {
-    fn drop(&mut self) {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = watchers.get_mut(&self.account) {
-            *open -= 1;
-            if *open == 0 {
-                watchers.remove(&self.account);
-            }
-        }
-    }
-}
-
-fn internal(error: &dyn std::fmt::Display) -> Status {
-    error!(%error, "query failed");
-    Status::internal("the read model could not be read")
 }
 
 fn caller<T>(request: &Request<T>) -> Result<AccountSid, Status> {
@@ -168,6 +96,7 @@ fn caller<T>(request: &Request<T>) -> Result<AccountSid, Status> {
         })
 }
 
+/// A sid of a webhook configuration call; the reads parse theirs in [`crate::reads`].
 fn parse<T>(
     field: &str,
     value: &str,
@@ -179,18 +108,13 @@ fn parse<T>(
     parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-fn page_size(requested: u32, max: u32) -> Result<usize, Status> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE.min(max) as usize),
-        n if n <= max => Ok(n as usize),
-        n => Err(Status::invalid_argument(format!(
-            "page_size must be between 1 and {max}, got {n}"
-        ))),
+/// gRPC's `order`: unspecified is ascending.
+fn sort_order(order: i32) -> Result<SortOrder, ReadError> {
+    match v1::Order::try_from(order) {
+        Ok(v1::Order::Unspecified | v1::Order::Asc) => Ok(SortOrder::Ascending),
+        Ok(v1::Order::Desc) => Ok(SortOrder::Descending),
+        Err(_) => Err(ReadError::UnknownOrder(order)),
     }
-}
-
-fn not_found(what: impl std::fmt::Display) -> Status {
-    Status::not_found(format!("{what} not found"))
 }
 
 fn config_status(error: ConfigCallError) -> Status {
@@ -241,8 +165,6 @@ fn secret_scope(scope: Option<&v1::SigningSecretScope>) -> Result<Scope, Status>
     ))
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ReceiptUpdated, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl DeliveryQuery for QueryService {
     async fn get_message_delivery(
@@ -250,20 +172,13 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::GetMessageDeliveryRequest>,
     ) -> Result<Response<v1::MessageDelivery>, Status> {
         let account = caller(&request)?;
-        let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
-        let (c, m) = (conversation.clone(), message.clone());
-        let view = self
-            .lookup(move |store| store.message(&account, &c, &m))
-            .await?;
-        let view = view.ok_or_else(|| {
-            not_found(format!("message {message} in conversation {conversation}"))
-        })?;
+        let r = request.get_ref();
+        let sids = Sids {
+            conversation: &r.conversation_sid,
+            message: &r.message_sid,
+            ..Sids::default()
+        };
+        let view = self.reads.message_delivery(&account, sids)?;
         Ok(Response::new((&view).into()))
     }
 
@@ -273,45 +188,16 @@ impl DeliveryQuery for QueryService {
     ) -> Result<Response<v1::ListReceiptsResponse>, Status> {
         let account = caller(&request)?;
         let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
-        let size = page_size(r.page_size, RECEIPTS_PAGE_MAX)?;
-        let scope = receipts_scope(&account, &conversation, &message);
-        let after = if r.page_token.is_empty() {
-            None
-        } else {
-            let cursor = self
-                .tokens
-                .open(&scope, &r.page_token)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Some(
-                ReceiptSid::parse(&cursor)
-                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
-            )
+        let sids = Sids {
+            conversation: &r.conversation_sid,
+            message: &r.message_sid,
+            ..Sids::default()
         };
-        let (c, m) = (conversation.clone(), message.clone());
-        let (exists, page) = self
-            .read(move |store| {
-                let exists = store.message(&account, &c, &m)?.is_some();
-                let page = store.receipts_page(&account, &c, &m, size, after.as_ref())?;
-                Ok((exists, page))
-            })
-            .await?;
-        if !exists {
-            return Err(not_found(format!(
-                "message {message} in conversation {conversation}"
-            )));
-        }
+        let page = PageRequest::grpc(r.page_size, r.page_token.clone(), RECEIPTS_PAGE_MAX);
+        let listed = self.reads.receipts(&account, sids, page).await?;
         Ok(Response::new(v1::ListReceiptsResponse {
-            receipts: page.items.iter().map(Into::into).collect(),
-            next_page_token: page
-                .next
-                .map(|sid| self.tokens.issue(&scope, sid.as_str()))
-                .unwrap_or_default(),
+            receipts: listed.items.iter().map(Into::into).collect(),
+            next_page_token: listed.next_token.unwrap_or_default(),
         }))
     }
 
@@ -320,19 +206,14 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::GetReceiptRequest>,
     ) -> Result<Response<v1::Receipt>, Status> {
         let account = caller(&request)?;
-        let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
-        let receipt = parse("receipt_sid", &r.receipt_sid, ReceiptSid::parse)?;
-        let sid = receipt.clone();
-        let found = self
-            .lookup(move |store| store.receipt(&account, &conversation, &message, &sid))
-            .await?;
-        let found = found.ok_or_else(|| not_found(format!("receipt {receipt}")))?;
+        let r = request.get_ref();
+        let sids = Sids {
+            conversation: &r.conversation_sid,
+            message: &r.message_sid,
+            receipt: &r.receipt_sid,
+            ..Sids::default()
+        };
+        let found = self.reads.receipt(&account, sids)?;
         Ok(Response::new((&found).into()))
     }
 
@@ -342,55 +223,16 @@ impl DeliveryQuery for QueryService {
     ) -> Result<Response<v1::ListConversationMessagesResponse>, Status> {
         let account = caller(&request)?;
         let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let size = page_size(r.page_size, MESSAGES_PAGE_MAX)?;
-        let order = match v1::Order::try_from(r.order) {
-            Ok(v1::Order::Unspecified | v1::Order::Asc) => SortOrder::Ascending,
-            Ok(v1::Order::Desc) => SortOrder::Descending,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "order: unknown value {}",
-                    r.order
-                )));
-            }
+        let sids = Sids {
+            conversation: &r.conversation_sid,
+            ..Sids::default()
         };
-        let scope = messages_scope(&account, &conversation, order);
-        let after = if r.page_token.is_empty() {
-            None
-        } else {
-            let cursor = self
-                .tokens
-                .open(&scope, &r.page_token)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Some(
-                cursor
-                    .parse::<u64>()
-                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
-            )
-        };
-        let c = conversation.clone();
-        let (exists, page) = self
-            .read(move |store| {
-                let exists = store.rollup(&account, &c)?.is_some();
-                Ok((
-                    exists,
-                    store.messages_page(&account, &c, order, size, after)?,
-                ))
-            })
-            .await?;
-        if !exists {
-            return Err(not_found(format!("conversation {conversation}")));
-        }
+        let page = PageRequest::grpc(r.page_size, r.page_token.clone(), MESSAGES_PAGE_MAX)
+            .and_then(|page| Ok((sort_order(r.order)?, page)));
+        let listed = self.reads.messages(&account, sids, page).await?;
         Ok(Response::new(v1::ListConversationMessagesResponse {
-            messages: page.items.iter().map(Into::into).collect(),
-            next_page_token: page
-                .next
-                .map(|index| self.tokens.issue(&scope, &index.to_string()))
-                .unwrap_or_default(),
+            messages: listed.items.iter().map(Into::into).collect(),
+            next_page_token: listed.next_token.unwrap_or_default(),
         }))
     }
 
@@ -399,15 +241,11 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::GetConversationRollupRequest>,
     ) -> Result<Response<v1::ConversationRollup>, Status> {
         let account = caller(&request)?;
-        let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let c = conversation.clone();
-        let rollup = self.lookup(move |store| store.rollup(&account, &c)).await?;
-        let rollup = rollup.ok_or_else(|| not_found(format!("conversation {conversation}")))?;
+        let sids = Sids {
+            conversation: &request.get_ref().conversation_sid,
+            ..Sids::default()
+        };
+        let rollup = self.reads.conversation_rollup(&account, sids)?;
         Ok(Response::new((&rollup).into()))
     }
 
@@ -416,22 +254,17 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::GetReceiptTimelineRequest>,
     ) -> Result<Response<v1::ReceiptTimeline>, Status> {
         let account = caller(&request)?;
-        let r = request.into_inner();
-        let conversation = parse(
-            "conversation_sid",
-            &r.conversation_sid,
-            ConversationSid::parse,
-        )?;
-        let message = parse("message_sid", &r.message_sid, MessageSid::parse)?;
-        let receipt = parse("receipt_sid", &r.receipt_sid, ReceiptSid::parse)?;
-        let sid = receipt.clone();
-        let entries = self
-            .read(move |store| store.timeline(&account, &conversation, &message, &sid))
-            .await?;
-        let entries = entries.ok_or_else(|| not_found(format!("receipt {receipt}")))?;
+        let r = request.get_ref();
+        let sids = Sids {
+            conversation: &r.conversation_sid,
+            message: &r.message_sid,
+            receipt: &r.receipt_sid,
+            ..Sids::default()
+        };
+        let timeline = self.reads.receipt_timeline(&account, sids).await?;
         Ok(Response::new(v1::ReceiptTimeline {
-            receipt_sid: receipt.to_string(),
-            entries: entries.iter().map(Into::into).collect(),
+            receipt_sid: timeline.receipt.to_string(),
+            entries: timeline.entries.iter().map(Into::into).collect(),
         }))
     }
 
@@ -448,7 +281,7 @@ impl DeliveryQuery for QueryService {
             .map_err(config_status)?
         {
             Some(config) => Ok(shown(config)),
-            None => Err(not_found("webhook configuration")),
+            None => Err(Status::not_found("webhook configuration not found")),
         }
     }
 
@@ -615,62 +448,18 @@ impl DeliveryQuery for QueryService {
         request: Request<v1::WatchUpdatesRequest>,
     ) -> Result<Response<Self::WatchUpdatesStream>, Status> {
         let account = caller(&request)?;
-        let r = request.into_inner();
-        let conversation = if r.conversation_sid.is_empty() {
-            None
-        } else {
-            Some(parse(
-                "conversation_sid",
-                &r.conversation_sid,
-                ConversationSid::parse,
-            )?)
+        let sids = Sids {
+            conversation: &request.get_ref().conversation_sid,
+            ..Sids::default()
         };
-        let slot = self.watch_slot(&account)?;
-        let mut updates = self.updates.subscribe();
-        let (sender, receiver) = mpsc::channel(self.watch_buffer.max(1));
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            loop {
-                let received = tokio::select! {
-                    received = updates.recv() => received,
-                    // The client went away: the slot is freed now, not at the next update.
-                    () = sender.closed() => return,
-                    _ = shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
-                        return;
-                    }
-                };
-                let change = match received {
-                    Ok(change) => change,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Buffering for a slow client without bound would let one client take the
-                        // server's memory: it is told, and can reconnect and re-read the state.
-                        let status = Status::resource_exhausted(format!(
-                            "the client fell {missed} updates behind; reconnect and re-read the state"
-                        ));
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
-                };
-                let registration = &change.receipt.registration;
-                if registration.account != account
-                    || conversation
-                        .as_ref()
-                        .is_some_and(|c| *c != registration.conversation)
-                {
-                    continue;
-                }
-                if sender
-                    .send(Ok(v1::ReceiptUpdated::from(&*change)))
-                    .await
-                    .is_err()
-                {
-                    return; // the client went away
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let scope = self.reads.watch_scope(&account, sids)?;
+        let slot = self.watchers.slot(&account)?;
+        Ok(Response::new(watch::stream(
+            self.updates.subscribe(),
+            scope,
+            slot,
+            self.watch_buffer,
+            self.shutdown.clone(),
+        )))
     }
 }

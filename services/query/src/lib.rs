@@ -8,14 +8,15 @@
 //! resumes exactly where the stored state ends. A snapshot is applied only when its version is
 //! newer than the stored one, so the projector's re-deliveries change nothing.
 //!
-//! Layout: [`consume`] is the read-model loop; [`grpc`] the gRPC service; [`rest`] the Twilio
-//! facade; [`webhook_configs`] webhook configuration for both; [`auth`] the Basic credentials;
+//! Layout: [`consume`] is the read-model loop; [`reads`] every read of the read model, shared by
+//! [`grpc`], the gRPC service, and [`rest`], the Twilio facade; [`webhook_configs`] webhook configuration for both; [`auth`] the Basic credentials;
 //! [`page_token`] the signed page tokens.
 
 pub mod auth;
 pub mod consume;
 pub mod grpc;
 pub mod page_token;
+pub mod reads;
 pub mod rest;
 pub mod webhook_configs;
 
@@ -42,6 +43,7 @@ use tracing::{info, warn};
 use crate::auth::Accounts;
 use crate::grpc::QueryService;
 use crate::page_token::PageTokens;
+use crate::reads::Reads;
 use crate::webhook_configs::WebhookConfigs;
 
 /// Everything the query service needs to run.
@@ -283,6 +285,7 @@ pub async fn run(
     let (webhooks, config_reader) =
         WebhookConfigs::new(&config, metrics.readiness().component("webhook-configs"))?;
     let webhooks = Arc::new(webhooks);
+    let reads = Reads::new(store.clone(), tokens);
     let rest = match rest_listener {
         Some(listener) => {
             let base_url = match config.public_base_url.trim_end_matches('/') {
@@ -291,8 +294,7 @@ pub async fn run(
             };
             info!(rest = ?listener.local_addr().ok(), %base_url, "serving the Twilio-compatible REST facade");
             let state = Arc::new(rest::RestState {
-                store: store.clone(),
-                tokens: tokens.clone(),
+                reads: reads.clone(),
                 webhooks: webhooks.clone(),
                 accounts: accounts.clone(),
                 base_url,
@@ -308,8 +310,7 @@ pub async fn run(
         None => None,
     };
     let service = QueryService::new(
-        store.clone(),
-        tokens,
+        reads,
         webhooks,
         updates,
         config.watch_buffer,

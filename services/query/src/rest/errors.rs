@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::error;
 
+use crate::reads::ReadError;
 use crate::webhook_configs::ConfigCallError;
 
 /// A failed call, as Twilio would answer it.
@@ -73,16 +74,6 @@ impl ApiError {
         }
     }
 
-    /// 500, Twilio error 20500; the cause is logged, never shown.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        error!(%cause, "REST call failed");
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: 20500,
-            message: "Internal Server Error".into(),
-        }
-    }
-
     /// 503, Twilio error 20503.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         error!(%cause, "REST call could not be served");
@@ -134,6 +125,18 @@ impl From<ConfigCallError> for ApiError {
                 message: e.to_string(),
             },
             ConfigCallError::Unavailable(_) => ApiError::unavailable(&e),
+        }
+    }
+}
+
+/// A failed read, as [`ReadError::answer`] says Twilio answers it.
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        let answer = error.answer();
+        ApiError {
+            status: answer.http_status,
+            code: answer.twilio_code,
+            message: answer.twilio_message,
         }
     }
 }

@@ -2,16 +2,13 @@
 
 use axum::Json;
 use axum::extract::RawQuery;
-use receipts_domain::{ChatServiceSid, ConversationSid, MessageSid};
 use receipts_store::{MessageView, SortOrder};
 use serde::Serialize;
 
 use super::errors::ApiError;
 use super::paging::{ListLocation, ListPage, list_query};
 use super::{Caller, PathSids, State, iso8601};
-use crate::page_token::messages_scope;
-
-const PAGE_MAX: usize = 100;
+use crate::reads::MESSAGES_PAGE_MAX;
 
 /// A message as Twilio shows it, in its key order. Content is the messaging platform's and is
 /// always `null` here; see the module docs of [`super`].
@@ -54,9 +51,9 @@ pub struct MessageLinks {
 }
 
 /// The path of a conversation, in the family (default or service) the caller used.
-pub(super) fn conversation_path(
-    service: Option<&ChatServiceSid>,
-    conversation: &ConversationSid,
+pub(super) fn conversation_path<S: std::fmt::Display + ?Sized>(
+    service: Option<&S>,
+    conversation: &(impl std::fmt::Display + ?Sized),
 ) -> String {
     match service {
         Some(service) => format!("/v1/Services/{service}/Conversations/{conversation}"),
@@ -64,14 +61,10 @@ pub(super) fn conversation_path(
     }
 }
 
-fn render(
-    state: &super::RestState,
-    service: Option<&ChatServiceSid>,
-    view: &MessageView,
-) -> MessageJson {
+fn render(state: &super::RestState, service: Option<&str>, view: &MessageView) -> MessageJson {
     let url = state.url(&format!(
         "{}/Messages/{}",
-        conversation_path(service, &view.conversation),
+        conversation_path(service, view.conversation.as_str()),
         view.message
     ));
     let summary = &view.summary;
@@ -105,29 +98,13 @@ fn render(
     }
 }
 
-/// Whether a message read through the service family belongs to that service.
-pub(super) fn in_service(service: Option<&ChatServiceSid>, message: &MessageView) -> bool {
-    service.is_none_or(|service| message.chat_service.as_ref() == Some(service))
-}
-
 pub async fn fetch(
     state: State,
     Caller(account): Caller,
     sids: PathSids,
 ) -> Result<Json<MessageJson>, ApiError> {
-    let service = sids.optional("service", "ChatServiceSid", ChatServiceSid::parse)?;
-    let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
-    let message = sids.parse("message", "Sid", MessageSid::parse)?;
-    let (a, c, m) = (account.clone(), conversation.clone(), message.clone());
-    let view = state.lookup(move |store| store.message(&a, &c, &m)).await?;
-    match view {
-        Some(view) if in_service(service.as_ref(), &view) => {
-            Ok(Json(render(&state, service.as_ref(), &view)))
-        }
-        _ => Err(ApiError::not_found(format!(
-            "message {message} of conversation {conversation}"
-        ))),
-    }
+    let view = state.reads.message_delivery(&account, sids.reads())?;
+    Ok(Json(render(&state, sids.family(), &view)))
 }
 
 pub async fn list(
@@ -136,55 +113,21 @@ pub async fn list(
     sids: PathSids,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListPage<MessageJson>>, ApiError> {
-    let service = sids.optional("service", "ChatServiceSid", ChatServiceSid::parse)?;
-    let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
-    let query = list_query(raw.as_deref(), PAGE_MAX, true)?;
-    let order = match query.order {
-        Some("desc") => SortOrder::Descending,
-        _ => SortOrder::Ascending,
-    };
-    let scope = messages_scope(&account, &conversation, order);
-    let after = match &query.token {
-        None => None,
-        Some(token) => Some(
-            state
-                .tokens
-                .open(&scope, token)
-                .ok()
-                .and_then(|cursor| cursor.parse::<u64>().ok())
-                .ok_or_else(ApiError::invalid_page_token)?,
-        ),
-    };
-    let (size, walk) = (query.page_size, query.token.is_none().then_some(query.page));
-    let (a, c) = (account.clone(), conversation.clone());
-    let (first, page) = state
-        .read(move |store| {
-            let first = store.messages_page(&a, &c, SortOrder::Ascending, 1, None)?;
-            let mut page = store.messages_page(&a, &c, order, size, after)?;
-            // A `Page` without a token: walk to it.
-            for _ in 0..walk.unwrap_or(0) {
-                match page.next {
-                    Some(next) => page = store.messages_page(&a, &c, order, size, Some(next))?,
-                    None => {
-                        page.items.clear();
-                        break;
-                    }
-                }
-            }
-            Ok((first.items.into_iter().next(), page))
-        })
-        .await?;
-    // A conversation exists here once one of its messages has a receipt.
-    if !first.is_some_and(|first| in_service(service.as_ref(), &first)) {
-        return Err(ApiError::not_found(format!("conversation {conversation}")));
-    }
-    let next = page
-        .next
-        .map(|index| state.tokens.issue(&scope, &index.to_string()));
+    // A malformed query is reported by the read, once the path's sids are known to be good.
+    let query = list_query(raw.as_deref(), MESSAGES_PAGE_MAX, true);
+    let page = query.clone().map(|query| {
+        let order = match query.order {
+            Some("desc") => SortOrder::Descending,
+            _ => SortOrder::Ascending,
+        };
+        (order, query.page_request())
+    });
+    let listed = state.reads.messages(&account, sids.reads(), page).await?;
+    let query = query?;
     let location = ListLocation {
         url: state.url(&format!(
             "{}/Messages",
-            conversation_path(service.as_ref(), &conversation)
+            conversation_path(sids.family(), sids.raw("conversation"))
         )),
         filters: query
             .order
@@ -193,11 +136,11 @@ pub async fn list(
             .collect(),
     };
     Ok(Json(ListPage {
-        meta: location.meta("messages", &query, next.as_deref()),
-        items: page
+        meta: location.meta("messages", &query, listed.next_token.as_deref()),
+        items: listed
             .items
             .iter()
-            .map(|view| render(&state, service.as_ref(), view))
+            .map(|view| render(&state, sids.family(), view))
             .collect(),
     }))
 }

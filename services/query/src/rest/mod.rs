@@ -2,7 +2,10 @@
 //! `delivery`, its delivery receipts, and webhook configuration, so code written for Twilio works
 //! against receipts by changing its base URL.
 //!
-//! Layout: [`messages`] and [`receipts`] read the read model; [`webhooks`] reads and writes
+//! Layout: [`messages`] and [`receipts`] are the read model's resources, each handler decoding
+//! its path and query, calling one read of [`crate::reads`] and rendering Twilio's JSON (a failed
+//! read is answered by the table in [`crate::reads::ReadError::answer`]); [`receipts`] also serves
+//! the `…/Receipts/{DY}/Timeline` extension; [`webhooks`] reads and writes
 //! webhook configuration through [`crate::webhook_configs`], the same code path as gRPC;
 //! [`signing_secrets`] is the `/v1/Webhooks/SigningSecrets` extension;
 //! [`paging`] is Twilio's list envelope and paging URLs; [`errors`] its error body.
@@ -34,19 +37,17 @@ use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
 use receipts_domain::{AccountSid, IdError, Timestamp};
 use receipts_runtime::http::{ErrorAnswers, HttpLimits, ServerMetrics};
-use receipts_store::{QueryStore, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Accounts;
-use crate::page_token::PageTokens;
+use crate::reads::{Reads, Sids};
 use crate::webhook_configs::WebhookConfigs;
 use errors::ApiError;
 
 /// What every handler shares.
 pub struct RestState {
-    pub store: Arc<dyn QueryStore>,
-    pub tokens: PageTokens,
+    pub reads: Reads,
     pub webhooks: Arc<WebhookConfigs>,
     pub accounts: Accounts,
     /// The absolute base of every URL in a response, without a trailing `/`.
@@ -62,28 +63,6 @@ impl std::fmt::Debug for RestState {
 }
 
 impl RestState {
-    /// Runs a point read (a key or two) on the calling task: sled answers it from its page
-    /// cache in microseconds, less than the hop to the blocking pool and back costs. Scans go
-    /// through [`Self::read`].
-    async fn lookup<T>(
-        &self,
-        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError>,
-    ) -> Result<T, ApiError> {
-        read(&*self.store).map_err(|e| ApiError::internal(&e))
-    }
-
-    /// Runs a read on the blocking pool: sled scans must not stall the executor.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&dyn QueryStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || read(&*store))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -144,6 +123,22 @@ impl PathSids {
         self.0.get(name).map(String::as_str).unwrap_or_default()
     }
 
+    /// The chat service of the `Services/{IS}` family, as given: a sid once a read that
+    /// parsed it succeeded. `None` in the default family.
+    fn family(&self) -> Option<&str> {
+        self.0.get("service").map(String::as_str)
+    }
+
+    /// The sids a read of the read model looks at, as given.
+    fn reads(&self) -> Sids<'_> {
+        Sids {
+            service: self.family(),
+            conversation: self.raw("conversation"),
+            message: self.raw("message"),
+            receipt: self.raw("receipt"),
+        }
+    }
+
     fn optional<T>(
         &self,
         name: &str,
@@ -183,6 +178,10 @@ pub fn router(state: Arc<RestState>) -> Router {
             .route(
                 &format!("{prefix}/Messages/{{message}}/Receipts/{{receipt}}"),
                 get(receipts::fetch),
+            )
+            .route(
+                &format!("{prefix}/Messages/{{message}}/Receipts/{{receipt}}/Timeline"),
+                get(receipts::timeline),
             )
             .route(
                 &format!("{prefix}/Webhooks"),

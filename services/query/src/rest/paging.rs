@@ -15,6 +15,7 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::errors::ApiError;
+use crate::reads::PageRequest;
 
 /// The largest `Page` accepted.
 pub const MAX_PAGE: u64 = 1_000_000;
@@ -30,6 +31,17 @@ pub struct ListQuery {
     pub token: Option<String>,
     /// `Order` of the messages list, lowercase; `None` elsewhere or when not given.
     pub order: Option<&'static str>,
+}
+
+impl ListQuery {
+    /// The page the read is asked for: a `Page` without a token is walked to from the first.
+    pub fn page_request(&self) -> PageRequest {
+        PageRequest {
+            size: self.page_size,
+            token: self.token.clone(),
+            skip: if self.token.is_none() { self.page } else { 0 },
+        }
+    }
 }
 
 /// Parses a list's query string. `max` is the resource's largest `PageSize`; the default page

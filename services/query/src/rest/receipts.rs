@@ -1,19 +1,18 @@
-//! `GET …/Messages/{IM}/Receipts[/{DY}]`: a message's delivery receipts, latest status only.
+//! `GET …/Messages/{IM}/Receipts[/{DY}]`: a message's delivery receipts, latest status only; and
+//! `GET …/Receipts/{DY}/Timeline`, an extension Twilio does not have: every status a receipt went
+//! through, oldest first.
 
 use axum::Json;
 use axum::extract::RawQuery;
-use receipts_domain::{
-    Channel, ChatServiceSid, ConversationSid, DeliveryStatus, MessageSid, Receipt, ReceiptSid,
-};
+use receipts_domain::{Channel, DeliveryStatus, Receipt};
+use receipts_store::TimelineEntry;
 use serde::Serialize;
 
 use super::errors::ApiError;
 use super::messages::conversation_path;
-use super::paging::{ListLocation, ListPage, list_query};
+use super::paging::{ListLocation, ListPage, ListQuery, list_query};
 use super::{Caller, PathSids, RestState, State, iso8601};
-use crate::page_token::receipts_scope;
-
-const PAGE_MAX: usize = 50;
+use crate::reads::{RECEIPTS_PAGE_MAX, ReceiptTimeline};
 
 /// A receipt as Twilio shows it, in its key order.
 #[derive(Debug, Serialize)]
@@ -36,12 +35,55 @@ pub struct ReceiptJson {
     url: String,
 }
 
-fn render(state: &RestState, service: Option<&ChatServiceSid>, receipt: &Receipt) -> ReceiptJson {
-    let registration = &receipt.registration;
-    let status = match receipt.status() {
+/// A receipt's timeline, in the facade's style.
+#[derive(Debug, Serialize)]
+pub struct TimelineJson {
+    account_sid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_service_sid: Option<String>,
+    conversation_sid: String,
+    message_sid: String,
+    receipt_sid: String,
+    entries: Vec<TimelineEntryJson>,
+    url: String,
+}
+
+/// One status of a timeline; `null` stands for what was not reported yet.
+#[derive(Debug, Serialize)]
+pub struct TimelineEntryJson {
+    /// `null` while queued, as a receipt's.
+    status: Option<&'static str>,
+    /// The provider's word for the status.
+    raw_status: Option<String>,
+    /// `0` when there is no error, as a receipt's.
+    error_code: u32,
+    /// Who reported it: `twilio`, `whatsapp`, `smpp` or `canonical`.
+    source: Option<&'static str>,
+    /// When the provider says it happened.
+    date: Option<String>,
+}
+
+/// A receipt's status as the facade shows it: `null` while queued (Twilio's enum has no
+/// `queued`).
+fn shown_status(status: DeliveryStatus) -> Option<&'static str> {
+    match status {
         DeliveryStatus::Queued => None,
         status => Some(status.as_str()),
-    };
+    }
+}
+
+fn receipt_path(service: Option<&str>, receipt: &Receipt) -> String {
+    let registration = &receipt.registration;
+    format!(
+        "{}/Messages/{}/Receipts/{}",
+        conversation_path(service, registration.conversation.as_str()),
+        registration.message,
+        receipt.sid
+    )
+}
+
+fn render(state: &RestState, service: Option<&str>, receipt: &Receipt) -> ReceiptJson {
+    let registration = &receipt.registration;
     ReceiptJson {
         sid: receipt.sid.to_string(),
         account_sid: registration.account.to_string(),
@@ -52,22 +94,44 @@ fn render(state: &RestState, service: Option<&ChatServiceSid>, receipt: &Receipt
             .channel_message_id
             .channel_message_sid(registration.channel == Channel::Whatsapp)
             .to_string(),
-        status,
+        status: shown_status(receipt.status()),
         error_code: receipt.error_code().unwrap_or(0),
         participant_sid: registration.participant.to_string(),
         date_created: iso8601(receipt.date_created()),
         date_updated: iso8601(receipt.date_updated()),
-        url: state.url(&format!(
-            "{}/Messages/{}/Receipts/{}",
-            conversation_path(service, &registration.conversation),
-            registration.message,
-            receipt.sid
-        )),
+        url: state.url(&receipt_path(service, receipt)),
     }
 }
 
-fn in_service(service: Option<&ChatServiceSid>, receipt: &Receipt) -> bool {
-    service.is_none_or(|service| receipt.registration.chat_service.as_ref() == Some(service))
+fn render_entry(entry: &TimelineEntry) -> TimelineEntryJson {
+    TimelineEntryJson {
+        status: shown_status(entry.status),
+        raw_status: Some(entry.raw_status.clone()).filter(|raw| !raw.is_empty()),
+        error_code: entry.error_code.unwrap_or(0),
+        source: entry.source.map(|source| source.as_str()),
+        date: entry.provider_time.map(iso8601),
+    }
+}
+
+fn render_timeline(
+    state: &RestState,
+    service: Option<&str>,
+    timeline: &ReceiptTimeline,
+) -> TimelineJson {
+    TimelineJson {
+        account_sid: timeline.account.to_string(),
+        chat_service_sid: service.map(ToString::to_string),
+        conversation_sid: timeline.conversation.to_string(),
+        message_sid: timeline.message.to_string(),
+        receipt_sid: timeline.receipt.to_string(),
+        entries: timeline.entries.iter().map(render_entry).collect(),
+        url: state.url(&format!(
+            "{}/Messages/{}/Receipts/{}/Timeline",
+            conversation_path(service, timeline.conversation.as_str()),
+            timeline.message,
+            timeline.receipt
+        )),
+    }
 }
 
 pub async fn fetch(
@@ -75,20 +139,17 @@ pub async fn fetch(
     Caller(account): Caller,
     sids: PathSids,
 ) -> Result<Json<ReceiptJson>, ApiError> {
-    let service = sids.optional("service", "ChatServiceSid", ChatServiceSid::parse)?;
-    let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
-    let message = sids.parse("message", "MessageSid", MessageSid::parse)?;
-    let receipt = sids.parse("receipt", "Sid", ReceiptSid::parse)?;
-    let sid = receipt.clone();
-    let found = state
-        .lookup(move |store| store.receipt(&account, &conversation, &message, &sid))
-        .await?;
-    match found {
-        Some(found) if in_service(service.as_ref(), &found) => {
-            Ok(Json(render(&state, service.as_ref(), &found)))
-        }
-        _ => Err(ApiError::not_found(format!("receipt {receipt}"))),
-    }
+    let found = state.reads.receipt(&account, sids.reads())?;
+    Ok(Json(render(&state, sids.family(), &found)))
+}
+
+pub async fn timeline(
+    state: State,
+    Caller(account): Caller,
+    sids: PathSids,
+) -> Result<Json<TimelineJson>, ApiError> {
+    let timeline = state.reads.receipt_timeline(&account, sids.reads()).await?;
+    Ok(Json(render_timeline(&state, sids.family(), &timeline)))
 }
 
 pub async fn list(
@@ -97,62 +158,28 @@ pub async fn list(
     sids: PathSids,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListPage<ReceiptJson>>, ApiError> {
-    let service = sids.optional("service", "ChatServiceSid", ChatServiceSid::parse)?;
-    let conversation = sids.parse("conversation", "ConversationSid", ConversationSid::parse)?;
-    let message = sids.parse("message", "MessageSid", MessageSid::parse)?;
-    let query = list_query(raw.as_deref(), PAGE_MAX, false)?;
-    let scope = receipts_scope(&account, &conversation, &message);
-    let after = match &query.token {
-        None => None,
-        Some(token) => Some(
-            state
-                .tokens
-                .open(&scope, token)
-                .ok()
-                .and_then(|cursor| ReceiptSid::parse(&cursor).ok())
-                .ok_or_else(ApiError::invalid_page_token)?,
-        ),
-    };
-    let (size, walk) = (query.page_size, query.token.is_none().then_some(query.page));
-    let (a, c, m) = (account.clone(), conversation.clone(), message.clone());
-    let (view, page) = state
-        .read(move |store| {
-            let view = store.message(&a, &c, &m)?;
-            let mut page = store.receipts_page(&a, &c, &m, size, after.as_ref())?;
-            // A `Page` without a token: walk to it.
-            for _ in 0..walk.unwrap_or(0) {
-                match page.next.take() {
-                    Some(next) => page = store.receipts_page(&a, &c, &m, size, Some(&next))?,
-                    None => {
-                        page.items.clear();
-                        break;
-                    }
-                }
-            }
-            Ok((view, page))
-        })
-        .await?;
-    if !view.is_some_and(|view| super::messages::in_service(service.as_ref(), &view)) {
-        return Err(ApiError::not_found(format!(
-            "message {message} of conversation {conversation}"
-        )));
-    }
-    let next = page
-        .next
-        .map(|sid| state.tokens.issue(&scope, sid.as_str()));
+    // A malformed query is reported by the read, once the path's sids are known to be good.
+    let query = list_query(raw.as_deref(), RECEIPTS_PAGE_MAX, false);
+    let page = query
+        .as_ref()
+        .map(ListQuery::page_request)
+        .map_err(Clone::clone);
+    let listed = state.reads.receipts(&account, sids.reads(), page).await?;
+    let query = query?;
     let location = ListLocation {
         url: state.url(&format!(
-            "{}/Messages/{message}/Receipts",
-            conversation_path(service.as_ref(), &conversation)
+            "{}/Messages/{}/Receipts",
+            conversation_path(sids.family(), sids.raw("conversation")),
+            sids.raw("message")
         )),
         filters: Vec::new(),
     };
     Ok(Json(ListPage {
-        meta: location.meta("delivery_receipts", &query, next.as_deref()),
-        items: page
+        meta: location.meta("delivery_receipts", &query, listed.next_token.as_deref()),
+        items: listed
             .items
             .iter()
-            .map(|receipt| render(&state, service.as_ref(), receipt))
+            .map(|receipt| render(&state, sids.family(), receipt))
             .collect(),
     }))
 }
