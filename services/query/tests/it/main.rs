@@ -10,5 +10,6 @@ mod reads;
 mod rest;
 mod signing_secrets;
 mod support;
+mod timelines;
 mod watch;
 mod webhooks;
