@@ -3,7 +3,8 @@
 //!
 //! Reports that arrive out of provider order in one batch give the same timeline as reports in
 //! provider order: every status with its provider time. A report that only adds to the history
-//! reaches the timeline without a `ReceiptUpdated` on `receipt-updates`.
+//! reaches the timeline without a `ReceiptUpdated` on `receipt-updates`. A replica serves only
+//! once its timelines caught up with the changelog.
 
 use std::path::Path;
 
@@ -283,4 +284,89 @@ async fn timelines_show_every_reported_status_at_its_provider_time_whatever_the_
 
     query.stop().await;
     projector.stop().await;
+}
+
+/// Writes every state to the projector changelog at once, keyed like the projector's.
+async fn write_states(harness: &Harness, states: &[receipts_domain::ReceiptState]) {
+    let producer = harness.kafka.producer("timelines-changelog").unwrap();
+    let mut acks = Vec::new();
+    for state in states {
+        let registration = state.registration.as_ref().unwrap();
+        let key = receipts_domain::ReceiptKey::new(
+            registration.account.clone(),
+            registration.channel_message_id.clone(),
+        )
+        .to_string();
+        let payload = prost::Message::encode_to_vec(&v1::StoredReceiptState::from(state));
+        let record = FutureRecord::to(&harness.topics.projector_changelog)
+            .key(&key)
+            .payload(&payload);
+        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// A replica says it is serving only once its timelines caught up with the changelog as it was
+/// at start: at the first SERVING, every receipt's timeline is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_only_once_its_timelines_caught_up_with_the_changelog() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const RECEIPTS: u64 = 2_000;
+    let harness = Harness::new().await;
+    let mut projection = crate::support::Projection::default();
+    let ids: Vec<String> = (0..RECEIPTS).map(|n| format!("SM{n:032x}")).collect();
+    for (n, id) in (0..).zip(&ids) {
+        projection.register(ACCOUNT, id, CONVERSATION, MESSAGE, n, RECEIPTS as u32);
+        projection.report(id, DeliveryStatus::Delivered, 3_000, None);
+        projection.report(id, DeliveryStatus::Sent, 1_000, None);
+    }
+    let states: Vec<_> = projection.states.values().cloned().collect();
+    write_states(&harness, &states).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.start(dir.path()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    eventually("the replica to serve", || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "receipts.v1.DeliveryQuery".into(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (status.status() == ServingStatus::Serving).then_some(())
+        }
+    })
+    .await;
+
+    let mut client = client(running.address, ACCOUNT, TOKEN).await;
+    let mut missing = Vec::new();
+    for id in &ids {
+        let reply = client
+            .get_receipt_timeline(v1::GetReceiptTimelineRequest {
+                conversation_sid: sid("CH", CONVERSATION),
+                message_sid: sid("IM", MESSAGE),
+                receipt_sid: receipt_sid(id).to_string(),
+            })
+            .await;
+        match reply {
+            Ok(timeline) if timeline.get_ref().entries.len() == 3 => {}
+            _ => missing.push(id.clone()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {RECEIPTS} timelines were not there when the replica said it served",
+        missing.len()
+    );
+    running.stop().await;
 }
