@@ -1,13 +1,15 @@
 //! Registrations, status reports, and the merge that turns them into a receipt.
 //!
-//! State per channel message: the registration (once the messaging platform announced it) and the
-//! greatest status report seen so far under [`StatusReport::rank`]. Keeping only the greatest
-//! report is enough, because the current status is defined as the maximum of the set; and taking
-//! a maximum is order-independent, duplicate-proof and replay-proof.
+//! State per channel message: the registration (once the messaging platform announced it), the
+//! greatest status report seen so far under [`StatusReport::rank`], and the [`History`] of the
+//! earliest report of every status. Keeping only the greatest report is enough for the current
+//! status, because it is defined as the maximum of the set; the history is the per-status
+//! minimum. Both are order-independent, duplicate-proof and replay-proof.
 
 use std::fmt;
 use std::str::FromStr;
 
+use crate::history::History;
 use crate::ids::{
     AccountSid, ChannelMessageId, ChatServiceSid, ConversationSid, MessageSid, ParticipantSid,
     ReceiptSid,
@@ -216,8 +218,25 @@ pub enum ReportOutcome {
     Changed(ReceiptChange),
     /// It is the greatest report so far, but no registration has arrived: it waits.
     Parked,
-    /// A duplicate, or not greater than the current report: nothing changes, nothing is emitted.
+    /// A duplicate, or not greater than the current report: the current report stays, nothing is
+    /// emitted. The history may still have grown (see [`MergedReport::history_grew`]).
     Unchanged,
+}
+
+/// What a status report did to the current report, and whether it added to the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedReport {
+    pub outcome: ReportOutcome,
+    /// The report is the first, or the earliest, of its status: the state changed even when the
+    /// outcome is [`ReportOutcome::Unchanged`], and must be stored, though nothing is emitted.
+    pub history_grew: bool,
+}
+
+impl MergedReport {
+    /// Whether the state changed at all, and so must be stored and changelogged.
+    pub fn changed_state(&self) -> bool {
+        self.history_grew || !matches!(self.outcome, ReportOutcome::Unchanged)
+    }
 }
 
 /// What a registration did to the state.
@@ -235,7 +254,11 @@ pub enum RegisterOutcome {
 pub struct ReceiptState {
     pub registration: Option<Registration>,
     pub best: Option<StatusReport>,
+    /// The version of the current receipt: it moves with `registration` and `best` only, never
+    /// with the history alone.
     pub version: u64,
+    /// The earliest report of every status seen, parked ones included.
+    pub history: History,
 }
 
 impl ReceiptState {
@@ -285,7 +308,24 @@ impl ReceiptState {
         self.best.as_ref().and_then(|r| r.error_code)
     }
 
+    /// Merges `report` into the current report; the history takes it in as well (see
+    /// [`ReceiptState::merge_report`] to learn whether it did).
     pub fn apply_report(&mut self, report: StatusReport) -> ReportOutcome {
+        self.merge_report(report).outcome
+    }
+
+    /// Merges `report` into the history and the current report. A report that only adds to the
+    /// history (a `sent` arriving after `delivered`) changes the state but not its version, and
+    /// emits nothing.
+    pub fn merge_report(&mut self, report: StatusReport) -> MergedReport {
+        let history_grew = self.history.record(&report);
+        MergedReport {
+            outcome: self.merge_current(report),
+            history_grew,
+        }
+    }
+
+    fn merge_current(&mut self, report: StatusReport) -> ReportOutcome {
         if self
             .best
             .as_ref()

@@ -71,7 +71,7 @@ pub fn timestamp_from_wire(t: &pbjson_types::Timestamp) -> Timestamp {
     Timestamp::from_seconds_nanos(t.seconds, t.nanos)
 }
 
-fn required_time(
+pub(crate) fn required_time(
     field: &'static str,
     t: Option<&pbjson_types::Timestamp>,
 ) -> Result<Timestamp, ConversionError> {
@@ -448,38 +448,5 @@ impl From<&DeliverySummary> for v1::DeliverySummary {
             failed_count: s.failed,
             undelivered_count: s.undelivered,
         }
-    }
-}
-
-impl From<&receipts_domain::ReceiptState> for v1::StoredReceiptState {
-    fn from(state: &receipts_domain::ReceiptState) -> Self {
-        v1::StoredReceiptState {
-            registration: state.registration.as_ref().map(Into::into),
-            registered_at: state
-                .registration
-                .as_ref()
-                .map(|r| timestamp_to_wire(r.registered_at)),
-            best: state.best.as_ref().map(Into::into),
-            version: state.version,
-        }
-    }
-}
-
-impl TryFrom<&v1::StoredReceiptState> for receipts_domain::ReceiptState {
-    type Error = ConversionError;
-
-    fn try_from(s: &v1::StoredReceiptState) -> Result<Self, Self::Error> {
-        let registration = match &s.registration {
-            None => None,
-            Some(r) => Some(registration_from_wire(
-                r,
-                required_time("registered_at", s.registered_at.as_ref())?,
-            )?),
-        };
-        Ok(receipts_domain::ReceiptState {
-            registration,
-            best: s.best.as_ref().map(TryInto::try_into).transpose()?,
-            version: s.version,
-        })
     }
 }

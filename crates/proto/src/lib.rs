@@ -3,10 +3,12 @@
 //! them and the domain types.
 //!
 //! Layout: [`v1`] holds the generated code; [`convert`] the domain conversions, which validate
-//! everything that comes off the wire; [`codec`] decodes and encodes Kafka record payloads in
+//! everything that comes off the wire; [`aggregates`] those of the projector's stored state and of
+//! the read model's aggregates (message deliveries, rollups, timelines); [`codec`] decodes and encodes Kafka record payloads in
 //! either protobuf or JSON; [`compat`] tells whether the proto files still read what a release
 //! wrote (checked in the tests against `proto/releases/`).
 
+pub mod aggregates;
 pub mod codec;
 pub mod compat;
 pub mod convert;

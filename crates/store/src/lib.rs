@@ -17,6 +17,7 @@ pub use offsets::PartitionOffset;
 pub use projector::{ParkedEntry, ProjectorBatch, ProjectorStore, SledProjectorStore};
 pub use query::{
     ApplyStats, MessageView, Page, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
+    TimelineStats,
 };
 
 /// How a service's sled database is opened: `storage.*` in every service's configuration.

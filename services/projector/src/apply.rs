@@ -45,6 +45,8 @@ pub struct BatchStats {
     pub records: u64,
     pub changed: u64,
     pub parked: u64,
+    /// Reports that only added to a receipt's history: stored, not published.
+    pub recorded: u64,
     pub unchanged: u64,
     pub dead_lettered: u64,
 }
@@ -107,22 +109,30 @@ pub fn apply_batch(
                     Err(conflict) => outcome.dead_letter(record, &conflict),
                 }
             }
-            DeliveryEventKind::Reported(report) => match loaded.state.apply_report(report) {
-                ReportOutcome::Changed(change) => {
-                    loaded.dirty = true;
-                    outcome.updates.push(change);
-                    outcome.update_sources.push(index);
-                    outcome.stats.changed += 1;
-                }
-                ReportOutcome::Parked => {
-                    loaded.dirty = true;
-                    if !was_parked {
-                        outcome.store.parked.push((id, now));
+            DeliveryEventKind::Reported(report) => {
+                let merged = loaded.state.merge_report(report);
+                // A report that only adds to the history (a late `sent` after `delivered`)
+                // changes the stored state, so it is stored and changelogged, but it leaves
+                // the current receipt and its version alone and emits nothing.
+                loaded.dirty |= merged.changed_state();
+                match merged.outcome {
+                    ReportOutcome::Changed(change) => {
+                        outcome.updates.push(change);
+                        outcome.update_sources.push(index);
+                        outcome.stats.changed += 1;
                     }
-                    outcome.stats.parked += 1;
+                    ReportOutcome::Parked => {
+                        if !was_parked {
+                            outcome.store.parked.push((id, now));
+                        }
+                        outcome.stats.parked += 1;
+                    }
+                    ReportOutcome::Unchanged if merged.history_grew => {
+                        outcome.stats.recorded += 1;
+                    }
+                    ReportOutcome::Unchanged => outcome.stats.unchanged += 1,
                 }
-                ReportOutcome::Unchanged => outcome.stats.unchanged += 1,
-            },
+            }
         }
     }
 

@@ -34,7 +34,7 @@ impl ProjectorMetrics {
         };
         metrics.register(
             "projector_records",
-            "delivery-events records by outcome: changed, parked, unchanged, dead_lettered",
+            "delivery-events records by outcome: changed, parked, recorded (history only), unchanged, dead_lettered",
             this.records.clone(),
         );
         metrics.register(
@@ -64,6 +64,7 @@ impl ProjectorMetrics {
         for (outcome, n) in [
             ("changed", stats.changed),
             ("parked", stats.parked),
+            ("recorded", stats.recorded),
             ("unchanged", stats.unchanged),
             ("dead_lettered", stats.dead_lettered),
         ] {

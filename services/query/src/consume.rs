@@ -6,8 +6,9 @@
 //! replica, a new disk, or one that was away longer than retention) first bootstraps from the
 //! projector's compacted changelog — the table of every current receipt — and then follows
 //! `receipt-updates` from the oldest record still there. Snapshots are applied only when newer
-//! than the stored version, so the overlap changes nothing; timelines of receipts older than the
-//! retained updates begin at the bootstrap point.
+//! than the stored version, so the overlap changes nothing. Timelines are not made here: they
+//! follow the projector changelog (see [`crate::timelines`]), so they are whole even for receipts
+//! older than the retained updates.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,10 +6,12 @@
 //! Every instance holds the whole read model (a read replica): it reads every partition of
 //! `receipt-updates` itself, starting each at the offset stored with its state, so a restart
 //! resumes exactly where the stored state ends. A snapshot is applied only when its version is
-//! newer than the stored one, so the projector's re-deliveries change nothing.
+//! newer than the stored one, so the projector's re-deliveries change nothing. Timelines follow
+//! the projector changelog the same way, each partition from the position stored with them.
 //!
-//! Layout: [`consume`] is the read-model loop; [`reads`] every read of the read model, shared by
-//! [`grpc`], the gRPC service, and [`rest`], the Twilio facade; [`webhook_configs`] webhook configuration for both; [`auth`] the Basic credentials;
+//! Layout: [`consume`] is the read-model loop; [`timelines`] the timeline follower; [`reads`]
+//! every read of the read model, shared by [`grpc`], the gRPC service, and [`rest`], the Twilio
+//! facade; [`webhook_configs`] webhook configuration for both; [`auth`] the Basic credentials;
 //! [`page_token`] the signed page tokens.
 
 pub mod auth;
@@ -18,6 +20,7 @@ pub mod grpc;
 pub mod page_token;
 pub mod reads;
 pub mod rest;
+pub mod timelines;
 pub mod webhook_configs;
 
 use std::collections::BTreeMap;
@@ -243,6 +246,10 @@ pub enum QueryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Consume(#[from] Box<receipts_bus::consume::ConsumeError<consume::ReadModelError>>),
+    #[error("timelines")]
+    Timelines(#[source] timelines::TimelineError),
+    #[error(transparent)]
+    TimelineConsume(Box<receipts_bus::consume::ConsumeError<timelines::TimelineError>>),
     #[error(transparent)]
     ConfigReader(Box<receipts_bus::consume::ConsumeError<webhook_configs::ConfigReadError>>),
     #[error("gRPC server")]
@@ -282,6 +289,7 @@ pub async fn run(
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
+    let timelines = timelines::TimelineFollower::new(&config, store.clone(), metrics);
     let (webhooks, config_reader) =
         WebhookConfigs::new(&config, metrics.readiness().component("webhook-configs"))?;
     let webhooks = Arc::new(webhooks);
@@ -317,8 +325,8 @@ pub async fn run(
         config.grpc.max_watch_streams_per_account,
         shutdown.clone(),
     );
-    // gRPC health follows readiness: NOT_SERVING while the read model or the configuration
-    // reader restores, cannot reach the broker, or stopped.
+    // gRPC health follows readiness: NOT_SERVING while the read model, the timelines or the
+    // configuration reader restores, cannot reach the broker, or stopped.
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut ready = metrics.readiness().subscribe();
     let follow_readiness = tokio::spawn(async move {
@@ -384,8 +392,9 @@ pub async fn run(
         }
         result
     };
-    let (read_result, config_result, serve_result, rest_result) = tokio::join!(
+    let (read_result, timelines_result, config_result, serve_result, rest_result) = tokio::join!(
         async { stop_on_failure(reader.run(shutdown.clone()).await) },
+        async { stop_on_failure(timelines.run(shutdown.clone()).await) },
         async { stop_on_failure(config_reader.run(shutdown.clone()).await) },
         server,
         rest
@@ -394,6 +403,7 @@ pub async fn run(
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
     info!("query service stopped");
     read_result?;
+    timelines_result?;
     config_result?;
     serve_result?;
     rest_result?;

@@ -6,12 +6,15 @@
 //! - `properties`: random report sets in random orders, with duplicates and replays, converge to the
 //!   state an independent oracle predicts, and incremental counters equal a recount;
 //! - `summary`: the `none` / `some` / `all` rendering and the cumulative buckets;
-//! - `ids`: receipt sids as the REST facade shows them.
+//! - `ids`: receipt sids as the REST facade shows them;
+//! - `aggregates`: the read model's message deliveries, rollups and timelines depend only on the
+//!   set of changes and states applied, and the timeline of reports that arrive out of order.
 //!
 //! The helpers below build registrations and reports with fixed sids, and [`Message`] plays the
 //! projector for one conversation message: it keeps a state per channel message and moves the
 //! counters by each change's previous and current status, as DESIGN §3 prescribes.
 
+mod aggregates;
 mod examples;
 mod ids;
 mod merge;

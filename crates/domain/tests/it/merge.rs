@@ -191,7 +191,7 @@ fn a_duplicate_report_is_unchanged_and_does_not_bump_the_version() {
 }
 
 #[test]
-fn a_stale_report_is_unchanged() {
+fn a_stale_report_leaves_the_receipt_and_only_adds_to_the_history() {
     let mut state = ReceiptState::default();
     state.register(registration(ID, 1)).unwrap();
     state.apply_report(report_at(Delivered, 2000));
@@ -202,9 +202,26 @@ fn a_stale_report_is_unchanged() {
         report_at(Delivered, 1000),
         report_at(Failed, 1000),
     ] {
-        assert_eq!(state.apply_report(stale), ReportOutcome::Unchanged);
+        let merged = state.merge_report(stale);
+        assert_eq!(merged.outcome, ReportOutcome::Unchanged);
+        assert!(merged.history_grew && merged.changed_state());
     }
-    assert_eq!(state, before);
+    assert_eq!(
+        state.receipt(),
+        before.receipt(),
+        "same report, same version"
+    );
+    assert_eq!(state.best, before.best);
+    assert_eq!(
+        state.history.get(Delivered),
+        Some(&report_at(Delivered, 1000)),
+        "the history keeps the earliest report of each status"
+    );
+    assert_eq!(state.history.len(), 4);
+    let again = state.clone();
+    let merged = state.merge_report(report_at(Sent, 9500));
+    assert!(!merged.history_grew && !merged.changed_state());
+    assert_eq!(state, again);
 }
 
 #[test]

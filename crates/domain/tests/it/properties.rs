@@ -92,7 +92,7 @@ fn any_report() -> impl Strategy<Value = StatusReport> {
 /// Reports in which near-ties are common: each is fresh, or a copy of an earlier one with
 /// another error code or another provider word for the same status. The rule leaves the choice
 /// between those open, but the merge must still make it the same way in every order.
-fn any_reports(len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<StatusReport>> {
+pub(crate) fn any_reports(len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<StatusReport>> {
     let drawn = (any_report(), any::<Index>(), any::<Index>(), 0u8..4);
     prop::collection::vec(drawn, len).prop_map(|drawn| {
         let mut reports: Vec<StatusReport> = Vec::new();
@@ -121,7 +121,7 @@ fn any_reports(len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<StatusRep
 
 /// An arrival order of `reports` reports (`Some(i)`) and the registration (`None`): each once,
 /// plus up to five duplicates of either, shuffled.
-fn arrival_order(reports: usize) -> impl Strategy<Value = Vec<Option<usize>>> {
+pub(crate) fn arrival_order(reports: usize) -> impl Strategy<Value = Vec<Option<usize>>> {
     prop::collection::vec(0..=reports, 0..6).prop_flat_map(move |duplicates| {
         let events: Vec<Option<usize>> = (0..reports)
             .map(Some)

@@ -1,6 +1,7 @@
 //! Conversions between wire and domain types, both ways, and both record encodings; wire
 //! compatibility with the released descriptor sets.
 
+mod aggregates;
 mod codec;
 mod compat;
 mod convert;

@@ -48,35 +48,21 @@ pub(super) fn receipt(
     key
 }
 
-pub(super) fn timeline_of(
+pub(super) fn timeline(
     account: &AccountSid,
     conversation: &ConversationSid,
     message: &MessageSid,
     receipt: &ReceiptSid,
 ) -> Vec<u8> {
-    let mut key = join(
-        "t",
+    join(
+        "h",
         &[
             account.as_str(),
             conversation.as_str(),
             message.as_str(),
             receipt.as_str(),
         ],
-    );
-    key.push(b'/');
-    key
-}
-
-pub(super) fn timeline_entry(
-    account: &AccountSid,
-    conversation: &ConversationSid,
-    message: &MessageSid,
-    receipt: &ReceiptSid,
-    version: u64,
-) -> Vec<u8> {
-    let mut key = timeline_of(account, conversation, message, receipt);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
+    )
 }
 
 pub(super) fn messages_of(account: &AccountSid, conversation: &ConversationSid) -> Vec<u8> {

@@ -1,34 +1,41 @@
 //! The query service's read model (DESIGN §2, stage 2): the receipts of `receipt-updates`, per
-//! message its delivery counters, per conversation a rollup, and per receipt its timeline.
+//! message its delivery counters, per conversation a rollup, and per receipt its timeline, which
+//! follows the projector changelog's states.
 //!
 //! Keys, all in one tree so a Kafka batch is one atomic write. Every key of a tenant's data starts
 //! with its account sid, so a read made for one account can only ever reach that account's data.
 //! Sids have a fixed length and no `/`, so the separators are unambiguous.
 //! - `r/{account}/{conversation}/{message}/{receipt}` → `Receipt` (protobuf), the latest applied
 //!   version; receipt sids order a message's receipts for paging;
-//! - `t/{account}/{conversation}/{message}/{receipt}/{version}` → `TimelineEntry` (protobuf), one
-//!   per applied version; the version is big-endian, so a prefix scan reads oldest first;
+//! - `h/{account}/{conversation}/{message}/{receipt}` → `StoredReceiptTimeline`, the union of the
+//!   receipt's states in the projector changelog (databases of earlier releases also hold
+//!   `t/…/{version}` entries, one per applied version; nothing reads them any more);
 //! - `m/{account}/{conversation}/{message index}/{message}` → `StoredMessageDelivery`; the index is
 //!   big-endian, so sled's byte order is message order in both directions;
 //! - `n/{account}/{conversation}/{message}` → the message's index (big-endian), to find its record
 //!   by sid;
 //! - `c/{account}/{conversation}` → `StoredConversationRollup`;
-//! - `o/{topic}/{partition}` → next offset.
+//! - `o/{topic}/{partition}` → next offset, of `receipt-updates` and of the projector changelog.
 //!
-//! A receipt snapshot is applied only if its version is newer than the stored one, so re-delivered
-//! and stale snapshots change nothing. Counters are moved by exactly the stored status and the new
-//! one on every applied snapshot (DESIGN §3), never recounted.
+//! The rules are the domain's ([`receipts_domain::delivery`], [`receipts_domain::rollup`],
+//! [`receipts_domain::timeline`]): a receipt snapshot replaces the stored receipt only if its
+//! version is newer, counters move by exactly the stored status and the new one (DESIGN §3), and a
+//! timeline is a union of states that needs no version. This module only loads what a batch
+//! touches and saves what it changed, in one atomic write with the offsets.
 //!
-//! Layout: the trait, the views and the reads here; `overlay` applies a batch, `records` holds
-//! the stored forms of messages, rollups and timeline entries, `keys` the key scheme, `wire` the views as the API's types.
+//! Layout: the trait and the reads here; `overlay` applies a batch, `records` holds the stored
+//! forms of messages, rollups and timelines, `keys` the key scheme.
 
 use std::ops::Bound;
 use std::path::Path;
 
 use prost::Message;
 use receipts_domain::{
-    AccountSid, ChatServiceSid, ConversationSid, DeliveryStatus, DeliverySummary, MessageSid,
-    Receipt, ReceiptChange, ReceiptSid, StatusCounts, StatusSource, Timestamp,
+    AccountSid, ConversationSid, MessageSid, Receipt, ReceiptChange, ReceiptSid, ReceiptState,
+    ReceiptTimeline,
+};
+pub use receipts_domain::{
+    ConversationRollup as Rollup, MessageDelivery as MessageView, TimelineEntry,
 };
 use receipts_proto::v1;
 
@@ -38,10 +45,8 @@ use crate::offsets::{self, PartitionOffset};
 mod keys;
 mod overlay;
 mod records;
-mod wire;
 
 use overlay::Overlay;
-use records::{MessageRecord, RollupRecord, timeline_from_stored};
 
 /// What applying one batch of receipt changes did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,74 +61,15 @@ pub struct ApplyStats {
     pub applied_positions: Vec<usize>,
 }
 
-/// One conversation message with its delivery counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageView {
-    pub account: AccountSid,
-    pub chat_service: Option<ChatServiceSid>,
-    pub conversation: ConversationSid,
-    pub message: MessageSid,
-    pub index: u64,
-    /// The greatest `expected_receipts` any of its receipts announced.
-    pub expected_receipts: u64,
-    /// Its receipts by current status.
-    pub counts: StatusCounts,
-    /// Derived from `expected_receipts` and `counts`.
-    pub summary: DeliverySummary,
-    /// The earliest creation time of its receipts.
-    pub date_created: Timestamp,
-    /// The latest update time of any applied receipt version.
-    pub date_updated: Timestamp,
-}
-
-impl MessageView {
-    /// Whether at least one of its receipts failed or was undelivered.
-    pub fn has_failures(&self) -> bool {
-        has_failures(&self.counts)
-    }
-}
-
-/// Counters over one conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rollup {
-    pub account: AccountSid,
-    pub conversation: ConversationSid,
-    pub messages: u64,
-    /// Equal to `counts.receipts()`.
-    pub receipts: u64,
-    /// All its receipts by current status.
-    pub counts: StatusCounts,
-    /// Messages with at least one failed or undelivered receipt.
-    pub messages_with_failures: u64,
-    /// The latest update time of any applied receipt version.
-    pub last_updated: Timestamp,
-}
-
-/// One applied version of a receipt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimelineEntry {
-    pub status: DeliveryStatus,
-    /// The provider's word; empty while no report had arrived.
-    pub raw_status: String,
-    pub error_code: Option<u32>,
-    /// `None` while no report had arrived.
-    pub source: Option<StatusSource>,
-    pub provider_time: Option<Timestamp>,
-    pub version: u64,
-}
-
-impl TimelineEntry {
-    fn of(receipt: &Receipt) -> Self {
-        let report = receipt.report.as_ref();
-        TimelineEntry {
-            status: receipt.status(),
-            raw_status: report.map(|r| r.raw_status.clone()).unwrap_or_default(),
-            error_code: receipt.error_code(),
-            source: report.map(|r| r.source),
-            provider_time: report.map(|r| r.provider_time),
-            version: receipt.version,
-        }
-    }
+/// What applying one batch of projector changelog states to the timelines did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TimelineStats {
+    /// States that added to their receipt's timeline (or began it).
+    pub extended: u64,
+    /// States whose every report the timeline already held.
+    pub unchanged: u64,
+    /// States without a registration: no receipt, so no timeline yet.
+    pub unregistered: u64,
 }
 
 /// Which way to walk a conversation's messages.
@@ -152,6 +98,15 @@ pub trait QueryStore: Send + Sync + 'static {
         batch: &[ReceiptChange],
         offsets: &[PartitionOffset],
     ) -> Result<ApplyStats, StoreError>;
+
+    /// Adds each registered state's history to its receipt's timeline, and stores `offsets`
+    /// (the projector changelog's) in the same atomic write. A union: any order, duplicates and
+    /// replays of the same states leave the same timelines.
+    fn apply_timelines(
+        &self,
+        states: &[ReceiptState],
+        offsets: &[PartitionOffset],
+    ) -> Result<TimelineStats, StoreError>;
 
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
 
@@ -198,7 +153,9 @@ pub trait QueryStore: Send + Sync + 'static {
         conversation: &ConversationSid,
     ) -> Result<Option<Rollup>, StoreError>;
 
-    /// Every applied version of a receipt, oldest first; `None` for an unknown receipt.
+    /// A receipt's timeline: `queued` at its registration, then the earliest report of every
+    /// status in (phase, provider time) order; `None` until a state of the receipt arrived from
+    /// the projector changelog.
     fn timeline(
         &self,
         account: &AccountSid,
@@ -258,7 +215,7 @@ impl SledQueryStore {
         account: &AccountSid,
         conversation: &ConversationSid,
         message: &MessageSid,
-    ) -> Result<Option<MessageRecord>, StoreError> {
+    ) -> Result<Option<MessageView>, StoreError> {
         let name_key = keys::message_name(account, conversation, message);
         let Some(index) = self.tree.get(&name_key)? else {
             return Ok(None);
@@ -271,13 +228,30 @@ impl SledQueryStore {
         let stored = self
             .get::<v1::StoredMessageDelivery>(&key)?
             .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
-        MessageRecord::from_stored(&key, &stored).map(Some)
+        records::message_from_stored(&key, account, conversation, &stored).map(Some)
     }
 
-    fn load_rollup(&self, key: &[u8]) -> Result<Option<RollupRecord>, StoreError> {
+    fn load_rollup(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+    ) -> Result<Option<Rollup>, StoreError> {
         Ok(self
-            .get::<v1::StoredConversationRollup>(key)?
-            .map(|stored| RollupRecord::from_stored(&stored)))
+            .get::<v1::StoredConversationRollup>(&keys::rollup(account, conversation))?
+            .map(|stored| records::rollup_from_stored(account, conversation, &stored)))
+    }
+
+    fn load_timeline(
+        &self,
+        key: &[u8],
+        sid: &ReceiptSid,
+    ) -> Result<Option<ReceiptTimeline>, StoreError> {
+        self.get::<v1::StoredReceiptTimeline>(key)?
+            .map(|stored| {
+                receipts_proto::aggregates::timeline_from_stored(sid.clone(), &stored)
+                    .map_err(|e| corrupt(key, e))
+            })
+            .transpose()
     }
 }
 
@@ -288,12 +262,30 @@ impl QueryStore for SledQueryStore {
         offsets: &[PartitionOffset],
     ) -> Result<ApplyStats, StoreError> {
         let mut overlay = Overlay::new(self);
+        let mut stats = ApplyStats::default();
         for (position, change) in batch.iter().enumerate() {
-            if overlay.apply(&change.receipt)? {
-                overlay.stats.applied_positions.push(position);
+            if overlay.apply(&change.receipt, &mut stats)? {
+                stats.applied_positions.push(position);
             }
         }
-        let stats = std::mem::take(&mut overlay.stats);
+        let mut write = overlay.into_write();
+        for offset in offsets {
+            offsets::write(&mut write, offset);
+        }
+        self.tree.apply_batch(write)?;
+        Ok(stats)
+    }
+
+    fn apply_timelines(
+        &self,
+        states: &[ReceiptState],
+        offsets: &[PartitionOffset],
+    ) -> Result<TimelineStats, StoreError> {
+        let mut overlay = Overlay::new(self);
+        let mut stats = TimelineStats::default();
+        for state in states {
+            overlay.apply_timeline(state, &mut stats)?;
+        }
         let mut write = overlay.into_write();
         for offset in offsets {
             offsets::write(&mut write, offset);
@@ -347,9 +339,7 @@ impl QueryStore for SledQueryStore {
         conversation: &ConversationSid,
         message: &MessageSid,
     ) -> Result<Option<MessageView>, StoreError> {
-        Ok(self
-            .load_message(account, conversation, message)?
-            .map(|record| record.view(account, conversation)))
+        self.load_message(account, conversation, message)
     }
 
     fn messages_page(
@@ -365,7 +355,7 @@ impl QueryStore for SledQueryStore {
         let end = Bound::Excluded(keys::prefix_end(&prefix));
         let to_view = |key: &[u8], value: &[u8]| {
             let stored: v1::StoredMessageDelivery = decode(key, value)?;
-            Ok(MessageRecord::from_stored(key, &stored)?.view(account, conversation))
+            records::message_from_stored(key, account, conversation, &stored)
         };
         let cursor = |view: &MessageView| view.index;
         match (order, after) {
@@ -403,9 +393,7 @@ impl QueryStore for SledQueryStore {
         account: &AccountSid,
         conversation: &ConversationSid,
     ) -> Result<Option<Rollup>, StoreError> {
-        Ok(self
-            .load_rollup(&keys::rollup(account, conversation))?
-            .map(|record| record.view(account, conversation)))
+        self.load_rollup(account, conversation)
     }
 
     fn timeline(
@@ -415,17 +403,10 @@ impl QueryStore for SledQueryStore {
         message: &MessageSid,
         receipt: &ReceiptSid,
     ) -> Result<Option<Vec<TimelineEntry>>, StoreError> {
-        let mut entries = Vec::new();
-        for item in
-            self.tree
-                .scan_prefix(keys::timeline_of(account, conversation, message, receipt))
-        {
-            let (key, value) = item?;
-            let stored: v1::TimelineEntry = decode(&key, &value)?;
-            entries.push(timeline_from_stored(&key, &stored)?);
-        }
-        // Every applied version adds an entry, so a known receipt never has an empty timeline.
-        Ok((!entries.is_empty()).then_some(entries))
+        let key = keys::timeline(account, conversation, message, receipt);
+        Ok(self
+            .load_timeline(&key, receipt)?
+            .map(|timeline| timeline.entries()))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -464,10 +445,6 @@ impl<T, C> Page<T, C> {
         let next = if more { items.last().map(cursor) } else { None };
         Ok(Page { items, next })
     }
-}
-
-pub(super) fn has_failures(counts: &StatusCounts) -> bool {
-    counts.failed + counts.undelivered > 0
 }
 
 pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

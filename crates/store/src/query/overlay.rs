@@ -1,16 +1,18 @@
 //! One batch's changes on top of what the tree holds, read at most once per key and written in
-//! one atomic batch.
+//! one atomic batch. The rules of each change are the domain's; this only loads and saves.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 use prost::Message;
-use receipts_domain::{AccountSid, ConversationSid, MessageSid, Receipt};
+use receipts_domain::{
+    AccountSid, ConversationRollup, ConversationSid, MessageDelivery, MessageSid, Receipt,
+    ReceiptState, ReceiptTimeline, Verdict,
+};
 use receipts_proto::v1;
 
-use super::records::{MessageRecord, RollupRecord, timeline_to_stored};
-use super::{ApplyStats, SledQueryStore, TimelineEntry, has_failures, keys};
+use super::{ApplyStats, SledQueryStore, TimelineStats, keys, records};
 use crate::StoreError;
 
 /// A value read at most once per batch, and whether the batch changed it.
@@ -20,7 +22,7 @@ struct Slot<T> {
     dirty: bool,
 }
 
-impl<T> Slot<T> {
+impl<T: PartialEq> Slot<T> {
     /// The slot of `key` in `slots`, read with `load` the first time the batch touches it.
     fn load<K: Eq + Hash>(
         slots: &mut HashMap<K, Slot<T>>,
@@ -38,20 +40,30 @@ impl<T> Slot<T> {
             }
         })
     }
+
+    /// Holds `value` from now on; it is written only if it differs from what was held.
+    fn set(&mut self, value: T) -> bool {
+        if self.value.as_ref() == Some(&value) {
+            return false;
+        }
+        self.value = Some(value);
+        self.dirty = true;
+        true
+    }
 }
 
-/// What one batch has changed so far, on top of what the tree holds. A receipt, message or
-/// conversation is read from the tree the first time the batch touches it; later changes in the
-/// same batch see the batch's own writes, so several versions of one receipt in a batch are
-/// applied one after the other.
+type MessageKey = (AccountSid, ConversationSid, MessageSid);
+
+/// What one batch has changed so far, on top of what the tree holds. A receipt, message,
+/// conversation or timeline is read from the tree the first time the batch touches it; later
+/// changes in the same batch see the batch's own writes, so several versions of one receipt in a
+/// batch are applied one after the other.
 pub(super) struct Overlay<'a> {
     store: &'a SledQueryStore,
     receipts: HashMap<Vec<u8>, Slot<Receipt>>,
-    messages: HashMap<(AccountSid, ConversationSid, MessageSid), Slot<MessageRecord>>,
-    rollups: HashMap<(AccountSid, ConversationSid), Slot<RollupRecord>>,
-    /// Timeline entries are never rewritten, so they go straight into the write.
-    write: sled::Batch,
-    pub(super) stats: ApplyStats,
+    messages: HashMap<MessageKey, Slot<MessageDelivery>>,
+    rollups: HashMap<(AccountSid, ConversationSid), Slot<ConversationRollup>>,
+    timelines: HashMap<Vec<u8>, Slot<ReceiptTimeline>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -61,100 +73,104 @@ impl<'a> Overlay<'a> {
             receipts: HashMap::new(),
             messages: HashMap::new(),
             rollups: HashMap::new(),
-            write: sled::Batch::default(),
-            stats: ApplyStats::default(),
+            timelines: HashMap::new(),
         }
     }
 
-    /// Applies one snapshot if it is newer than the stored one; says whether it was.
-    pub(super) fn apply(&mut self, receipt: &Receipt) -> Result<bool, StoreError> {
+    /// Applies one snapshot by the domain's version verdict; says whether it replaced the
+    /// stored receipt.
+    pub(super) fn apply(
+        &mut self,
+        receipt: &Receipt,
+        stats: &mut ApplyStats,
+    ) -> Result<bool, StoreError> {
         let registration = &receipt.registration;
         let (account, conversation, message) = (
             &registration.account,
             &registration.conversation,
             &registration.message,
         );
+        let store = self.store;
 
         let receipt_key = keys::receipt(account, conversation, message, &receipt.sid);
-        let store = self.store;
         let stored = Slot::load(&mut self.receipts, receipt_key, |key| {
             store.load_receipt(key)
         })?;
-        let previous = match &stored.value {
-            Some(current) if current.version == receipt.version => {
-                self.stats.duplicates += 1;
+        let verdict = Verdict::of(stored.value.as_ref(), receipt);
+        match verdict {
+            // The stored receipt itself: nothing it could change.
+            Verdict::Duplicate => {
+                stats.duplicates += 1;
                 return Ok(false);
             }
-            Some(current) if current.version > receipt.version => {
-                self.stats.stale += 1;
-                return Ok(false);
+            Verdict::Stale => stats.stale += 1,
+            Verdict::Newer { .. } => {
+                stored.set(receipt.clone());
+                stats.applied += 1;
             }
-            // The counters hold the stored status, not the snapshot's `previous_status`: the two
-            // differ only if a version never reached us, and then only the stored one keeps the
-            // counters equal to a recount.
-            current => current.as_ref().map(Receipt::status),
-        };
-        let status = receipt.status();
-        stored.value = Some(receipt.clone());
-        stored.dirty = true;
-        self.stats.applied += 1;
-
-        let timeline_key = keys::timeline_entry(
-            account,
-            conversation,
-            message,
-            &receipt.sid,
-            receipt.version,
-        );
-        self.write.insert(
-            timeline_key,
-            timeline_to_stored(&TimelineEntry::of(receipt)).encode_to_vec(),
-        );
+        }
 
         let message_key = (account.clone(), conversation.clone(), message.clone());
         let slot = Slot::load(&mut self.messages, message_key, |_| {
             store.load_message(account, conversation, message)
         })?;
-        let new_message = slot.value.is_none();
-        let record = slot
-            .value
-            .get_or_insert_with(|| MessageRecord::first_seen(receipt));
-        slot.dirty = true;
-        let had_failures = has_failures(&record.counts);
-        record.counts.record(previous, status);
-        let has_failures_now = has_failures(&record.counts);
-        record.expected_receipts = record
-            .expected_receipts
-            .max(u64::from(registration.expected_receipts));
-        record.date_created = record.date_created.min(receipt.date_created());
-        record.date_updated = record.date_updated.max(receipt.date_updated());
+        let before = slot.value.clone();
+        let after = before
+            .clone()
+            .unwrap_or_else(|| MessageDelivery::of(receipt))
+            .apply(receipt, verdict);
+        slot.set(after.clone());
 
-        let rollup_key = (account.clone(), conversation.clone());
-        let slot = Slot::load(&mut self.rollups, rollup_key, |_| {
-            store.load_rollup(&keys::rollup(account, conversation))
+        let slot = Slot::load(
+            &mut self.rollups,
+            (account.clone(), conversation.clone()),
+            |_| store.load_rollup(account, conversation),
+        )?;
+        let rollup = slot
+            .value
+            .clone()
+            .unwrap_or_else(|| ConversationRollup::empty(account.clone(), conversation.clone()))
+            .apply(receipt, verdict, before.as_ref(), &after);
+        slot.set(rollup);
+        Ok(verdict.is_newer())
+    }
+
+    /// Adds a projector state to its receipt's timeline.
+    pub(super) fn apply_timeline(
+        &mut self,
+        state: &ReceiptState,
+        stats: &mut TimelineStats,
+    ) -> Result<(), StoreError> {
+        let Some(registration) = &state.registration else {
+            stats.unregistered += 1;
+            return Ok(());
+        };
+        let sid = registration.receipt_sid();
+        let key = keys::timeline(
+            &registration.account,
+            &registration.conversation,
+            &registration.message,
+            &sid,
+        );
+        let store = self.store;
+        let slot = Slot::load(&mut self.timelines, key, |key| {
+            store.load_timeline(key, &sid)
         })?;
-        let rollup = slot.value.get_or_insert_with(RollupRecord::default);
-        slot.dirty = true;
-        if new_message {
-            rollup.messages += 1;
+        let timeline = match slot.value.clone() {
+            Some(timeline) => timeline.apply(state),
+            None => ReceiptTimeline::of(state).expect("the state is registered"),
+        };
+        if slot.set(timeline) {
+            stats.extended += 1;
+        } else {
+            stats.unchanged += 1;
         }
-        rollup.counts.record(previous, status);
-        // A message counts as failing while any of its receipts is failed or undelivered; only
-        // its 0 ↔ >0 transitions move the conversation's count.
-        match (had_failures, has_failures_now) {
-            (false, true) => rollup.messages_with_failures += 1,
-            (true, false) => {
-                rollup.messages_with_failures = rollup.messages_with_failures.saturating_sub(1);
-            }
-            _ => {}
-        }
-        rollup.last_updated = rollup.last_updated.max(receipt.date_updated());
-        Ok(true)
+        Ok(())
     }
 
     /// The batch's writes, for one atomic apply.
     pub(super) fn into_write(self) -> sled::Batch {
-        let mut write = self.write;
+        let mut write = sled::Batch::default();
         for (key, slot) in self.receipts {
             if let (true, Some(receipt)) = (slot.dirty, slot.value) {
                 write.insert(key, v1::Receipt::from(&receipt).encode_to_vec());
@@ -168,7 +184,7 @@ impl<'a> Overlay<'a> {
                 );
                 write.insert(
                     keys::message(&account, &conversation, record.index, &message),
-                    record.to_stored().encode_to_vec(),
+                    records::message_to_stored(&record).encode_to_vec(),
                 );
             }
         }
@@ -176,7 +192,15 @@ impl<'a> Overlay<'a> {
             if let (true, Some(rollup)) = (slot.dirty, slot.value) {
                 write.insert(
                     keys::rollup(&account, &conversation),
-                    rollup.to_stored().encode_to_vec(),
+                    records::rollup_to_stored(&rollup).encode_to_vec(),
+                );
+            }
+        }
+        for (key, slot) in self.timelines {
+            if let (true, Some(timeline)) = (slot.dirty, slot.value) {
+                write.insert(
+                    key,
+                    v1::StoredReceiptTimeline::from(&timeline).encode_to_vec(),
                 );
             }
         }

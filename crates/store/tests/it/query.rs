@@ -13,6 +13,7 @@ use crate::{
 
 const WHATSAPP: StatusSource = StatusSource::WhatsappCloud;
 const TWILIO: StatusSource = StatusSource::TwilioMessaging;
+const CHANGELOG: &str = "receipts.projector-changelog.v1";
 
 /// The docs' example: a message to five recipients. Two WhatsApp recipients read it, one SMS was
 /// delivered, two SMS are still at `sent`.
@@ -101,24 +102,39 @@ fn the_five_recipient_example_reads_sent_all_delivered_some_read_some() {
     expected.sort_by(|a, b| a.sid.cmp(&b.sid));
     assert_eq!(receipts, expected);
 
-    // wamid.b: registered, then read; the late `sent` and `delivered` changed nothing.
+    // wamid.b: registered, then read; the late `sent` and `delivered` did not change the
+    // receipt, but its timeline shows them at their own times.
     let b = projector.receipt("wamid.b");
+    assert_eq!(
+        store
+            .timeline(&account(), &conversation(), &message_sid(0), &b.sid)
+            .unwrap(),
+        None,
+        "no changelog state of it was applied yet"
+    );
+    store.apply_timelines(&projector.changelog, &[]).unwrap();
     let timeline = store
         .timeline(&account(), &conversation(), &message_sid(0), &b.sid)
         .unwrap()
         .unwrap();
     let steps: Vec<_> = timeline
         .iter()
-        .map(|e| (e.version, e.status, e.raw_status.as_str(), e.source))
+        .map(|e| (e.status, e.raw_status.as_str(), e.source, e.at))
         .collect();
     assert_eq!(
         steps,
         [
-            (1, DeliveryStatus::Queued, "", None),
-            (2, DeliveryStatus::Read, "read", Some(WHATSAPP)),
+            (DeliveryStatus::Queued, "", None, at(0)),
+            (DeliveryStatus::Sent, "sent", Some(WHATSAPP), at(1000)),
+            (
+                DeliveryStatus::Delivered,
+                "delivered",
+                Some(WHATSAPP),
+                at(2000)
+            ),
+            (DeliveryStatus::Read, "read", Some(WHATSAPP), at(3000)),
         ]
     );
-    assert_eq!(timeline[1].provider_time, Some(at(3000)));
 }
 
 #[test]
@@ -159,10 +175,16 @@ fn several_versions_of_one_receipt_in_one_batch_apply_in_order() {
     let (_dir, batched) = open();
     let stats = batched.apply(&projector.changes, &[offset(6)]).unwrap();
     assert_eq!(stats.applied, 6);
+    batched.apply_timelines(&projector.changelog, &[]).unwrap();
     let (_dir2, one_by_one) = open();
     for (i, change) in projector.changes.iter().enumerate() {
         one_by_one
             .apply(std::slice::from_ref(change), &[offset(i as i64 + 1)])
+            .unwrap();
+    }
+    for state in &projector.changelog {
+        one_by_one
+            .apply_timelines(std::slice::from_ref(state), &[])
             .unwrap();
     }
     let model = read_model(&batched, &account());
@@ -188,14 +210,14 @@ fn several_versions_of_one_receipt_in_one_batch_apply_in_order() {
         .timeline(&account(), &conversation(), &message_sid(0), &a.sid)
         .unwrap()
         .unwrap();
-    let statuses: Vec<_> = timeline.iter().map(|e| (e.version, e.status)).collect();
+    let statuses: Vec<_> = timeline.iter().map(|e| (e.status, e.at)).collect();
     assert_eq!(
         statuses,
         [
-            (1, DeliveryStatus::Queued),
-            (2, DeliveryStatus::Sent),
-            (3, DeliveryStatus::Undelivered),
-            (4, DeliveryStatus::Read),
+            (DeliveryStatus::Queued, at(0)),
+            (DeliveryStatus::Sent, at(1000)),
+            (DeliveryStatus::Undelivered, at(2000)),
+            (DeliveryStatus::Read, at(3000)),
         ]
     );
     let b = projector.receipt("SMb");
@@ -247,6 +269,14 @@ fn offsets_are_stored_with_the_state_and_survive_a_reopen() {
         store
             .apply(&projector.changes, &[offset(42), other_partition])
             .unwrap();
+        let changelog = receipts_store::PartitionOffset {
+            topic: CHANGELOG.into(),
+            partition: 0,
+            next_offset: 17,
+        };
+        store
+            .apply_timelines(&projector.changelog, &[changelog])
+            .unwrap();
         store.flush().unwrap();
         read_model(&store, &account())
     };
@@ -255,6 +285,7 @@ fn offsets_are_stored_with_the_state_and_survive_a_reopen() {
     assert_eq!(store.next_offset(TOPIC, 7).unwrap(), Some(11));
     assert_eq!(store.next_offset(TOPIC, 1).unwrap(), None);
     assert_eq!(store.next_offset("other", 0).unwrap(), None);
+    assert_eq!(store.next_offset(CHANGELOG, 0).unwrap(), Some(17));
     assert_eq!(read_model(&store, &account()), before);
     assert_eq!(before.messages.len(), 1);
 }
@@ -348,6 +379,7 @@ fn another_accounts_data_is_not_found() {
     projector.report(report("SMother", DeliveryStatus::Failed, 1000));
     let (_dir, store) = open();
     store.apply(&projector.changes, &[]).unwrap();
+    store.apply_timelines(&projector.changelog, &[]).unwrap();
     let other = AccountSid::parse(OTHER_ACCOUNT).unwrap();
     let stranger = AccountSid::parse("AC22222222222222222222222222222222").unwrap();
     let (conversation, message) = (conversation(), message_sid(0));
@@ -363,6 +395,12 @@ fn another_accounts_data_is_not_found() {
     assert!(
         store
             .receipt(&account(), &conversation, &message, &a)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .timeline(&account(), &conversation, &message, &a)
             .unwrap()
             .is_some()
     );

@@ -59,8 +59,8 @@ pub struct TimelineEntryJson {
     error_code: u32,
     /// Who reported it: `twilio`, `whatsapp`, `smpp` or `canonical`.
     source: Option<&'static str>,
-    /// When the provider says it happened.
-    date: Option<String>,
+    /// When the provider says it happened; the registration time for the first, queued entry.
+    date: String,
 }
 
 /// A receipt's status as the facade shows it: `null` while queued (Twilio's enum has no
@@ -109,7 +109,7 @@ fn render_entry(entry: &TimelineEntry) -> TimelineEntryJson {
         raw_status: Some(entry.raw_status.clone()).filter(|raw| !raw.is_empty()),
         error_code: entry.error_code.unwrap_or(0),
         source: entry.source.map(|source| source.as_str()),
-        date: entry.provider_time.map(iso8601),
+        date: iso8601(entry.at),
     }
 }
 

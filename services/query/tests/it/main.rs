@@ -12,5 +12,6 @@ mod rest;
 mod rest_timeline;
 mod signing_secrets;
 mod support;
+mod timelines;
 mod watch;
 mod webhooks;

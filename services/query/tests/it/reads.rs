@@ -137,26 +137,37 @@ async fn every_rpc_answers_from_the_read_model() {
         .into_inner();
     assert_eq!(&one, read);
 
-    let timeline = client
-        .get_receipt_timeline(v1::GetReceiptTimelineRequest {
-            conversation_sid: conversation.clone(),
-            message_sid: message.clone(),
-            receipt_sid: read.sid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // Timelines follow the projector changelog: queued at the registration, then every status
+    // reported, at its provider time; versions are always 0.
+    harness.write_changelog(&projection.states).await;
+    let timeline_request = v1::GetReceiptTimelineRequest {
+        conversation_sid: conversation.clone(),
+        message_sid: message.clone(),
+        receipt_sid: read.sid.clone(),
+    };
+    let timeline = eventually("the timeline", || {
+        let mut client = client.clone();
+        let request = timeline_request.clone();
+        async move {
+            let reply = client.get_receipt_timeline(request).await.ok();
+            reply.map(tonic::Response::into_inner)
+        }
+    })
+    .await;
     let statuses: Vec<_> = timeline
         .entries
         .iter()
-        .map(|e| (e.status(), e.version))
+        .map(|e| {
+            let at = e.provider_timestamp.as_ref().map(|t| t.seconds);
+            (e.status(), at, e.version)
+        })
         .collect();
     assert_eq!(
         statuses,
         vec![
-            (v1::DeliveryStatus::Queued, 1),
-            (v1::DeliveryStatus::Sent, 2),
-            (v1::DeliveryStatus::Read, 3)
+            (v1::DeliveryStatus::Queued, Option::Some(1), 0),
+            (v1::DeliveryStatus::Sent, Option::Some(2), 0),
+            (v1::DeliveryStatus::Read, Option::Some(4), 0)
         ]
     );
 

@@ -80,7 +80,10 @@ pub(crate) async fn start_seeded() -> Seeded {
     let harness = Harness::new().await;
     let dir = tempfile::tempdir().unwrap();
     let running = harness.start(dir.path()).await;
-    harness.publish(&seed().changes).await;
+    let projection = seed();
+    harness.publish(&projection.changes).await;
+    // Timelines follow the projector changelog, as the projector writes it.
+    harness.write_changelog(&projection.states).await;
     let seeded = Seeded {
         harness,
         running,
@@ -103,6 +106,29 @@ pub(crate) async fn start_seeded() -> Seeded {
             && first.status == 200
             && first.json()["delivery"]["read"] == "some";
         done.then_some(())
+    })
+    .await;
+    eventually("every seeded timeline", || async {
+        for registration in projection
+            .states
+            .values()
+            .filter_map(|s| s.registration.as_ref())
+        {
+            let family = match &registration.chat_service {
+                Some(service) => format!("/v1/Services/{service}/Conversations"),
+                None => "/v1/Conversations".to_owned(),
+            };
+            let path = format!(
+                "{family}/{}/Messages/{}/Receipts/{}/Timeline",
+                registration.conversation,
+                registration.message,
+                registration.receipt_sid()
+            );
+            if seeded.get(&path).await.status != 200 {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
     seeded
