@@ -350,7 +350,6 @@ async fn ask(connection: &Connection, what: What) -> anyhow::Result<String> {
                     .iter()
                     .map(|e| {
                         vec![
-                            e.version.to_string(),
                             status_name(e.status()),
                             e.raw_status.clone(),
                             if e.error_code == 0 {
@@ -363,13 +362,7 @@ async fn ask(connection: &Connection, what: What) -> anyhow::Result<String> {
                     })
                     .collect();
                 table(
-                    &[
-                        "version",
-                        "status",
-                        "provider status",
-                        "error",
-                        "provider time",
-                    ],
+                    &["status", "provider status", "error", "time"],
                     &rows,
                 )
             }
