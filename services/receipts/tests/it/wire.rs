@@ -1,7 +1,7 @@
 //! The public contracts pinned byte for byte: one message to two recipients goes through ingest,
 //! projector, query and dispatcher with fixed sids, channel message ids, registration and
 //! provider times, and what the system sends out is compared with golden files under
-//! `tests/contracts/` (see [`crate::golden`]):
+//! `tests/contracts/` (see [`receipts_testkit::golden`]):
 //! - gRPC: the protobuf encoding of the GetMessageDelivery, ListReceipts and
 //!   GetConversationRollup responses (as prost encodes the decoded message, which is how the
 //!   server encoded it: the same generated types on both ends);
@@ -16,28 +16,24 @@
 //! renderings, since they name the run's spans. The REST facade runs with a fixed public base
 //! URL, so its links need no normalising. The receipt timeline is not pinned.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use rdkafka::Message as _;
-use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Headers as _;
 use receipts::get::Connection;
-use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{AccountSid, ChannelMessageId, ReceiptKey};
 use receipts_proto::v1;
 use receipts_runtime::config::Secret;
-use receipts_runtime::metrics::Metrics;
-use receipts_webhook::ssrf::AddressPolicy;
-use tokio::net::TcpListener;
+use receipts_testkit::golden::{self, hex_lines};
+use receipts_testkit::webhooks::{Answer, Received, Sink};
+use receipts_testkit::{eventually_within, kafka};
 use tokio_util::sync::CancellationToken;
 
-use crate::golden::{assert_pinned, hex_lines};
+use crate::support::{Services, bind, fresh_topics};
 
 const ACCOUNT: &str = "AC0000000000000000000000000000c0de";
 const TOKEN: &str = "contract-auth-token";
@@ -74,23 +70,6 @@ const REPORTS: &str = r#"{"events": [
     "source": "STATUS_SOURCE_WHATSAPP_CLOUD"}}
 ]}"#;
 
-/// One HTTP request a webhook receiver got.
-#[derive(Debug, Clone)]
-struct Captured {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Captured {
-    fn field(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(&self.body)
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
 /// Ingest, projector, query (gRPC and REST) and dispatcher on fresh topics, the account's webhook
 /// pointed at a receiver that keeps every request.
 struct Stack {
@@ -99,51 +78,16 @@ struct Stack {
     ingest: String,
     grpc: SocketAddr,
     rest: SocketAddr,
-    captured: Arc<Mutex<Vec<Captured>>>,
+    receiver: Sink,
     shutdown: CancellationToken,
     services: tokio::task::JoinHandle<()>,
 }
 
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    (listener, address)
-}
-
 impl Stack {
     async fn start(data_dir: &std::path::Path) -> Stack {
-        let kafka = receipts_testkit::kafka();
-        let topics = receipts_testkit::unique_topics();
-        ensure_topics(&kafka, &topics.specs(2)).await.unwrap();
-        let accounts: BTreeMap<String, Secret> =
-            BTreeMap::from([(ACCOUNT.to_owned(), Secret::new(TOKEN))]);
-        let shutdown = CancellationToken::new();
-
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let (receiver_listener, receiver) = bind().await;
-        let router = axum::Router::new()
-            .route(
-                WEBHOOK_PATH,
-                axum::routing::any({
-                    let captured = captured.clone();
-                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                        captured.lock().unwrap().push(Captured {
-                            method,
-                            uri,
-                            headers,
-                            body,
-                        });
-                        StatusCode::OK
-                    }
-                }),
-            )
-            .into_make_service();
-        tokio::spawn(
-            axum::serve(receiver_listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
-        let url = format!("http://{receiver}{WEBHOOK_PATH}");
+        let (kafka, topics) = fresh_topics().await;
+        let receiver = Sink::start(|_, _| Answer::Status(200)).await;
+        let url = format!("http://{}{WEBHOOK_PATH}", receiver.address);
         receipts::dev::configure_webhook(&kafka, &topics, ACCOUNT, &url)
             .await
             .unwrap();
@@ -151,74 +95,24 @@ impl Stack {
         let (ingest_listener, ingest) = bind().await;
         let (grpc_listener, grpc) = bind().await;
         let (rest_listener, rest) = bind().await;
-        let ingest_config = receipts_ingest::IngestConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            public_base_url: format!("http://{ingest}"),
-            accounts: accounts.clone(),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let projector = receipts_projector::ProjectorConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("projector"),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let query = receipts_query::QueryConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("query"),
-            accounts: accounts.clone(),
-            public_base_url: PUBLIC_BASE_URL.into(),
-            page_token_key: Secret::new("contract page token key"),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let dispatcher = receipts_dispatcher::DispatcherConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("dispatcher"),
-            accounts,
-            ssrf: AddressPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap()]),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let registry = Metrics::new();
-        let services = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                let (ingest, projector, query, dispatcher) = tokio::join!(
-                    receipts_ingest::run(
-                        ingest_config,
-                        ingest_listener,
-                        &registry,
-                        shutdown.clone()
-                    ),
-                    receipts_projector::run(projector, &registry, shutdown.clone()),
-                    receipts_query::run(
-                        query,
-                        grpc_listener,
-                        Some(rest_listener),
-                        &registry,
-                        shutdown.clone()
-                    ),
-                    receipts_dispatcher::run(dispatcher, &registry, shutdown.clone()),
-                );
-                ingest.expect("ingest runs");
-                projector.expect("projector runs");
-                query.expect("query runs");
-                dispatcher.expect("dispatcher runs");
-            }
-        });
+        let mut services = Services::new(&kafka, &topics, data_dir, &[(ACCOUNT, TOKEN)]);
+        services.ingest.public_base_url = format!("http://{ingest}");
+        services.query.public_base_url = PUBLIC_BASE_URL.into();
+        services.query.page_token_key = Secret::new("contract page token key");
+        let shutdown = CancellationToken::new();
+        let services = services.spawn(
+            ingest_listener,
+            grpc_listener,
+            Some(rest_listener),
+            shutdown.clone(),
+        );
         Stack {
             kafka,
             topics,
             ingest: format!("http://{ingest}"),
             grpc,
             rest,
-            captured,
+            receiver,
             shutdown,
             services,
         }
@@ -273,22 +167,15 @@ fn receipt_sid(channel_message_id: &str) -> String {
     .to_string()
 }
 
-/// Retries `probe` until it returns `Some`, failing after 90 s.
-async fn eventually<T, Fut: Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> Fut,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// How long the services get to settle: they run beside other tests on a busy machine.
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn contracts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contracts")
+}
+
+fn assert_pinned(name: &str, actual: &str, context: &str) {
+    golden::assert_pinned(&contracts(), name, actual, context);
 }
 
 /// Every 127.0.0.1 port replaced by `PORT`.
@@ -342,8 +229,9 @@ fn render_record(record: &rdkafka::message::BorrowedMessage<'_>) -> String {
 
 /// The request line, headers sorted by name (trace context left out, the signature and the
 /// receiver's port normalised) and the body.
-fn render_webhook(request: &Captured) -> String {
-    let mut out = format!("{} {}\n", request.method, request.uri);
+fn render_webhook(request: &Received) -> String {
+    let target = request.url.splitn(4, '/').nth(3).unwrap_or_default();
+    let mut out = format!("{} /{target}\n", request.method);
     let mut headers: Vec<(String, String)> = request
         .headers
         .iter()
@@ -362,7 +250,7 @@ fn render_webhook(request: &Captured) -> String {
         out += &format!("{name}: {value}\n");
     }
     out += "\n";
-    out += &without_ports(std::str::from_utf8(&request.body).expect("a UTF-8 form body"));
+    out += &without_ports(&request.body);
     out += "\n";
     out
 }
@@ -390,7 +278,7 @@ async fn the_public_contracts_are_byte_for_byte_the_pinned_ones() {
         page_size: 50,
         page_token: String::new(),
     };
-    eventually("both receipts registered", || {
+    eventually_within("both receipts registered", SETTLE, || {
         let (mut client, list) = (client.clone(), list.clone());
         async move {
             let receipts = client.list_receipts(list).await.ok()?.into_inner().receipts;
@@ -399,7 +287,7 @@ async fn the_public_contracts_are_byte_for_byte_the_pinned_ones() {
     })
     .await;
     stack.post_events(REPORTS).await;
-    let receipts = eventually("both receipts in their final state", || {
+    let receipts = eventually_within("both receipts in their final state", SETTLE, || {
         let (mut client, list) = (client.clone(), list.clone());
         async move {
             let listed = client.list_receipts(list).await.ok()?.into_inner();
@@ -451,11 +339,11 @@ async fn the_public_contracts_are_byte_for_byte_the_pinned_ones() {
     );
 
     // Kafka: the SMS receipt's second version, its delivery.
-    let reader = stack
-        .kafka
-        .consumer("contract-reader", &receipts_testkit::unique("contract"))
-        .unwrap();
-    reader.subscribe(&[&stack.topics.receipt_updates]).unwrap();
+    let reader = kafka::reader(
+        &stack.kafka,
+        "contract-reader",
+        &stack.topics.receipt_updates,
+    );
     let wanted_id = format!("{sms}/2");
     let rendered = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -475,13 +363,15 @@ async fn the_public_contracts_are_byte_for_byte_the_pinned_ones() {
     assert_pinned("kafka/receipt_updated.txt", &rendered, "");
 
     // The webhook announcing that delivery.
-    let webhook = eventually("the delivered SMS webhook", || {
-        let captured = stack.captured.lock().unwrap().clone();
+    let webhook = eventually_within("the delivered SMS webhook", SETTLE, || {
+        let received = stack.receiver.received();
         let sms = sms.clone();
         async move {
-            captured.into_iter().find(|r| {
-                r.field("DeliveryReceiptSid").as_deref() == Some(sms.as_str())
-                    && r.field("Status").as_deref() == Some("delivered")
+            received.into_iter().find(|r| {
+                let params = r.params();
+                let has =
+                    |name: &str, value: &str| params.iter().any(|(k, v)| k == name && v == value);
+                has("DeliveryReceiptSid", &sms) && has("Status", "delivered")
             })
         }
     })

@@ -1,4 +1,4 @@
-//! Golden files: a rendering of what the services sent, compared exactly with a committed file.
+//! Golden files: a rendering of what a service sent, compared exactly with a committed file.
 //!
 //! Binary payloads are rendered as lowercase hex, 32 bytes a line, so a changed byte shows as a
 //! changed line; text bodies are kept verbatim. A mismatch fails with a line diff of the file
@@ -6,15 +6,10 @@
 //! that is meant.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-
-/// The directory the golden files of this crate live in.
-pub(crate) fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contracts")
-}
+use std::path::Path;
 
 /// `bytes` as lowercase hex, 32 bytes a line, each line ended by a newline.
-pub(crate) fn hex_lines(bytes: &[u8]) -> String {
+pub fn hex_lines(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2 + bytes.len() / 32 + 1);
     for chunk in bytes.chunks(32) {
         for byte in chunk {
@@ -25,13 +20,13 @@ pub(crate) fn hex_lines(bytes: &[u8]) -> String {
     out
 }
 
-/// Compares `actual` with the golden file `name` (relative to [`dir`]), or rewrites the file when
+/// Compares `actual` with the golden file `name` under `dir`, or rewrites the file when
 /// `RECEIPTS_BLESS=1`. `context` is printed with a mismatch to help read it (a decoded message).
 ///
 /// # Panics
 /// When the file is missing or differs from `actual`.
-pub(crate) fn assert_pinned(name: &str, actual: &str, context: &str) {
-    let path = dir().join(name);
+pub fn assert_pinned(dir: &Path, name: &str, actual: &str, context: &str) {
+    let path = dir.join(name);
     if std::env::var("RECEIPTS_BLESS").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
@@ -54,7 +49,7 @@ pub(crate) fn assert_pinned(name: &str, actual: &str, context: &str) {
 
 /// A line diff of `old` and `new`: the lines of a longest common subsequence kept as context
 /// (`  `), the others marked `- ` and `+ `. Files here are a few hundred lines at most.
-pub(crate) fn diff(old: &str, new: &str) -> String {
+pub fn diff(old: &str, new: &str) -> String {
     let old: Vec<&str> = old.lines().collect();
     let new: Vec<&str> = new.lines().collect();
     // common[i][j]: the length of a longest common subsequence of old[i..] and new[j..].
@@ -84,19 +79,24 @@ pub(crate) fn diff(old: &str, new: &str) -> String {
     out
 }
 
-#[test]
-fn hex_lines_hold_32_bytes() {
-    let bytes: Vec<u8> = (0..40).collect();
-    let text = hex_lines(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0].len(), 64);
-    assert_eq!(lines[1], "2021222324252627");
-    assert_eq!(hex_lines(&[]), "");
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[test]
-fn a_diff_marks_only_the_changed_lines() {
-    let diff = diff("a\nb\nc\n", "a\nB\nc\nd\n");
-    assert_eq!(diff, "  a\n- b\n+ B\n  c\n+ d\n");
+    #[test]
+    fn hex_lines_hold_32_bytes() {
+        let bytes: Vec<u8> = (0..40).collect();
+        let text = hex_lines(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), 64);
+        assert_eq!(lines[1], "2021222324252627");
+        assert_eq!(hex_lines(&[]), "");
+    }
+
+    #[test]
+    fn a_diff_marks_only_the_changed_lines() {
+        let diff = diff("a\nb\nc\n", "a\nB\nc\nd\n");
+        assert_eq!(diff, "  a\n- b\n+ B\n  c\n+ d\n");
+    }
 }
