@@ -34,7 +34,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::broker::StageBroker;
 use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, quantile};
-use crate::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
+use receipts_runtime::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let mut report = StageReport::new(

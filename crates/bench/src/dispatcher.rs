@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::{StageBroker, produce_all};
 use super::progress::WARMUP_FRACTION;
 use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, quantile};
-use crate::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
+use receipts_runtime::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
 
 /// What the sink saw.
 #[derive(Default)]
