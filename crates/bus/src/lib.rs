@@ -8,12 +8,14 @@
 //! the error policy, restore, fencing, commits, readiness); [`changelog`] restores partition
 //! state from compacted changelog topics; [`publish`] produces batches and awaits their
 //! acknowledgements; [`errors`] sorts consumer errors and spaces out retries; [`trace`] carries
-//! W3C trace context in record headers and makes the spans of consumed records.
+//! W3C trace context in record headers and makes the spans of consumed records; [`embedded`] is
+//! the in-process broker of `receipts dev` and `receipts bench`.
 //!
 //! Services use these types only: no rdkafka type appears in their code.
 
 pub mod changelog;
 pub mod consume;
+pub mod embedded;
 pub mod errors;
 pub mod publish;
 pub mod record;

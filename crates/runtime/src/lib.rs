@@ -15,11 +15,15 @@
 //! - [`health`]: readiness, component by component, behind `/healthz` and gRPC health.
 //! - [`auth`]: constant-time comparison of credentials and HTTP Basic credentials, for every
 //!   surface that checks them.
+//! - [`process`]: stopping a child service process as an orchestrator does (SIGTERM, then kill).
+//! - [`demo`]: the credentials of the demo setup, shared by `receipts dev` and its tools.
 
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;

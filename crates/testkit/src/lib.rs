@@ -1,15 +1,31 @@
-//! Helpers shared by the integration tests: the broker to talk to and names that never collide.
+//! Helpers shared by the integration tests of every crate: the broker to talk to and names that
+//! never collide, the domain's input events and the reference model they fold into, Kafka reads
+//! and writes, HTTP on both ends, and golden files.
 //!
 //! Integration tests run against a real Kafka broker named by `KAFKA_BOOTSTRAP_SERVERS`
 //! (`scripts/test.sh` starts one when none is given). Without it they fail with a message that
 //! says how to get one; they never skip.
 //!
-//! [`slow_clients`] drives slow and abusive HTTP connections against a server under test.
+//! Layout: [`events`] builds registrations and reports; [`model`] folds them into the receipts
+//! the services must end up with; [`kafka`] produces records and reads them back; [`http`] is a
+//! bare HTTP/1.1 client; [`webhooks`] a recording webhook receiver and signature checks;
+//! [`slow_clients`] drives slow and abusive HTTP connections; [`golden`] compares output with
+//! committed files. Services are spawned by each crate's own `tests/it/support.rs`: a service
+//! crate's tests depend on this crate, so this crate depends on no service.
+
+use std::time::Duration;
 
 use receipts_bus::{KafkaSettings, TopicNames};
 
+pub mod events;
+pub mod golden;
+pub mod http;
+pub mod kafka;
+pub mod model;
 pub mod slow_clients;
+pub mod webhooks;
 
+pub use events::sid;
 /// The broker the integration tests use.
 ///
 /// # Panics
@@ -72,4 +88,37 @@ pub async fn trim(kafka: &KafkaSettings, topic: &str) {
     for (partition, (low, high)) in marks {
         assert_eq!(low, high, "{topic}/{partition} was trimmed");
     }
+}
+
+/// Retries `probe` every 100 ms until it returns `Some`.
+///
+/// # Panics
+/// When it has not after `within`, naming `what` it waited for.
+pub async fn eventually_within<T, Fut>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`eventually_within`] a minute.
+pub async fn eventually<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(what, Duration::from_secs(60), probe).await
 }

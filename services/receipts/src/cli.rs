@@ -33,7 +33,7 @@ pub enum Command {
         what: crate::get::What,
     },
     /// Measure a stage's throughput and latency beside its raw limit (see BENCHMARKS.md).
-    Bench(crate::bench::BenchArgs),
+    Bench(receipts_bench::BenchArgs),
     /// Print the event contracts: the AsyncAPI document of the topics, or the protobuf
     /// descriptor set of their payloads.
     Contracts(crate::contracts::ContractsArgs),
@@ -148,15 +148,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             use std::io::Write;
             let sink = CancellationToken::new();
             let telemetry = match args.traces {
-                Some(mode) => Some(crate::bench::trace_cost::init(mode, sink.clone()).await?),
+                Some(mode) => Some(receipts_bench::trace_cost::init(mode, sink.clone()).await?),
                 None => None,
             };
-            let report = crate::bench::run(&args, &mut |line| eprintln!("{line}")).await;
+            let report = receipts_bench::run(&args, &mut |line| eprintln!("{line}")).await;
             if let Some(telemetry) = telemetry {
                 telemetry.shutdown_async().await;
             }
             sink.cancel();
-            std::io::stdout().write_all(crate::bench::table(&report?).as_bytes())?;
+            std::io::stdout().write_all(receipts_bench::table(&report?).as_bytes())?;
             Ok(())
         }
         Command::Contracts(args) => crate::contracts::run(&args),

@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::embedded::EmbeddedBroker;
 use crate::sink::{self, SinkCounts};
+use receipts_bus::embedded::EmbeddedBroker;
 
 pub use crate::demo::*;
 

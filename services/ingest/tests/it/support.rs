@@ -1,10 +1,9 @@
-//! A gateway running in-process on port 0 against the test broker, a bare HTTP/1.1 client, and
-//! a reader of what it produced.
+//! A gateway running in-process on port 0 against the test broker, driven with the testkit's bare
+//! HTTP/1.1 client, and a reader of what it produced.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use receipts_bus::Record;
 use receipts_bus::record::decode_delivery_event;
 use receipts_bus::topics::ensure_topics;
@@ -13,8 +12,8 @@ use receipts_domain::{AccountSid, DeliveryEvent, DeliveryEventKind, StatusReport
 use receipts_ingest::{IngestConfig, SmppConnection, WhatsappConfig};
 use receipts_runtime::config::Secret;
 use receipts_runtime::metrics::Metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use receipts_testkit::{http, kafka};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -160,12 +159,11 @@ impl Harness {
 
     /// A consumer of `delivery-events` from the beginning.
     pub(crate) fn reader(&self) -> StreamConsumer {
-        let consumer = self
-            .kafka
-            .consumer("ingest-test-reader", &receipts_testkit::unique("reader"))
-            .unwrap();
-        consumer.subscribe(&[&self.topics.delivery_events]).unwrap();
-        consumer
+        kafka::reader(
+            &self.kafka,
+            "ingest-test-reader",
+            &self.topics.delivery_events,
+        )
     }
 }
 
@@ -194,21 +192,19 @@ impl Produced {
 
 /// Reads `count` records, failing if they do not arrive within a minute.
 pub(crate) async fn read_events(reader: &StreamConsumer, count: usize) -> Vec<Produced> {
-    let mut produced = Vec::with_capacity(count);
-    while produced.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(60), reader.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", produced.len()))
-            .unwrap();
-        let record = Record::from(message.detach());
-        produced.push(Produced {
-            key: String::from_utf8(record.key().unwrap().to_vec()).unwrap(),
-            content_type: String::from_utf8_lossy(record.content_type().unwrap_or_default())
-                .into_owned(),
-            event: decode_delivery_event(&record).unwrap(),
-        });
-    }
-    produced
+    kafka::read(reader, count)
+        .await
+        .into_iter()
+        .map(|message| {
+            let record = Record::from(message);
+            Produced {
+                key: String::from_utf8(record.key().unwrap().to_vec()).unwrap(),
+                content_type: String::from_utf8_lossy(record.content_type().unwrap_or_default())
+                    .into_owned(),
+                event: decode_delivery_event(&record).unwrap(),
+            }
+        })
+        .collect()
 }
 
 /// Nothing was written since the last record read: a report posted now is the next record.
@@ -233,27 +229,19 @@ pub(crate) async fn assert_nothing_written(harness: &Harness, reader: &StreamCon
     );
 }
 
+/// An answer of the gateway: the testkit's, with the fields of the gateway's JSON answers.
 #[derive(Debug)]
-pub(crate) struct HttpResponse {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
+pub(crate) struct HttpResponse(http::HttpResponse);
+
+impl std::ops::Deref for HttpResponse {
+    type Target = http::HttpResponse;
+
+    fn deref(&self) -> &http::HttpResponse {
+        &self.0
+    }
 }
 
 impl HttpResponse {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
-        })
-    }
-
     /// The `error.field` of an error answer.
     pub(crate) fn error_field(&self) -> String {
         self.json()["error"]["field"]
@@ -272,8 +260,6 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request on its own connection (`Connection: close`), the response read to the
-/// end.
 async fn request(
     addr: SocketAddr,
     method: &str,
@@ -281,93 +267,7 @@ async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The server may answer (413) and close before reading a large body.
-    let _ = stream.write_all(body).await;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
-            .await
-            .expect("response within a minute")
-        {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(_) if !raw.is_empty() => break,
-            Err(e) => panic!("reading response: {e}"),
-        }
-    }
-    parse_response(&raw)
+    HttpResponse(http::request(addr, method, path, headers, body).await)
 }
 
-fn parse_response(raw: &[u8]) -> HttpResponse {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&data[..line_end])
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .unwrap();
-        if size == 0 {
-            break;
-        }
-        let start = line_end + 2;
-        out.extend_from_slice(&data[start..start + size]);
-        data = &data[start + size + 2..];
-    }
-    out
-}
-
-pub(crate) fn basic(account: &str, token: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{account}:{token}"))
-    )
-}
+pub(crate) use receipts_testkit::http::basic;

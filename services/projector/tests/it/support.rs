@@ -9,21 +9,19 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use receipts_bus::record::content_type_headers;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
 use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{
-    AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, MessageSid, ParticipantSid, ReceiptChange, ReceiptKey, ReceiptSid,
-    ReceiptState, RegisterOutcome, Registration, ReportOutcome, StatusReport, StatusSource,
-    Timestamp,
+    AccountSid, Channel, ChannelMessageId, DeliveryEvent, DeliveryEventKind, DeliveryStatus,
+    ReceiptChange, ReceiptKey, ReceiptSid, StatusReport, StatusSource, Timestamp,
 };
 use receipts_projector::{BatchConfig, ProjectorConfig};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_store::ProjectorStore;
+use receipts_testkit::{events, kafka, model};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -91,44 +89,36 @@ impl Harness {
     }
 
     pub(crate) async fn produce(&self, events: &[DeliveryEvent], encoding: Encoding) {
-        let mut acks = Vec::new();
-        for event in events {
-            let payload = codec::encode(&v1::Envelope::from(event), encoding);
-            let key = event.receipt_key().to_string();
-            let record = FutureRecord::to(&self.topics.delivery_events)
-                .key(&key)
-                .payload(&payload)
-                .headers(content_type_headers(encoding));
-            acks.push(
-                self.producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .unwrap(),
-            );
-        }
-        for ack in acks {
-            ack.await.unwrap().map_err(|(e, _)| e).unwrap();
-        }
+        let records: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|event| {
+                let payload = codec::encode(&v1::Envelope::from(event), encoding);
+                (event.receipt_key().to_string(), payload)
+            })
+            .collect();
+        kafka::produce(
+            &self.producer,
+            &self.topics.delivery_events,
+            records
+                .iter()
+                .map(|(k, p)| (k.as_str(), Some(p.as_slice()))),
+            Some(encoding),
+        )
+        .await;
     }
 
     pub(crate) async fn produce_raw(&self, key: &str, payload: &[u8]) {
-        let record = FutureRecord::to(&self.topics.delivery_events)
-            .key(key)
-            .payload(payload);
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        kafka::produce(
+            &self.producer,
+            &self.topics.delivery_events,
+            [(key, Some(payload))],
+            None,
+        )
+        .await;
     }
 
     pub(crate) fn reader(&self, topic: &str) -> StreamConsumer {
-        let consumer = self
-            .kafka
-            .consumer("projector-test-reader", &receipts_testkit::unique("reader"))
-            .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        consumer
+        kafka::reader(&self.kafka, "projector-test-reader", topic)
     }
 }
 
@@ -137,31 +127,20 @@ pub(crate) async fn read_updates(
     reader: &StreamConsumer,
     count: usize,
 ) -> Vec<(String, ReceiptChange)> {
-    let mut updates = Vec::with_capacity(count);
-    while updates.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(60), reader.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {count} updates arrived", updates.len()))
-            .unwrap();
-        let wire: v1::ReceiptUpdated =
-            codec::decode(message.payload().unwrap(), Encoding::Protobuf).unwrap();
-        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
-        updates.push((key, ReceiptChange::try_from(&wire).unwrap()));
-    }
-    updates
+    kafka::read(reader, count)
+        .await
+        .into_iter()
+        .map(|message| {
+            let wire: v1::ReceiptUpdated =
+                codec::decode(message.payload().unwrap(), Encoding::Protobuf).unwrap();
+            let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+            (key, ReceiptChange::try_from(&wire).unwrap())
+        })
+        .collect()
 }
 
-/// Nothing more arrives within `quiet`.
-pub(crate) async fn assert_no_more(reader: &StreamConsumer, quiet: Duration) {
-    if let Ok(message) = tokio::time::timeout(quiet, reader.recv()).await {
-        let message = message.unwrap();
-        panic!("unexpected record at offset {}", message.offset());
-    }
-}
-
-pub(crate) fn sid(prefix: &str, n: u64) -> String {
-    format!("{prefix}{n:032x}")
-}
+pub(crate) use receipts_testkit::kafka::assert_no_more;
+pub(crate) use receipts_testkit::{events::of_account, sid};
 
 /// The key of `ACCOUNT`'s receipt of a channel message.
 pub(crate) fn key(channel_message_id: &str) -> ReceiptKey {
@@ -171,17 +150,7 @@ pub(crate) fn key(channel_message_id: &str) -> ReceiptKey {
     )
 }
 
-/// The same event, registered or reported for another account.
-pub(crate) fn of_account(mut event: DeliveryEvent, account: &str) -> DeliveryEvent {
-    let account = AccountSid::parse(account).unwrap();
-    match &mut event.kind {
-        DeliveryEventKind::Registered(r) => r.account = account,
-        DeliveryEventKind::Reported(r) => r.account = account,
-    }
-    event.event_id = format!("{}-{}", event.event_id, event.receipt_key().account);
-    event
-}
-
+/// A WhatsApp registration of `ACCOUNT`'s.
 pub(crate) fn registration(
     channel_message_id: &str,
     conversation: u64,
@@ -189,41 +158,33 @@ pub(crate) fn registration(
     participant: u64,
     expected: u32,
 ) -> DeliveryEvent {
-    DeliveryEvent {
-        event_id: format!("reg-{channel_message_id}"),
-        kind: DeliveryEventKind::Registered(Registration {
-            account: AccountSid::parse(ACCOUNT).unwrap(),
-            chat_service: None,
-            conversation: ConversationSid::parse(&sid("CH", conversation)).unwrap(),
-            message: MessageSid::parse(&sid("IM", message)).unwrap(),
-            message_index: message,
-            participant: ParticipantSid::parse(&sid("MB", participant)).unwrap(),
-            channel: Channel::Whatsapp,
-            channel_message_id: ChannelMessageId::parse(channel_message_id).unwrap(),
-            expected_receipts: expected,
-            registered_at: Timestamp::from_unix_millis(1_000),
-        }),
-    }
+    events::registered(events::registration(
+        ACCOUNT,
+        Channel::Whatsapp,
+        channel_message_id,
+        conversation,
+        message,
+        participant,
+        expected,
+    ))
 }
 
+/// A WhatsApp Cloud report of `ACCOUNT`'s; failures carry error code 63016.
 pub(crate) fn report(
     channel_message_id: &str,
     status: DeliveryStatus,
     at_millis: i64,
 ) -> DeliveryEvent {
-    DeliveryEvent {
-        event_id: format!("rep-{channel_message_id}-{status}-{at_millis}"),
-        kind: DeliveryEventKind::Reported(StatusReport {
-            account: AccountSid::parse(ACCOUNT).unwrap(),
-            channel_message_id: ChannelMessageId::parse(channel_message_id).unwrap(),
-            status,
-            raw_status: status.as_str().to_owned(),
-            error_code: matches!(status, DeliveryStatus::Failed | DeliveryStatus::Undelivered)
-                .then_some(63016),
-            provider_time: Timestamp::from_unix_millis(at_millis),
-            source: StatusSource::WhatsappCloud,
-        }),
-    }
+    let error_code =
+        matches!(status, DeliveryStatus::Failed | DeliveryStatus::Undelivered).then_some(63016);
+    events::reported(events::report(
+        ACCOUNT,
+        channel_message_id,
+        status,
+        at_millis,
+        error_code,
+        StatusSource::WhatsappCloud,
+    ))
 }
 
 /// A seeded random workload of `messages` channel messages over `conversations` conversations,
@@ -294,47 +255,21 @@ pub(crate) fn workload(seed: u64, messages: u64, conversations: u64) -> Vec<Deli
         .collect()
 }
 
-/// What the projector must end up with: each channel message's events folded, in log order,
-/// through a fresh `ReceiptState`, and every change that fold made.
-///
-/// A channel message's events share a key, so a partition, and the idempotent producer keeps
-/// their order: log order per message is production order. The versions are therefore exact.
-pub(crate) struct Model {
-    states: HashMap<ReceiptKey, ReceiptState>,
-    /// Per receipt, its changes by version (version 1 first).
-    changes: HashMap<ReceiptSid, Vec<ReceiptChange>>,
+/// What the projector must end up with: the reference model of the events as produced, with the
+/// checks of what a projector published and stored against it.
+pub(crate) struct Model(model::Model);
+
+impl std::ops::Deref for Model {
+    type Target = model::Model;
+
+    fn deref(&self) -> &model::Model {
+        &self.0
+    }
 }
 
 impl Model {
     pub(crate) fn of(events: &[DeliveryEvent]) -> Self {
-        let mut states: HashMap<ReceiptKey, ReceiptState> = HashMap::new();
-        let mut changes: HashMap<ReceiptSid, Vec<ReceiptChange>> = HashMap::new();
-        for event in events {
-            let state = states.entry(event.receipt_key()).or_default();
-            let change = match event.kind.clone() {
-                DeliveryEventKind::Registered(r) => match state.register(r) {
-                    Ok(RegisterOutcome::Changed(change)) => Some(change),
-                    Ok(RegisterOutcome::Unchanged) => None,
-                    Err(conflict) => panic!("the workload conflicts with itself: {conflict}"),
-                },
-                DeliveryEventKind::Reported(r) => match state.apply_report(r) {
-                    ReportOutcome::Changed(change) => Some(change),
-                    ReportOutcome::Parked | ReportOutcome::Unchanged => None,
-                },
-            };
-            if let Some(change) = change {
-                changes
-                    .entry(change.receipt.sid.clone())
-                    .or_default()
-                    .push(change);
-            }
-        }
-        Model { states, changes }
-    }
-
-    /// How many distinct (receipt, version) updates the projector must publish.
-    pub(crate) fn change_count(&self) -> usize {
-        self.changes.values().map(Vec::len).sum()
+        Model(model::Model::of(events))
     }
 
     /// Every change was published, keyed by conversation, equal to the model's change of that
@@ -350,15 +285,12 @@ impl Model {
                 "{} version {version} is keyed by its conversation",
                 receipt.sid
             );
-            let expected = usize::try_from(version)
-                .ok()
-                .and_then(|v| self.changes.get(&receipt.sid)?.get(v.checked_sub(1)?))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{} version {version} was published, but the model never made it",
-                        receipt.sid
-                    )
-                });
+            let expected = self.change(&receipt.sid, version).unwrap_or_else(|| {
+                panic!(
+                    "{} version {version} was published, but the model never made it",
+                    receipt.sid
+                )
+            });
             assert_eq!(
                 &update.change, expected,
                 "{} version {version} differs from the model",
@@ -373,8 +305,7 @@ impl Model {
             }
         }
         let missing: Vec<String> = self
-            .changes
-            .iter()
+            .receipts()
             .flat_map(|(sid, changes)| (1..=changes.len() as u64).map(move |v| (sid, v)))
             .filter(|key| !first.contains_key(key))
             .map(|(sid, v)| format!("{sid} v{v}"))
@@ -392,7 +323,7 @@ impl Model {
     /// message, and exactly the never-registered ones are parked, with their best report.
     pub(crate) fn assert_stored(&self, store: &dyn ProjectorStore) {
         let mut differ = Vec::new();
-        for (id, expected) in &self.states {
+        for (id, expected) in self.states() {
             let stored = store.state(id).unwrap();
             if stored.as_ref() != Some(expected) {
                 differ.push(format!("{id}: stored {stored:?}, model {expected:?}"));
@@ -402,7 +333,7 @@ impl Model {
             differ.is_empty(),
             "{} of {} channel messages differ from the model, e.g. {}",
             differ.len(),
-            self.states.len(),
+            self.states().len(),
             differ[..differ.len().min(3)].join("; ")
         );
         let parked: BTreeMap<ReceiptKey, Option<StatusReport>> = store
@@ -412,7 +343,7 @@ impl Model {
             .map(|entry| (entry.key, entry.report))
             .collect();
         let expected: BTreeMap<ReceiptKey, Option<StatusReport>> = self
-            .states
+            .states()
             .iter()
             .filter_map(|(id, state)| {
                 let report = state.parked_report()?;

@@ -3,16 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use receipts_bus::record::content_type_headers;
+use rdkafka::producer::FutureProducer;
 use receipts_bus::topics::ensure_topics;
 use receipts_bus::{KafkaSettings, TopicNames};
 use receipts_domain::{
-    AccountSid, Channel, ChannelMessageId, ChatServiceSid, ConversationSid, DeliveryStatus,
-    MessageSid, ParticipantSid, ReceiptChange, ReceiptState, RegisterOutcome, Registration,
-    ReportOutcome, StatusReport, StatusSource, Timestamp,
+    Channel, ChatServiceSid, DeliveryEventKind, DeliveryStatus, ReceiptChange, ReceiptState,
+    StatusSource,
 };
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
@@ -20,6 +17,7 @@ use receipts_proto::v1::delivery_query_client::DeliveryQueryClient;
 use receipts_query::QueryConfig;
 use receipts_query::auth::Credentials;
 use receipts_runtime::config::Secret;
+use receipts_testkit::{events, kafka, model};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -29,10 +27,6 @@ pub(crate) const ACCOUNT: &str = "AC00000000000000000000000000000001";
 pub(crate) const TOKEN: &str = "token-one";
 pub(crate) const OTHER_ACCOUNT: &str = "AC00000000000000000000000000000002";
 pub(crate) const OTHER_TOKEN: &str = "token-two";
-
-pub(crate) fn sid(prefix: &str, n: u64) -> String {
-    format!("{prefix}{n:032x}")
-}
 
 pub(crate) struct Harness {
     pub(crate) kafka: KafkaSettings,
@@ -115,41 +109,45 @@ impl Harness {
     }
 
     pub(crate) async fn publish(&self, changes: &[ReceiptChange]) {
-        let mut acks = Vec::new();
-        for change in changes {
-            let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
-            let key = change.receipt.registration.conversation.to_string();
-            let record = FutureRecord::to(&self.topics.receipt_updates)
-                .key(&key)
-                .payload(&payload)
-                .headers(content_type_headers(Encoding::Protobuf));
-            acks.push(
-                self.producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .unwrap(),
-            );
-        }
-        for ack in acks {
-            ack.await.unwrap().map_err(|(e, _)| e).unwrap();
-        }
+        let records: Vec<(String, Vec<u8>)> = changes
+            .iter()
+            .map(|change| {
+                let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
+                (
+                    change.receipt.registration.conversation.to_string(),
+                    payload,
+                )
+            })
+            .collect();
+        kafka::produce(
+            &self.producer,
+            &self.topics.receipt_updates,
+            records
+                .iter()
+                .map(|(k, p)| (k.as_str(), Some(p.as_slice()))),
+            Some(Encoding::Protobuf),
+        )
+        .await;
     }
-}
 
-impl Harness {
     /// Writes each state to the projector changelog, as the projector does.
     pub(crate) async fn write_changelog(&self, states: &BTreeMap<String, ReceiptState>) {
-        for (cmid, state) in states {
-            let payload = prost::Message::encode_to_vec(&v1::StoredReceiptState::from(state));
-            let record = FutureRecord::to(&self.topics.projector_changelog)
-                .key(cmid)
-                .payload(&payload);
-            self.producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
+        let records: Vec<(&String, Vec<u8>)> = states
+            .iter()
+            .map(|(cmid, state)| {
+                let payload = prost::Message::encode_to_vec(&v1::StoredReceiptState::from(state));
+                (cmid, payload)
+            })
+            .collect();
+        kafka::produce(
+            &self.producer,
+            &self.topics.projector_changelog,
+            records
+                .iter()
+                .map(|(k, p)| (k.as_str(), Some(p.as_slice()))),
+            None,
+        )
+        .await;
     }
 
     /// Deletes every record of `receipt-updates` written so far, as retention would.
@@ -167,24 +165,7 @@ pub(crate) async fn client(address: SocketAddr, account: &str, token: &str) -> C
     DeliveryQueryClient::with_interceptor(channel, Credentials::new(account, token).unwrap())
 }
 
-/// Retries `probe` until it returns `Some`, failing after a minute.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub(crate) use receipts_testkit::{eventually, sid};
 
 /// One HTTP/1.1 answer, read to its end.
 #[derive(Debug)]
@@ -217,13 +198,13 @@ pub(crate) async fn http(
     form: &[(&str, &str)],
 ) -> HttpResponse {
     use receipts_query::auth::basic_authorization;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some((account, token)) = credentials {
-        request += &format!("Authorization: {}\r\n", basic_authorization(account, token));
+    let authorization = credentials.map(|(account, token)| basic_authorization(account, token));
+    let mut headers = Vec::new();
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
     }
     let body = if method == "GET" || method == "DELETE" {
         String::new()
@@ -232,30 +213,16 @@ pub(crate) async fn http(
         for (name, value) in form {
             encoded.append_pair(name, value);
         }
-        request += "Content-Type: application/x-www-form-urlencoded\r\n";
+        headers.push(("content-type", "application/x-www-form-urlencoded"));
         encoded.finish()
     };
-    request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let address = host.parse().expect("a 127.0.0.1:port URL");
+    let answer =
+        receipts_testkit::http::request(address, method, path, &headers, body.as_bytes()).await;
     HttpResponse {
-        status,
-        headers,
-        body: body.to_owned(),
+        status: answer.status,
+        headers: answer.headers,
+        body: String::from_utf8(answer.body).expect("a UTF-8 answer"),
     }
 }
 
@@ -278,25 +245,18 @@ impl Projection {
         participant: u64,
         expected: u32,
     ) {
-        let registration = Registration {
-            account: AccountSid::parse(account).unwrap(),
-            chat_service: self.chat_service.clone(),
-            conversation: ConversationSid::parse(&sid("CH", conversation)).unwrap(),
-            message: MessageSid::parse(&sid("IM", message)).unwrap(),
-            message_index: message,
-            participant: ParticipantSid::parse(&sid("MB", participant)).unwrap(),
-            channel: Channel::Sms,
-            channel_message_id: ChannelMessageId::parse(cmid).unwrap(),
-            expected_receipts: expected,
-            registered_at: Timestamp::from_unix_millis(1_000),
-        };
-        if let RegisterOutcome::Changed(change) = self
-            .states
-            .entry(cmid.to_owned())
-            .or_default()
-            .register(registration)
-            .unwrap()
-        {
+        let mut registration = events::registration(
+            account,
+            Channel::Sms,
+            cmid,
+            conversation,
+            message,
+            participant,
+            expected,
+        );
+        registration.chat_service = self.chat_service.clone();
+        let state = self.states.entry(cmid.to_owned()).or_default();
+        if let Some(change) = model::fold(state, DeliveryEventKind::Registered(registration)) {
             self.changes.push(change);
         }
     }
@@ -311,20 +271,19 @@ impl Projection {
         let state = self.states.entry(cmid.to_owned()).or_default();
         // The projection keys its states by channel message id alone: a report is for the
         // account that registered it.
-        let account = state.registration.as_ref().map_or_else(
-            || AccountSid::parse(ACCOUNT).unwrap(),
-            |r| r.account.clone(),
-        );
-        let report = StatusReport {
+        let account = state
+            .registration
+            .as_ref()
+            .map_or(ACCOUNT, |r| r.account.as_str());
+        let report = events::report(
             account,
-            channel_message_id: ChannelMessageId::parse(cmid).unwrap(),
+            cmid,
             status,
-            raw_status: status.as_str().to_owned(),
+            at,
             error_code,
-            provider_time: Timestamp::from_unix_millis(at),
-            source: StatusSource::TwilioMessaging,
-        };
-        if let ReportOutcome::Changed(change) = state.apply_report(report) {
+            StatusSource::TwilioMessaging,
+        );
+        if let Some(change) = model::fold(state, DeliveryEventKind::Reported(report)) {
             self.changes.push(change);
         }
     }

@@ -6,21 +6,18 @@
 //! event in twenty is sent twice, and a few hundred receipts are in progress at any time, so their
 //! events interleave.
 //!
-//! [`Model`] folds every event, in the order it was produced, through a fresh `ReceiptState` per
-//! channel message, as a projector that never stopped does. A channel message's events share a
-//! key, hence a partition, and the producer is idempotent, so log order per key is production
-//! order and the model's versions are exact.
-
-use std::collections::HashMap;
+//! [`Model`] (the testkit's reference model) folds every event, in the order it was produced,
+//! through a fresh `ReceiptState` per channel message, as a projector that never stopped does. A
+//! channel message's events share a key, hence a partition, and the producer is idempotent, so
+//! log order per key is production order and the model's versions are exact.
 
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use receipts_domain::{
     AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryEvent, DeliveryEventKind,
-    DeliveryStatus, DeliverySummary, MessageSid, ParticipantSid, ReceiptChange, ReceiptKey,
-    ReceiptSid, ReceiptState, RegisterOutcome, Registration, ReportOutcome, StatusCounts,
-    StatusReport, StatusSource, Timestamp,
+    DeliveryStatus, MessageSid, ParticipantSid, Registration, StatusReport, StatusSource,
+    Timestamp,
 };
 
 pub(crate) const ACCOUNT: &str = "AC0000000000000000000000000000fa17";
@@ -147,105 +144,5 @@ impl Workload {
 
 /// Whether the dispatcher's fire rule sends `onDeliveryUpdated` for `change`, given the receipt's
 /// previous version: the status or error code changed, and the status is one Twilio names.
-fn fires(change: &ReceiptChange, previous: Option<&ReceiptChange>) -> bool {
-    let receipt = &change.receipt;
-    let named = receipt.status() != DeliveryStatus::Queued;
-    let changed = match previous {
-        None => true,
-        Some(p) => {
-            p.receipt.status() != receipt.status() || p.receipt.error_code() != receipt.error_code()
-        }
-    };
-    named && changed
-}
-
 /// What a never-stopped system makes of the events produced so far.
-#[derive(Default)]
-pub(crate) struct Model {
-    states: HashMap<ReceiptKey, ReceiptState>,
-    /// Per receipt, its changes by version (version 1 first).
-    changes: HashMap<ReceiptSid, Vec<ReceiptChange>>,
-}
-
-impl Model {
-    pub(crate) fn apply(&mut self, event: &DeliveryEvent) {
-        let state = self.states.entry(event.receipt_key()).or_default();
-        let change = match event.kind.clone() {
-            DeliveryEventKind::Registered(r) => match state.register(r) {
-                Ok(RegisterOutcome::Changed(change)) => Some(change),
-                Ok(RegisterOutcome::Unchanged) => None,
-                Err(conflict) => panic!("the workload conflicts with itself: {conflict}"),
-            },
-            DeliveryEventKind::Reported(r) => match state.apply_report(r) {
-                ReportOutcome::Changed(change) => Some(change),
-                ReportOutcome::Parked | ReportOutcome::Unchanged => None,
-            },
-        };
-        if let Some(change) = change {
-            self.changes
-                .entry(change.receipt.sid.clone())
-                .or_default()
-                .push(change);
-        }
-    }
-
-    /// The current version of every receipt: what the system must have caught up to.
-    pub(crate) fn versions(&self) -> HashMap<ReceiptSid, u64> {
-        self.changes
-            .iter()
-            .map(|(sid, changes)| (sid.clone(), changes.len() as u64))
-            .collect()
-    }
-
-    pub(crate) fn changes(&self, sid: &ReceiptSid) -> &[ReceiptChange] {
-        self.changes.get(sid).map_or(&[], Vec::as_slice)
-    }
-
-    pub(crate) fn receipts(&self) -> impl Iterator<Item = (&ReceiptSid, &[ReceiptChange])> {
-        self.changes.iter().map(|(sid, c)| (sid, c.as_slice()))
-    }
-
-    /// The versions of `sid` up to `upto` that fire a webhook.
-    pub(crate) fn firing(&self, sid: &ReceiptSid, upto: u64) -> Vec<u64> {
-        let changes = self.changes(sid);
-        let upto = (upto as usize).min(changes.len());
-        (0..upto)
-            .filter(|&i| fires(&changes[i], i.checked_sub(1).map(|p| &changes[p])))
-            .map(|i| i as u64 + 1)
-            .collect()
-    }
-
-    /// How many webhook-firing changes the events so far make.
-    pub(crate) fn firing_count(&self) -> usize {
-        self.changes
-            .keys()
-            .map(|sid| self.firing(sid, u64::MAX).len())
-            .sum()
-    }
-
-    /// Every message, by (conversation, message), with its expected summary.
-    pub(crate) fn summaries(&self) -> HashMap<(String, String), DeliverySummary> {
-        let mut messages: HashMap<(String, String), (u64, Vec<DeliveryStatus>)> = HashMap::new();
-        for changes in self.changes.values() {
-            let receipt = &changes.last().expect("a receipt has a change").receipt;
-            let key = (
-                receipt.registration.conversation.as_str().to_owned(),
-                receipt.registration.message.as_str().to_owned(),
-            );
-            let entry = messages.entry(key).or_default();
-            entry.0 = entry
-                .0
-                .max(u64::from(receipt.registration.expected_receipts));
-            entry.1.push(receipt.status());
-        }
-        messages
-            .into_iter()
-            .map(|(key, (expected, statuses))| {
-                (
-                    key,
-                    DeliverySummary::new(expected, &StatusCounts::recount(statuses)),
-                )
-            })
-            .collect()
-    }
-}
+pub(crate) use receipts_testkit::model::Model;

@@ -8,5 +8,7 @@ mod dashboards;
 mod dev;
 mod ops;
 mod signing_secrets;
+mod support;
 mod tenants;
+mod wire;
 mod yaml;

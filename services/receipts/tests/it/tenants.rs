@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use receipts::get::Connection;
 use receipts::sink::{self, SinkCounts};
-use receipts_bus::topics::ensure_topics;
 use receipts_domain::{AccountSid, ChannelMessageId, ReceiptKey, ReceiptSid};
 use receipts_ingest::{SmppConnection, WhatsappConfig};
 use receipts_proto::v1;
 use receipts_runtime::config::Secret;
-use receipts_runtime::metrics::Metrics;
-use receipts_webhook::ssrf::AddressPolicy;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{Services, bind, fresh_topics};
 
 const A: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const A_TOKEN: &str = "token-of-a";
@@ -109,23 +107,11 @@ struct Stack {
     services: tokio::task::JoinHandle<()>,
 }
 
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    (listener, address)
-}
-
 impl Stack {
     /// Ingest, projector, query and dispatcher on fresh topics, each account's webhook pointed at
     /// a sink that checks signatures with that account's token.
     async fn start(data_dir: &std::path::Path) -> Stack {
-        let kafka = receipts_testkit::kafka();
-        let topics = receipts_testkit::unique_topics();
-        ensure_topics(&kafka, &topics.specs(2)).await.unwrap();
-        let accounts: BTreeMap<String, Secret> = [(A, A_TOKEN), (B, B_TOKEN)]
-            .into_iter()
-            .map(|(a, t)| (a.to_owned(), Secret::new(t)))
-            .collect();
+        let (kafka, topics) = fresh_topics().await;
         let shutdown = CancellationToken::new();
         let mut webhooks = BTreeMap::new();
         for (account, token) in [(A, A_TOKEN), (B, B_TOKEN)] {
@@ -148,75 +134,25 @@ impl Stack {
 
         let (ingest_listener, ingest) = bind().await;
         let (grpc_listener, grpc) = bind().await;
-        let ingest_config = receipts_ingest::IngestConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            public_base_url: format!("http://{ingest}"),
-            accounts: accounts.clone(),
-            whatsapp: WhatsappConfig {
-                app_secret: Secret::new(APP_SECRET),
-                phone_numbers: [(A_NUMBER, A), (B_NUMBER, B)]
-                    .into_iter()
-                    .map(|(n, a)| (n.to_owned(), a.to_owned()))
-                    .collect(),
-                ..Default::default()
+        let mut services = Services::new(&kafka, &topics, data_dir, &[(A, A_TOKEN), (B, B_TOKEN)]);
+        services.ingest.public_base_url = format!("http://{ingest}");
+        services.ingest.whatsapp = WhatsappConfig {
+            app_secret: Secret::new(APP_SECRET),
+            phone_numbers: [(A_NUMBER, A), (B_NUMBER, B)]
+                .into_iter()
+                .map(|(n, a)| (n.to_owned(), a.to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        services.ingest.smpp_connections = [(
+            "smsc-a".to_owned(),
+            SmppConnection {
+                account: A.to_owned(),
+                token: Secret::new("smsc-a-token"),
             },
-            smpp_connections: [(
-                "smsc-a".to_owned(),
-                SmppConnection {
-                    account: A.to_owned(),
-                    token: Secret::new("smsc-a-token"),
-                },
-            )]
-            .into(),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let projector = receipts_projector::ProjectorConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("projector"),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let query = receipts_query::QueryConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("query"),
-            accounts: accounts.clone(),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let dispatcher = receipts_dispatcher::DispatcherConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            data_dir: data_dir.join("dispatcher"),
-            accounts,
-            ssrf: AddressPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap()]),
-            metrics_listen: String::new(),
-            ..Default::default()
-        };
-        let registry = Metrics::new();
-        let services = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                let (ingest, projector, query, dispatcher) = tokio::join!(
-                    receipts_ingest::run(
-                        ingest_config,
-                        ingest_listener,
-                        &registry,
-                        shutdown.clone()
-                    ),
-                    receipts_projector::run(projector, &registry, shutdown.clone()),
-                    receipts_query::run(query, grpc_listener, None, &registry, shutdown.clone()),
-                    receipts_dispatcher::run(dispatcher, &registry, shutdown.clone()),
-                );
-                ingest.expect("ingest runs");
-                projector.expect("projector runs");
-                query.expect("query runs");
-                dispatcher.expect("dispatcher runs");
-            }
-        });
+        )]
+        .into();
+        let services = services.spawn(ingest_listener, grpc_listener, None, shutdown.clone());
         Stack {
             ingest: format!("http://{ingest}"),
             grpc,

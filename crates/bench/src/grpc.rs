@@ -23,6 +23,7 @@ use receipts_proto::v1::delivery_query_client::DeliveryQueryClient;
 use receipts_query::QueryConfig;
 use receipts_query::auth::Credentials;
 use receipts_runtime::config::Secret;
+use receipts_runtime::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{QueryStore, SledQueryStore};
 use serde_json::json;
@@ -34,7 +35,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::broker::StageBroker;
 use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, quantile};
-use crate::demo::{DEMO_ACCOUNT, DEMO_TOKEN};
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let mut report = StageReport::new(

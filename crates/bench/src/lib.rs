@@ -316,7 +316,7 @@ pub async fn run(args: &BenchArgs, progress: &mut dyn FnMut(&str)) -> anyhow::Re
             Stage::Storage => storage::run(args).await,
             Stage::Scale => scale::run(args).await,
             Stage::Dispatcher => dispatcher::run(args).await,
-            Stage::EndToEnd => dispatcher::run_end_to_end(args).await,
+            Stage::EndToEnd => dispatcher::end_to_end::run(args).await,
             Stage::Tracing => trace_cost::run(args).await,
             Stage::All => unreachable!("`all` is expanded above"),
         }

@@ -313,7 +313,7 @@ async fn watch(mut service: Service, series: &str, label: &str, total: u64) -> a
         if done >= total {
             let (from, at) = warm.unwrap_or((started, 0));
             let rate = done.saturating_sub(at) as f64 / from.elapsed().as_secs_f64().max(1e-3);
-            crate::process::terminate(&mut service.child, Duration::from_secs(30));
+            receipts_runtime::process::terminate(&mut service.child, Duration::from_secs(30));
             return Ok(Ran {
                 rate,
                 max_rss_mb: max_rss as f64 / 1e6,

@@ -4,9 +4,27 @@
 
 use std::sync::mpsc;
 
-use anyhow::Context;
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
-use receipts_bus::TopicSpec;
+
+use crate::TopicSpec;
+
+/// The embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("starting the embedded broker")]
+    Start(#[source] KafkaError),
+    #[error("creating topic {topic} on the embedded broker")]
+    CreateTopic {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("starting the embedded broker's thread")]
+    Thread(#[from] std::io::Error),
+    #[error("the embedded broker's thread ended before the broker was ready")]
+    Ended,
+}
 
 /// An embedded broker on a thread of its own (its handle cannot move between threads); dropping
 /// this stops it.
@@ -19,19 +37,22 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker with the given topics (it has no admin API: topics are made through the
     /// mock itself).
-    pub fn start(specs: Vec<TopicSpec>) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
+    pub fn start(specs: Vec<TopicSpec>) -> Result<Self, EmbeddedError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, EmbeddedError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || {
-                let started = (|| -> anyhow::Result<MockCluster<'static, _>> {
-                    let cluster = MockCluster::new(1).context("starting the embedded broker")?;
+                let started = (|| -> Result<MockCluster<'static, _>, EmbeddedError> {
+                    let cluster = MockCluster::new(1).map_err(EmbeddedError::Start)?;
                     // The embedded broker has no admin API: topics are made through the mock itself.
                     for spec in &specs {
                         cluster
                             .create_topic(&spec.name, spec.partitions, 1)
-                            .with_context(|| format!("creating topic {}", spec.name))?;
+                            .map_err(|source| EmbeddedError::CreateTopic {
+                                topic: spec.name.clone(),
+                                source,
+                            })?;
                     }
                     Ok(cluster)
                 })();
@@ -46,9 +67,7 @@ impl EmbeddedBroker {
                     }
                 }
             })?;
-        let bootstrap = ready_rx
-            .recv()
-            .context("the embedded broker thread ended")??;
+        let bootstrap = ready_rx.recv().map_err(|_| EmbeddedError::Ended)??;
         Ok(EmbeddedBroker {
             bootstrap,
             stop: Some(stop_tx),

@@ -18,7 +18,7 @@ use receipts_domain::{
     Registration, ReportOutcome, StatusReport, StatusSource, Timestamp, map_provider_status,
 };
 
-use crate::demo::{DEMO_ACCOUNT, DEMO_SMPP_CONNECTION};
+use receipts_runtime::demo::{DEMO_ACCOUNT, DEMO_SMPP_CONNECTION};
 
 /// Messages per conversation, before moving on to the next conversation.
 const MESSAGES_PER_CONVERSATION: u64 = 20;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
+use receipts_bus::embedded::EmbeddedBroker;
 use receipts_bus::{KafkaSettings, TopicNames};
 
 use super::{StageReport, per_sec};
-use crate::embedded::EmbeddedBroker;
 
 /// A broker with a fresh set of topics; dropping it stops the embedded broker.
 pub struct StageBroker {
