@@ -361,10 +361,7 @@ async fn ask(connection: &Connection, what: What) -> anyhow::Result<String> {
                         ]
                     })
                     .collect();
-                table(
-                    &["status", "provider status", "error", "time"],
-                    &rows,
-                )
+                table(&["status", "provider status", "error", "time"], &rows)
             }
         }
     })

@@ -18,46 +18,32 @@ fn dev_args(data_dir: &std::path::Path) -> DevArgs {
     }
 }
 
-/// The webhooks the dispatcher owes for a message: one per receipt change that altered the
-/// status or error code and left a status Twilio names (not queued), read from the timelines the
-/// query service kept — an account of the changes independent of the dispatcher.
-async fn webhooks_owed(
-    client: &mut receipts::get::Client,
-    conversation: &str,
-    message: &str,
-) -> u64 {
-    let receipts = client
-        .list_receipts(v1::ListReceiptsRequest {
-            conversation_sid: conversation.into(),
-            message_sid: message.into(),
-            page_size: 50,
-            page_token: String::new(),
-        })
-        .await
+/// The webhooks the dispatcher owes: one per receipt change on `receipt-updates` that altered
+/// the status or error code and left a status Twilio names (not queued), each version counted
+/// once — an account of the changes independent of the dispatcher.
+async fn webhooks_owed(kafka: &str) -> u64 {
+    use prost::Message as _;
+    use rdkafka::Message as _;
+
+    let kafka = receipts_bus::KafkaSettings::new(kafka);
+    let topic = receipts_bus::TopicNames::default().receipt_updates;
+    let records: i64 = receipts_bus::changelog::watermarks(&kafka, &topic)
         .unwrap()
-        .into_inner()
-        .receipts;
-    let mut owed = 0;
-    for receipt in receipts {
-        let timeline = client
-            .get_receipt_timeline(v1::GetReceiptTimelineRequest {
-                conversation_sid: conversation.into(),
-                message_sid: message.into(),
-                receipt_sid: receipt.sid.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut last = (v1::DeliveryStatus::Unspecified, 0);
-        for entry in timeline.entries {
-            let now = (entry.status(), entry.error_code);
-            if now != last && now.0 != v1::DeliveryStatus::Queued {
-                owed += 1;
-            }
-            last = now;
+        .values()
+        .map(|(low, high)| high - low)
+        .sum();
+    let reader = receipts_testkit::kafka::reader(&kafka, "dev-test-owed", &topic);
+    let mut owed = std::collections::BTreeSet::new();
+    for record in receipts_testkit::kafka::read(&reader, records as usize).await {
+        let update = v1::ReceiptUpdated::decode(record.payload().unwrap()).unwrap();
+        let receipt = update.receipt.unwrap();
+        let news = update.previous_status != receipt.status
+            || update.previous_error_code != receipt.error_code;
+        if news && receipt.status() != v1::DeliveryStatus::Queued {
+            owed.insert((receipt.sid, receipt.version));
         }
     }
-    owed
+    owed.len() as u64
 }
 
 /// A counter's value in OpenMetrics text, 0 when absent.
@@ -120,11 +106,7 @@ async fn dev_plus_simulate_converges_and_calls_every_webhook() {
         assert!(report.mismatches.is_empty(), "run {run}: {out}");
         assert!(out.contains("24/24 message summaries match"), "{out}");
 
-        let mut client = receipts::get::connect(&connection).await.unwrap();
-        let mut owed = 0;
-        for (conversation, message) in &report.messages_sent {
-            owed += webhooks_owed(&mut client, conversation, message).await;
-        }
+        let owed = webhooks_owed(&addresses.kafka).await;
         assert!(
             owed >= 24,
             "every message owes at least one webhook, got {owed}"
