@@ -7,19 +7,24 @@
 //!   derivation of receipt sids and Twilio-shaped channel message sids;
 //! - [`status`]: canonical statuses, their phases, and the provider status tables;
 //! - [`receipt`]: registrations, status reports and the order-independent merge;
-//! - [`summary`]: per-message counters and their `none`/`some`/`all` rendering.
+//! - [`summary`]: per-message counters and their `none`/`some`/`all` rendering;
+//! - [`clock`]: the [`Clock`] everything that needs "now" is given;
+//! - [`subscription`]: webhook subscriptions, their validation and which receipts they match.
 //!
 //! The central invariant (DESIGN §3): a receipt's current state is a pure function of the *set* of
 //! reports seen for it, whatever their order, duplicates or replays. The merge keeps the greatest
 //! report under a total order, which makes it commutative, associative and idempotent.
 
+pub mod clock;
 mod event;
 pub mod ids;
 pub mod receipt;
 pub mod status;
+pub mod subscription;
 pub mod summary;
 mod time;
 
+pub use clock::Clock;
 pub use event::{DeliveryEvent, DeliveryEventKind};
 pub use ids::{
     AccountSid, ChannelMessageId, ChannelMessageSid, ChatServiceSid, ConversationSid, IdError,
@@ -30,5 +35,9 @@ pub use receipt::{
     RegistrationConflict, ReportOutcome, StatusReport,
 };
 pub use status::{DeliveryStatus, Phase, StatusSource, UnknownStatus, map_provider_status};
+pub use subscription::{
+    InvalidSetting, ScopeKind, Setting, SubscriptionScope, SubscriptionSettings, SubscriptionUpdate,
+    WebhookSubscription,
+};
 pub use summary::{Amount, DeliverySummary, StatusCounts};
 pub use time::Timestamp;
