@@ -36,8 +36,8 @@ pub use receipt::{
 };
 pub use status::{DeliveryStatus, Phase, StatusSource, UnknownStatus, map_provider_status};
 pub use subscription::{
-    InvalidSetting, ScopeKind, Setting, SubscriptionScope, SubscriptionSettings, SubscriptionUpdate,
-    WebhookSubscription,
+    InvalidSetting, ScopeKind, Setting, SubscriptionScope, SubscriptionSettings,
+    SubscriptionUpdate, WebhookSubscription,
 };
 pub use summary::{Amount, DeliverySummary, StatusCounts};
 pub use time::Timestamp;

@@ -55,7 +55,9 @@ fn subscriptions_match_their_account_and_scope() {
     assert!(whole_account.matches(&default_service));
     assert!(!whole_account.matches(&receipt("b", Some("s1"), "c1")));
 
-    let service = subscription(SubscriptionScope::ChatService(ChatServiceSid::derive(&["s1"])));
+    let service = subscription(SubscriptionScope::ChatService(ChatServiceSid::derive(&[
+        "s1",
+    ])));
     assert!(service.matches(&in_service));
     assert!(!service.matches(&default_service));
     assert!(!service.matches(&receipt("a", Some("s2"), "c1")));
@@ -127,7 +129,13 @@ fn every_rule_answers_with_its_setting_and_message() {
         post_webhook_url: "https://example.com/in".into(),
         ..Default::default()
     };
-    let cases: Vec<(ScopeKind, SubscriptionSettings, SubscriptionUpdate, Setting, String)> = vec![
+    let cases: Vec<(
+        ScopeKind,
+        SubscriptionSettings,
+        SubscriptionUpdate,
+        Setting,
+        String,
+    )> = vec![
         (
             ScopeKind::Account,
             SubscriptionSettings::default(),
