@@ -261,7 +261,8 @@ pub async fn run_with_clock(
             client: WebhookClient::new(
                 config.ssrf.clone(),
                 Duration::from_millis(config.attempt_timeout_ms),
-            )?,
+            )?
+            .with_clock(clock.clone()),
             store: store.clone(),
             directory: directory.clone(),
             accounts: config

@@ -280,8 +280,11 @@ pub async fn run(
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
-    let (webhooks, config_reader) =
-        WebhookConfigs::new(&config, metrics.readiness().component("webhook-configs"))?;
+    let (webhooks, config_reader) = WebhookConfigs::new(
+        &config,
+        metrics.readiness().component("webhook-configs"),
+        receipts_runtime::clock::system(),
+    )?;
     let webhooks = Arc::new(webhooks);
     let rest = match rest_listener {
         Some(listener) => {
