@@ -135,7 +135,7 @@ mod tests {
         handoff.insert([first.clone()]);
         let started = tokio::time::Instant::now();
         let out = handoff.due(&shutdown).await.unwrap();
-        assert_eq!(out, [first.clone()]);
+        assert_eq!(out, std::slice::from_ref(&first));
         assert_eq!(
             started.elapsed(),
             Duration::ZERO,
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(second.due_at_ms, START_MS + 5_000);
         handoff.insert([second.clone()]);
         let out = handoff.due(&shutdown).await.unwrap();
-        assert_eq!(out, [second.clone()]);
+        assert_eq!(out, std::slice::from_ref(&second));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         assert_eq!(clock.now().unix_millis(), START_MS + 5_000);
 
