@@ -62,6 +62,7 @@ impl Deliverer {
                     headers: Vec::new(),
                 })
                 .collect();
+            cx.changelog.sending(source.partition);
             let mut backoff = receipts_bus::errors::Backoff::default();
             let landed = loop {
                 match cx.publisher.send_all(&records).await {
@@ -73,6 +74,7 @@ impl Deliverer {
                     Err(error) => {
                         // Not settled: whoever reads its record next attempts it again.
                         error!(error = %receipts_bus::consume::error_chain(&error), "cannot write a delivery's outcome to the changelog");
+                        cx.changelog.abandoned(source.partition);
                         cx.metrics.backlog.dec();
                         lock(&self.pending).remove(&(job.token.clone(), job.attempt));
                         return;
