@@ -6,7 +6,7 @@
 //! sent to a dead-letter topic with the reason, and skipped.
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use receipts_domain::DeliveryEvent;
+use receipts_domain::{DeliveryEvent, ReceiptChange};
 use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
 use receipts_proto::{ConversionError, v1};
 
@@ -160,10 +160,99 @@ pub fn decode_delivery_event(record: &Record) -> Result<DeliveryEvent, PoisonRec
     Ok(DeliveryEvent::try_from(&wire)?)
 }
 
+/// Decodes a `receipt-updates` record into a validated receipt change.
+pub fn decode_receipt_change(record: &Record) -> Result<ReceiptChange, PoisonRecord> {
+    let wire: v1::ReceiptUpdated = decode(record)?;
+    Ok(ReceiptChange::try_from(&wire)?)
+}
+
 /// Headers announcing a payload's encoding.
 pub fn content_type_headers(encoding: Encoding) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: CONTENT_TYPE_HEADER,
         value: Some(encoding.content_type()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use receipts_domain::{
+        AccountSid, Channel, ChannelMessageId, ConversationSid, DeliveryStatus, MessageSid,
+        ParticipantSid, Receipt, ReceiptSid, Registration, StatusReport, StatusSource, Timestamp,
+    };
+
+    use super::*;
+
+    fn change() -> ReceiptChange {
+        let account = AccountSid::derive(&["account"]);
+        let channel_message_id =
+            ChannelMessageId::parse("SM00000000000000000000000000000001").expect("a message sid");
+        ReceiptChange {
+            receipt: Receipt {
+                sid: ReceiptSid::derive(&["receipt"]),
+                registration: Registration {
+                    account: account.clone(),
+                    chat_service: None,
+                    conversation: ConversationSid::derive(&["conversation"]),
+                    message: MessageSid::derive(&["message"]),
+                    message_index: 3,
+                    participant: ParticipantSid::derive(&["participant"]),
+                    channel: Channel::Sms,
+                    channel_message_id: channel_message_id.clone(),
+                    expected_receipts: 2,
+                    registered_at: Timestamp::from_unix_millis(1_764_000_000_000),
+                },
+                report: Some(StatusReport {
+                    account,
+                    channel_message_id,
+                    status: DeliveryStatus::Undelivered,
+                    raw_status: "undelivered".into(),
+                    error_code: Some(30003),
+                    provider_time: Timestamp::from_unix_millis(1_764_000_004_000),
+                    source: StatusSource::TwilioMessaging,
+                }),
+                version: 4,
+            },
+            previous_status: Some(DeliveryStatus::Sent),
+            previous_error_code: None,
+        }
+    }
+
+    fn record(payload: Option<Vec<u8>>, content_type: Option<&str>) -> Record {
+        Record::detached("updates", 0, 7, Some(b"CH".to_vec()), payload, content_type)
+    }
+
+    #[test]
+    fn receipt_updates_decode_into_the_domain_in_either_encoding() {
+        let wire = v1::ReceiptUpdated::from(&change());
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let payload = codec::encode(&wire, encoding);
+            let content_type = (encoding == Encoding::Json).then(|| encoding.content_type());
+            let decoded = decode_receipt_change(&record(Some(payload), content_type)).unwrap();
+            assert_eq!(decoded, change());
+            assert!(decoded.is_news());
+        }
+    }
+
+    #[test]
+    fn a_receipt_update_that_is_no_valid_change_is_poison() {
+        assert!(matches!(
+            decode_receipt_change(&record(None, None)),
+            Err(PoisonRecord::EmptyPayload)
+        ));
+        let mut wire = v1::ReceiptUpdated::from(&change());
+        wire.receipt = None;
+        let payload = codec::encode(&wire, Encoding::Protobuf);
+        assert!(matches!(
+            decode_receipt_change(&record(Some(payload), None)),
+            Err(PoisonRecord::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_receipt_change(&record(
+                Some(b"{not json".to_vec()),
+                Some("application/json")
+            )),
+            Err(PoisonRecord::Codec(_))
+        ));
+    }
 }

@@ -38,6 +38,13 @@ impl Timestamp {
             .unwrap_or_default()
     }
 
+    /// RFC 3339 in UTC as `+00:00`, with the fraction only when there are milliseconds
+    /// (`2020-03-23T18:45:17.250+00:00`): the proto3 JSON form of a timestamp, which the CLI
+    /// prints and the simulator sends.
+    pub fn rfc3339(self) -> String {
+        self.to_utc().map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+
     /// The inverse of [`Timestamp::to_seconds_nanos`]; sub-millisecond precision is truncated.
     pub const fn from_seconds_nanos(secs: i64, nanos: i32) -> Self {
         Timestamp(
@@ -72,6 +79,22 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_millis(1_772_323_199_000).iso8601_seconds(),
             "2026-02-28T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_milliseconds_only_when_there_are_some() {
+        assert_eq!(
+            Timestamp::from_unix_millis(0).rfc3339(),
+            "1970-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(1_584_989_117_250).rfc3339(),
+            "2020-03-23T18:45:17.250+00:00"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(-1).rfc3339(),
+            "1969-12-31T23:59:59.999+00:00"
         );
     }
 

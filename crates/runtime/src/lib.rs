@@ -13,12 +13,14 @@
 //! - [`http`]: the server of the public HTTP endpoints, with header and body read timeouts, a
 //!   connection cap and load shedding.
 //! - [`health`]: readiness, component by component, behind `/healthz` and gRPC health.
+//! - [`clock`]: the system clock and a clock following tokio's time, given to whatever needs "now".
 //! - [`auth`]: constant-time comparison of credentials and HTTP Basic credentials, for every
 //!   surface that checks them.
 //! - [`process`]: stopping a child service process as an orchestrator does (SIGTERM, then kill).
 //! - [`demo`]: the credentials of the demo setup, shared by `receipts dev` and its tools.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -11,8 +11,9 @@
 use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use receipts_runtime::clock::{self, SharedClock};
 use receipts_runtime::telemetry::propagation;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect;
@@ -81,6 +82,9 @@ pub struct Attempt {
 pub struct WebhookClient {
     http: reqwest::Client,
     policy: Arc<AddressPolicy>,
+    /// The Standard Webhooks `webhook-timestamp`, and the "now" an HTTP-date `Retry-After` is
+    /// measured from.
+    clock: SharedClock,
 }
 
 impl WebhookClient {
@@ -116,7 +120,22 @@ impl WebhookClient {
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(WebhookClient { http, policy })
+        Ok(WebhookClient {
+            http,
+            policy,
+            clock: clock::system(),
+        })
+    }
+
+    /// The same client reading wall-clock time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        let millis = self.clock.now().unix_millis();
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
     }
 
     /// Makes one attempt. Never fails: every way it can go wrong is an [`AttemptOutcome`].
@@ -149,7 +168,7 @@ impl WebhookClient {
                             .get(RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned);
-                        classify_status(status, retry_after.as_deref(), SystemTime::now())
+                        classify_status(status, retry_after.as_deref(), self.now())
                     }
                     // reqwest's errors name the URL, credentials and query included: the reason
                     // goes to logs and dead-letter records, so it must not.
@@ -225,7 +244,8 @@ impl WebhookClient {
             .header(IDEMPOTENCY_HEADER, &request.idempotency_token)
             .header(VERSION_HEADER, request.receipt_version.to_string());
         if !request.signing_secrets.is_empty() {
-            let timestamp = SystemTime::now()
+            let timestamp = self
+                .now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
             let value = standard::signature(

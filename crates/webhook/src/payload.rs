@@ -4,11 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use receipts_domain::Timestamp;
-use receipts_proto::v1;
+use receipts_domain::{Channel, DeliveryStatus, Receipt};
 
 /// The event name, the value of `EventType` and of the filter that subscribes to it.
-pub const EVENT_TYPE: &str = "onDeliveryUpdated";
+pub const EVENT_TYPE: &str = receipts_domain::subscription::DELIVERY_UPDATED;
 
 /// The HTTP method a webhook is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,21 +56,12 @@ pub struct DeliveryPayload {
     pub params: Vec<(&'static str, String)>,
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ`, the contract's REST timestamp form (§0): UTC, no fractions.
-pub fn iso8601(t: Option<&pbjson_types::Timestamp>) -> String {
-    t.map(|t| Timestamp::from_seconds_nanos(t.seconds, t.nanos).iso8601_seconds())
-        .unwrap_or_default()
-}
-
 /// The Twilio word for a status; `None` for a receipt still inside the platform (null in the REST
 /// API), which fires no webhook.
-/// The words are the domain's ([`DeliveryStatus::as_str`](receipts_domain::DeliveryStatus)), the
-/// one table REST, webhooks and the CLI share.
-pub fn status_word(status: v1::DeliveryStatus) -> Option<&'static str> {
-    match receipts_proto::convert::status_from_wire("status", status.into()) {
-        Ok(Some(receipts_domain::DeliveryStatus::Queued)) | Ok(None) | Err(_) => None,
-        Ok(Some(status)) => Some(status.as_str()),
-    }
+/// The words are the domain's ([`DeliveryStatus::as_str`]), the one table REST, webhooks and the
+/// CLI share.
+pub fn status_word(status: DeliveryStatus) -> Option<&'static str> {
+    (status != DeliveryStatus::Queued).then_some(status.as_str())
 }
 
 /// `Source`: the contract leaves its value for carrier-originated receipts open (§10.9); this
@@ -81,22 +71,35 @@ pub const SOURCE: &str = "API";
 impl DeliveryPayload {
     /// The parameters of `receipt`. `ErrorCode` is `0` when there is no error (§10.1 leaves it
     /// open; the contract's example body uses 0). `None` when the status fires no webhook.
-    pub fn of(receipt: &v1::Receipt) -> Option<Self> {
+    /// Times are [`Timestamp::iso8601_seconds`](receipts_domain::Timestamp::iso8601_seconds),
+    /// the form of the REST bodies.
+    pub fn of(receipt: &Receipt) -> Option<Self> {
         let status = status_word(receipt.status())?;
+        let registration = &receipt.registration;
+        let channel_message_sid = registration
+            .channel_message_id
+            .channel_message_sid(registration.channel == Channel::Whatsapp);
         Some(DeliveryPayload {
             params: vec![
                 ("EventType", EVENT_TYPE.to_owned()),
-                ("AccountSid", receipt.account_sid.clone()),
-                ("ConversationSid", receipt.conversation_sid.clone()),
-                ("ChatServiceSid", receipt.chat_service_sid.clone()),
-                ("MessageSid", receipt.message_sid.clone()),
-                ("DeliveryReceiptSid", receipt.sid.clone()),
-                ("ChannelMessageSid", receipt.channel_message_sid.clone()),
-                ("ParticipantSid", receipt.participant_sid.clone()),
+                ("AccountSid", registration.account.to_string()),
+                ("ConversationSid", registration.conversation.to_string()),
+                (
+                    "ChatServiceSid",
+                    registration
+                        .chat_service
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                ("MessageSid", registration.message.to_string()),
+                ("DeliveryReceiptSid", receipt.sid.to_string()),
+                ("ChannelMessageSid", channel_message_sid.to_string()),
+                ("ParticipantSid", registration.participant.to_string()),
                 ("Status", status.to_owned()),
-                ("ErrorCode", receipt.error_code.to_string()),
-                ("DateCreated", iso8601(receipt.date_created.as_ref())),
-                ("DateUpdated", iso8601(receipt.date_updated.as_ref())),
+                ("ErrorCode", receipt.error_code().unwrap_or(0).to_string()),
+                ("DateCreated", receipt.date_created().iso8601_seconds()),
+                ("DateUpdated", receipt.date_updated().iso8601_seconds()),
                 ("Source", SOURCE.to_owned()),
             ],
         })
@@ -145,14 +148,106 @@ impl DeliveryPayload {
 mod tests {
     use super::*;
 
+    use receipts_domain::{
+        AccountSid, ChannelMessageId, ChatServiceSid, ConversationSid, MessageSid, ParticipantSid,
+        ReceiptSid, Registration, StatusReport, StatusSource, Timestamp,
+    };
+    use receipts_proto::v1;
+
+    fn receipt(channel: Channel, report: Option<(DeliveryStatus, Option<u32>)>) -> Receipt {
+        let account = AccountSid::derive(&["account"]);
+        let channel_message_id = ChannelMessageId::parse(match channel {
+            Channel::Whatsapp => "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI",
+            _ => "SM00000000000000000000000000000007",
+        })
+        .unwrap();
+        Receipt {
+            sid: ReceiptSid::derive(&["receipt"]),
+            registration: Registration {
+                account: account.clone(),
+                chat_service: (channel == Channel::Whatsapp)
+                    .then(|| ChatServiceSid::derive(&["service"])),
+                conversation: ConversationSid::derive(&["conversation"]),
+                message: MessageSid::derive(&["message"]),
+                message_index: 2,
+                participant: ParticipantSid::derive(&["participant"]),
+                channel,
+                channel_message_id: channel_message_id.clone(),
+                expected_receipts: 1,
+                registered_at: Timestamp::from_unix_millis(1_584_989_117_250),
+            },
+            report: report.map(|(status, error_code)| StatusReport {
+                account,
+                channel_message_id,
+                status,
+                raw_status: status.as_str().into(),
+                error_code,
+                provider_time: Timestamp::from_unix_millis(1_584_989_122_999),
+                source: StatusSource::Canonical,
+            }),
+            version: 3,
+        }
+    }
+
+    /// The parameters as they were taken from the wire receipt, before the payload was built
+    /// from the domain: the reference the domain-built payload must equal, byte for byte.
+    fn of_wire(receipt: &v1::Receipt) -> Vec<(&'static str, String)> {
+        let time = |t: Option<&pbjson_types::Timestamp>| {
+            t.map(|t| Timestamp::from_seconds_nanos(t.seconds, t.nanos).iso8601_seconds())
+                .unwrap_or_default()
+        };
+        let status = receipts_proto::convert::status_from_wire("status", receipt.status)
+            .unwrap()
+            .unwrap();
+        vec![
+            ("EventType", EVENT_TYPE.to_owned()),
+            ("AccountSid", receipt.account_sid.clone()),
+            ("ConversationSid", receipt.conversation_sid.clone()),
+            ("ChatServiceSid", receipt.chat_service_sid.clone()),
+            ("MessageSid", receipt.message_sid.clone()),
+            ("DeliveryReceiptSid", receipt.sid.clone()),
+            ("ChannelMessageSid", receipt.channel_message_sid.clone()),
+            ("ParticipantSid", receipt.participant_sid.clone()),
+            ("Status", status.as_str().to_owned()),
+            ("ErrorCode", receipt.error_code.to_string()),
+            ("DateCreated", time(receipt.date_created.as_ref())),
+            ("DateUpdated", time(receipt.date_updated.as_ref())),
+            ("Source", SOURCE.to_owned()),
+        ]
+    }
+
     #[test]
-    fn timestamps_are_iso8601_utc_seconds() {
-        let t = |seconds| iso8601(Some(&pbjson_types::Timestamp { seconds, nanos: 7 }));
-        assert_eq!(t(0), "1970-01-01T00:00:00Z");
-        assert_eq!(t(1_584_989_117), "2020-03-23T18:45:17Z");
-        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(t(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(iso8601(None), "");
+    fn the_payload_is_what_the_wire_receipt_said() {
+        for (channel, status, error_code) in [
+            (Channel::Whatsapp, DeliveryStatus::Read, None),
+            (Channel::Sms, DeliveryStatus::Undelivered, Some(30_003)),
+            (Channel::Sms, DeliveryStatus::Sent, None),
+        ] {
+            let receipt = receipt(channel, Some((status, error_code)));
+            let payload = DeliveryPayload::of(&receipt).unwrap();
+            assert_eq!(payload.params, of_wire(&v1::Receipt::from(&receipt)));
+        }
+        let read = DeliveryPayload::of(&receipt(
+            Channel::Whatsapp,
+            Some((DeliveryStatus::Read, None)),
+        ))
+        .unwrap();
+        assert_eq!(
+            read.params[10],
+            ("DateCreated", "2020-03-23T18:45:17Z".into())
+        );
+        assert_eq!(
+            read.params[11],
+            ("DateUpdated", "2020-03-23T18:45:22Z".into())
+        );
+        assert!(read.params[6].1.starts_with("WA"));
+    }
+
+    #[test]
+    fn a_receipt_still_queued_fires_nothing() {
+        assert!(DeliveryPayload::of(&receipt(Channel::Sms, None)).is_none());
+        assert_eq!(status_word(DeliveryStatus::Queued), None);
+        assert_eq!(status_word(DeliveryStatus::Failed), Some("failed"));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! the high watermarks it saw at start, so no receipt update is matched against a partial
 //! configuration, and then keeps following changes. A record without payload (tombstone)
 //! deletes its key's configuration.
+//!
+//! Each record is kept as read (attempts take its URL, method and secrets, and a 410 Gone
+//! writes it back) beside its domain [`WebhookSubscription`], which decides the receipts it
+//! matches. A record whose sids are malformed matches none.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -13,8 +17,9 @@ use receipts_bus::{
     BusError, Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, Record,
     Transient,
 };
+use receipts_domain::{Receipt, WebhookSubscription};
 use receipts_proto::v1;
-use receipts_webhook::payload::EVENT_TYPE;
+use receipts_proto::webhooks::subscription;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,7 +29,13 @@ use crate::DispatcherError;
 /// Every configured webhook by its record key.
 #[derive(Debug, Default, Clone)]
 pub struct Directory {
-    configs: BTreeMap<String, v1::WebhookConfig>,
+    configs: BTreeMap<String, Configured>,
+}
+
+#[derive(Debug, Clone)]
+struct Configured {
+    config: v1::WebhookConfig,
+    subscription: Option<WebhookSubscription>,
 }
 
 /// The directory shared by the follower (writer) and the dispatcher (readers).
@@ -34,7 +45,20 @@ impl Directory {
     pub fn apply(&mut self, key: String, config: Option<v1::WebhookConfig>) {
         match config {
             Some(config) => {
-                self.configs.insert(key, config);
+                let subscription = match subscription(&config) {
+                    Ok(subscription) => Some(subscription),
+                    Err(error) => {
+                        warn!(webhook = %key, error = %receipts_bus::consume::error_chain(&error), "webhook configuration matches no receipt");
+                        None
+                    }
+                };
+                self.configs.insert(
+                    key,
+                    Configured {
+                        config,
+                        subscription,
+                    },
+                );
             }
             None => {
                 self.configs.remove(&key);
@@ -43,7 +67,7 @@ impl Directory {
     }
 
     pub fn get(&self, key: &str) -> Option<&v1::WebhookConfig> {
-        self.configs.get(key)
+        self.configs.get(key).map(|c| &c.config)
     }
 
     pub fn len(&self) -> usize {
@@ -54,37 +78,14 @@ impl Directory {
         self.configs.is_empty()
     }
 
-    /// The webhooks an update of `receipt` goes to: post-webhooks of its account, of its chat
-    /// service and of its conversation whose filters contain `onDeliveryUpdated`, that have a
-    /// URL and are not disabled. Conversation scopes are not capped here (the writer enforces
-    /// five per conversation).
-    pub fn targets(&self, receipt: &v1::Receipt) -> Vec<(&str, &v1::WebhookConfig)> {
+    /// The webhooks a change of `receipt` goes to: those whose subscription matches it
+    /// ([`WebhookSubscription::matches`]), in key order.
+    pub fn targets(&self, receipt: &Receipt) -> Vec<(&str, &v1::WebhookConfig)> {
         self.configs
             .iter()
-            .filter(|(_, c)| subscribed(c) && in_scope(c, receipt))
-            .map(|(k, c)| (k.as_str(), c))
+            .filter(|(_, c)| c.subscription.as_ref().is_some_and(|s| s.matches(receipt)))
+            .map(|(k, c)| (k.as_str(), &c.config))
             .collect()
-    }
-}
-
-fn subscribed(config: &v1::WebhookConfig) -> bool {
-    config.disabled_at.is_none()
-        && !config.post_webhook_url.is_empty()
-        && config.filters.iter().any(|f| f == EVENT_TYPE)
-        && matches!(config.target.as_str(), "" | "webhook")
-}
-
-fn in_scope(config: &v1::WebhookConfig, receipt: &v1::Receipt) -> bool {
-    if config.account_sid != receipt.account_sid {
-        return false;
-    }
-    match config.scope() {
-        v1::WebhookScope::Account | v1::WebhookScope::Unspecified => true,
-        v1::WebhookScope::Service => {
-            !config.chat_service_sid.is_empty()
-                && config.chat_service_sid == receipt.chat_service_sid
-        }
-        v1::WebhookScope::Conversation => config.conversation_sid == receipt.conversation_sid,
     }
 }
 
@@ -210,27 +211,46 @@ pub fn follow(
 
 #[cfg(test)]
 mod tests {
+    use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid};
+
     use super::*;
 
-    fn config(scope: v1::WebhookScope, key_part: &str) -> v1::WebhookConfig {
+    fn sid(kind: &str, name: &str) -> String {
+        match kind {
+            "AC" => AccountSid::derive(&[name]).to_string(),
+            "IS" => ChatServiceSid::derive(&[name]).to_string(),
+            _ => ConversationSid::derive(&[name]).to_string(),
+        }
+    }
+
+    fn config(scope: v1::WebhookScope, name: &str) -> v1::WebhookConfig {
         let mut c = v1::WebhookConfig {
-            account_sid: "AC1".into(),
+            account_sid: sid("AC", "1"),
             chat_service_sid: if scope == v1::WebhookScope::Service {
-                key_part.into()
+                sid("IS", name)
             } else {
                 String::new()
             },
             conversation_sid: if scope == v1::WebhookScope::Conversation {
-                key_part.into()
+                sid("CH", name)
             } else {
                 String::new()
             },
-            post_webhook_url: format!("https://example.com/{key_part}"),
-            filters: vec!["onMessageAdded".into(), EVENT_TYPE.into()],
+            post_webhook_url: format!("https://example.com/{name}"),
+            filters: vec!["onMessageAdded".into(), "onDeliveryUpdated".into()],
             ..Default::default()
         };
         c.set_scope(scope);
         c
+    }
+
+    /// A receipt of account 1 in conversation `conversation`, of chat service `service`.
+    fn receipt(service: Option<&str>, conversation: &str) -> Receipt {
+        let mut receipt = crate::job::tests::receipt("DY1", 1);
+        receipt.registration.account = AccountSid::derive(&["1"]);
+        receipt.registration.chat_service = service.map(|s| ChatServiceSid::derive(&[s]));
+        receipt.registration.conversation = ConversationSid::derive(&[conversation]);
+        receipt
     }
 
     #[test]
@@ -242,34 +262,32 @@ mod tests {
         );
         directory.apply(
             "service/AC1/IS1".into(),
-            Some(config(v1::WebhookScope::Service, "IS1")),
+            Some(config(v1::WebhookScope::Service, "1")),
         );
         directory.apply(
             "service/AC1/IS2".into(),
-            Some(config(v1::WebhookScope::Service, "IS2")),
+            Some(config(v1::WebhookScope::Service, "2")),
         );
         directory.apply(
             "conversation/AC1/CH1/WH1".into(),
-            Some(config(v1::WebhookScope::Conversation, "CH1")),
+            Some(config(v1::WebhookScope::Conversation, "1")),
         );
-        let mut unfiltered = config(v1::WebhookScope::Conversation, "CH1");
+        let mut unfiltered = config(v1::WebhookScope::Conversation, "1");
         unfiltered.filters = vec!["onMessageAdded".into()];
         directory.apply("conversation/AC1/CH1/WH2".into(), Some(unfiltered));
-        let mut disabled = config(v1::WebhookScope::Conversation, "CH1");
+        let mut disabled = config(v1::WebhookScope::Conversation, "1");
         disabled.disabled_at = Some(pbjson_types::Timestamp::default());
         directory.apply("conversation/AC1/CH1/WH3".into(), Some(disabled));
         let mut other_account = config(v1::WebhookScope::Account, "");
-        other_account.account_sid = "AC2".into();
+        other_account.account_sid = sid("AC", "2");
         directory.apply("account/AC2".into(), Some(other_account));
+        let mut malformed = config(v1::WebhookScope::Account, "");
+        malformed.account_sid = "AC1".into();
+        directory.apply("account/AC1-malformed".into(), Some(malformed));
+        assert!(directory.get("account/AC1-malformed").is_some());
 
-        let receipt = v1::Receipt {
-            account_sid: "AC1".into(),
-            chat_service_sid: "IS1".into(),
-            conversation_sid: "CH1".into(),
-            ..Default::default()
-        };
         let keys: Vec<&str> = directory
-            .targets(&receipt)
+            .targets(&receipt(Some("1"), "1"))
             .into_iter()
             .map(|t| t.0)
             .collect();
@@ -278,11 +296,7 @@ mod tests {
             ["account/AC1", "conversation/AC1/CH1/WH1", "service/AC1/IS1"]
         );
 
-        let default_service = v1::Receipt {
-            account_sid: "AC1".into(),
-            conversation_sid: "CH9".into(),
-            ..Default::default()
-        };
+        let default_service = receipt(None, "9");
         let keys: Vec<&str> = directory
             .targets(&default_service)
             .into_iter()

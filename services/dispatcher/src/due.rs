@@ -178,18 +178,10 @@ impl DueQueue {
 
 #[cfg(test)]
 mod tests {
-    use receipts_proto::v1;
-
     use super::*;
 
     fn job(n: u64, due_at_ms: i64) -> DeliveryJob {
-        let receipt = v1::Receipt {
-            sid: format!("DY{n}"),
-            version: 1,
-            ..Default::default()
-        };
-        let mut job = DeliveryJob::new(receipt, "account/AC1".into(), "https://x".into(), 0);
-        job.due_at_ms = due_at_ms;
+        let mut job = crate::job::tests::job(&format!("DY{n}"), 1, due_at_ms);
         job.source = Some(Source {
             topic: "updates".into(),
             partition: (n % 2) as i32,

@@ -1,9 +1,10 @@
 //! The intake: `receipt-updates` and the retry topic, read in one consumer group on the consume
 //! engine, become attempts in the deliverer's queue.
 //!
-//! A receipt update fires a webhook when it is news — its status or error code moved, which the
-//! record itself says (`previous_status`, `previous_error_code`) — and its status is one Twilio
-//! names (`queued`, the REST API's null, fires nothing). The decision needs no state, so a record
+//! A receipt update is decoded into the domain's [`ReceiptChange`](receipts_domain::ReceiptChange)
+//! and fires a webhook when it is news ([`is_news`](receipts_domain::ReceiptChange::is_news): its
+//! status or error code moved) and its status is one Twilio names (`queued`, the REST API's
+//! null, fires nothing). The decision needs no state, so a record
 //! read again (after a crash, or by a partition's new owner) decides the same. What was already
 //! done is in the dispatcher's state, restored from its changelog when a partition is assigned:
 //! a delivery that is settled, or whose next attempt already lives on the retry topic, is not
@@ -17,7 +18,7 @@ use std::sync::{Arc, PoisonError};
 
 use receipts_bus::changelog::{RestoreError, restore_partition};
 use receipts_bus::{Commit, Handler, KafkaSettings, Partition, Record, TraceCarrier, Transient};
-use receipts_proto::v1;
+use receipts_runtime::clock::SharedClock;
 use receipts_store::PartitionOffset;
 use receipts_webhook::payload::status_word;
 use tracing::{debug, warn};
@@ -26,7 +27,6 @@ use crate::configs::SharedDirectory;
 use crate::deliver::Deliverer;
 use crate::job::{DeliveryJob, Source};
 use crate::metrics::DispatcherMetrics;
-use crate::now_ms;
 use crate::progress::{ChangelogProgress, Unsettled};
 use crate::store::{DispatcherStore, SETTLED, StoreError};
 
@@ -61,6 +61,7 @@ pub(crate) struct Intake {
     pub(crate) unsettled: Arc<Unsettled>,
     pub(crate) changelog: Arc<ChangelogProgress>,
     pub(crate) metrics: DispatcherMetrics,
+    pub(crate) clock: SharedClock,
     pub(crate) updates_topic: String,
     pub(crate) retries_topic: String,
     pub(crate) changelog_topic: String,
@@ -120,7 +121,7 @@ impl Handler for Intake {
     }
 
     async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, IntakeError> {
-        let now = now_ms();
+        let now = self.clock.now().unix_millis();
         let mut jobs = Vec::new();
         let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut tokens: HashSet<(String, u32)> = HashSet::new();
@@ -183,18 +184,15 @@ impl Intake {
         if record.topic() != self.updates_topic {
             return Vec::new();
         }
-        let Ok(update) = receipts_bus::record::decode::<v1::ReceiptUpdated>(record) else {
-            warn!(origin = %record.origin(), "undecodable receipt update skipped");
-            self.metrics.update("undecodable");
-            return Vec::new();
+        let change = match receipts_bus::record::decode_receipt_change(record) {
+            Ok(change) => change,
+            Err(error) => {
+                warn!(origin = %record.origin(), %error, "undecodable receipt update skipped");
+                self.metrics.update("undecodable");
+                return Vec::new();
+            }
         };
-        let Some(receipt) = update.receipt else {
-            self.metrics.update("undecodable");
-            return Vec::new();
-        };
-        let news = update.previous_status != receipt.status
-            || update.previous_error_code != receipt.error_code;
-        if !news || status_word(receipt.status()).is_none() {
+        if !change.is_news() || status_word(change.receipt.status()).is_none() {
             self.metrics.update("unchanged");
             return Vec::new();
         }
@@ -204,11 +202,11 @@ impl Intake {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         directory
-            .targets(&receipt)
+            .targets(&change.receipt)
             .into_iter()
             .map(|(key, config)| {
                 DeliveryJob::new(
-                    receipt.clone(),
+                    change.receipt.clone(),
                     key.to_owned(),
                     config.post_webhook_url.clone(),
                     now,
@@ -221,7 +219,7 @@ impl Intake {
     fn still_to_do(&self, job: &DeliveryJob) -> Result<bool, StoreError> {
         if self
             .store
-            .delivered_version(&job.webhook_key, &job.receipt.sid)?
+            .delivered_version(&job.webhook_key, job.receipt.sid.as_str())?
             .is_some_and(|delivered| delivered >= job.receipt.version)
         {
             debug!(token = %job.token, "already delivered");

@@ -16,10 +16,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use receipts_domain::ReceiptSid;
+
 use crate::job::{DeliveryJob, Source};
 
 /// (webhook key, receipt sid).
-type LaneKey = (String, String);
+type LaneKey = (String, ReceiptSid);
 
 #[derive(Debug)]
 struct Lane {
@@ -129,17 +131,10 @@ impl Lanes {
 
 #[cfg(test)]
 mod tests {
-    use receipts_proto::v1;
-
     use super::*;
 
     fn job(receipt: &str, version: u64) -> DeliveryJob {
-        let receipt = v1::Receipt {
-            sid: receipt.into(),
-            version,
-            ..Default::default()
-        };
-        DeliveryJob::new(receipt, "account/AC1".into(), "https://x".into(), 0)
+        crate::job::tests::job(receipt, version, 0)
     }
 
     #[test]
@@ -183,13 +178,19 @@ mod tests {
         lanes.admit(from(1, job("DY2", 1))).unwrap();
         assert!(lanes.admit(from(0, job("DY2", 2))).is_none());
         let forgotten = lanes.forget(|s| s.partition == 0);
-        let versions = |jobs: &[DeliveryJob]| -> Vec<(String, u64)> {
+        let versions = |jobs: &[DeliveryJob]| -> Vec<(ReceiptSid, u64)> {
             jobs.iter()
                 .map(|j| (j.receipt.sid.clone(), j.receipt.version))
                 .collect()
         };
-        assert_eq!(versions(&forgotten.dropped), [("DY2".to_owned(), 2)]);
-        assert_eq!(versions(&forgotten.released), [("DY1".to_owned(), 2)]);
+        assert_eq!(
+            versions(&forgotten.dropped),
+            [(ReceiptSid::derive(&["DY2"]), 2)]
+        );
+        assert_eq!(
+            versions(&forgotten.released),
+            [(ReceiptSid::derive(&["DY1"]), 2)]
+        );
         assert!(lanes.admit(job("DY1", 3)).is_some(), "DY1's lane is free");
         assert!(lanes.admit(job("DY2", 3)).is_none(), "DY2's v1 still owns");
     }

@@ -34,11 +34,12 @@ pub mod store;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use receipts_bus::consume::{ConsumeError, nothing_stored};
 use receipts_bus::{Consumer, ConsumerOptions, KafkaSettings, Publisher, TopicNames};
 use receipts_domain::AccountSid;
+use receipts_runtime::clock::{self, SharedClock};
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
 use receipts_webhook::sealed::SecretsKey;
@@ -53,7 +54,9 @@ use crate::due::DueQueue;
 use crate::intake::{Intake, IntakeError};
 use crate::metrics::DispatcherMetrics;
 use crate::progress::{ChangelogProgress, Unsettled};
-pub use crate::replay::{DeadLetter, ReplayFilter, ReplayReport, dead_letters, replay_dlq};
+pub use crate::replay::{
+    DeadLetter, ReplayFilter, ReplayProgress, ReplayReport, dead_letters, replay_dlq,
+};
 use crate::store::{DispatcherStore, StoreError};
 
 /// Everything the dispatcher needs to run.
@@ -205,25 +208,22 @@ pub enum DispatcherError {
     Join(#[from] tokio::task::JoinError),
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub(crate) fn timestamp_now() -> pbjson_types::Timestamp {
-    let ms = now_ms();
-    pbjson_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// Runs the dispatcher until `shutdown` is cancelled: stops reading, stores the current batch,
-/// waits a little for attempts in flight, flushes.
+/// Runs the dispatcher on the system clock until `shutdown` is cancelled; see [`run_with_clock`].
 pub async fn run(
     config: DispatcherConfig,
     metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), DispatcherError> {
+    run_with_clock(config, metrics, clock::system(), shutdown).await
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled: stops reading, stores the current batch,
+/// waits a little for attempts in flight, flushes. Every wall-clock time it reads or writes
+/// (due times, attempt times, secret expiry, `disabled_at`) comes from `clock`.
+pub async fn run_with_clock(
+    config: DispatcherConfig,
+    metrics: &Metrics,
+    clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
     if config.create_topics_partitions > 0 {
@@ -261,7 +261,8 @@ pub async fn run(
             client: WebhookClient::new(
                 config.ssrf.clone(),
                 Duration::from_millis(config.attempt_timeout_ms),
-            )?,
+            )?
+            .with_clock(clock.clone()),
             store: store.clone(),
             directory: directory.clone(),
             accounts: config
@@ -280,6 +281,7 @@ pub async fn run(
             changelog: changelog.clone(),
         },
         DueQueue::new(store.spill_tree()?, config.queue_in_memory).map_err(StoreError::from)?,
+        clock.clone(),
         shutdown.clone(),
     );
     let delivering = tokio::spawn(
@@ -313,6 +315,7 @@ pub async fn run(
         unsettled,
         changelog,
         metrics: metrics.clone(),
+        clock,
         updates_topic: config.topics.receipt_updates.clone(),
         retries_topic: config.topics.webhook_retries.clone(),
         changelog_topic: config.topics.dispatcher_changelog.clone(),

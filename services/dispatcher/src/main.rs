@@ -38,9 +38,11 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(&config.telemetry, "receipts-dispatcher")
         .context("initialising telemetry")?;
     if let Some(Command::ReplayDlq(filter)) = args.command {
-        let report = receipts_dispatcher::replay_dlq(&config.kafka, &config.topics, &filter, true)
-            .await
-            .context("replaying the dead-letter topic")?;
+        let clock = receipts_runtime::clock::SystemClock;
+        let report =
+            receipts_dispatcher::replay_dlq(&config.kafka, &config.topics, &filter, &clock, |_| {})
+                .await
+                .context("replaying the dead-letter topic")?;
         eprintln!("{report:?}");
         return Ok(());
     }

@@ -8,13 +8,13 @@
 
 use std::collections::HashSet;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use receipts_bus::{KafkaSettings, Outgoing, Publisher, TopicNames};
+use receipts_domain::Clock;
 use receipts_proto::codec::Encoding;
 use receipts_webhook::redacted_url;
 
+use crate::DispatcherError;
 use crate::job::{DUE_AT_HEADER, DeliveryJob, REPLAYED_HEADER};
-use crate::{DispatcherError, now_ms};
 
 /// Which DLQ entries to replay; every criterion given must hold. Also the command line of
 /// `receipts-dispatcher replay-dlq`.
@@ -58,6 +58,17 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Matching entries an earlier replay already sent back.
     pub already_replayed: usize,
+}
+
+/// How far a replay has got, for whoever shows it (the CLI draws a progress bar from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayProgress {
+    /// The entries matching the filter are known: this many are gone through next.
+    Matched(usize),
+    /// The next matching entry is being gone through (replayed, or skipped as replayed before).
+    Entry,
+    /// Every matching entry was gone through.
+    Finished(ReplayReport),
 }
 
 /// One delivery on the dead-letter topic, as operators list it.
@@ -110,12 +121,14 @@ pub async fn dead_letters(
     Ok(letters)
 }
 
-/// Replays the DLQ entries matching `filter`; shows a progress bar when `progress`.
+/// Replays the DLQ entries matching `filter`, due at once by `clock`; tells `progress` how far it
+/// has got.
 pub async fn replay_dlq(
     kafka: &KafkaSettings,
     topics: &TopicNames,
     filter: &ReplayFilter,
-    progress: bool,
+    clock: &dyn Clock,
+    mut progress: impl FnMut(ReplayProgress),
 ) -> Result<ReplayReport, DispatcherError> {
     let letters = dead_letters(kafka, topics).await?;
     let mut report = ReplayReport {
@@ -133,22 +146,15 @@ pub async fn replay_dlq(
         kafka,
         &receipts_bus::settings::client_id("receipts-dispatcher-replay"),
     )?;
-    let bar = if progress {
-        ProgressBar::new(candidates.len() as u64).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
-                .expect("the template is valid"),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
+    progress(ReplayProgress::Matched(candidates.len()));
     for (origin, mut job, replayed) in candidates {
-        bar.inc(1);
+        progress(ReplayProgress::Entry);
         if replayed {
             report.already_replayed += 1;
             continue;
         }
         job.attempt = 0;
-        job.due_at_ms = now_ms();
+        job.due_at_ms = clock.now().unix_millis();
         job.replayed_from = Some(origin.clone());
         let retry = Outgoing::new(&topics.webhook_retries, job.record_key(), job.to_json())
             .content_type(Encoding::Json)
@@ -165,10 +171,7 @@ pub async fn replay_dlq(
         publisher.send_all(&[marker]).await?;
         report.replayed += 1;
     }
-    bar.finish_with_message(format!(
-        "({} already replayed before)",
-        report.already_replayed
-    ));
+    progress(ReplayProgress::Finished(report));
     Ok(report)
 }
 

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,8 +24,9 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use receipts_domain::{AccountSid, DeliveryEvent, Timestamp};
+use receipts_domain::{AccountSid, DeliveryEvent};
 use receipts_runtime::auth;
+use receipts_runtime::clock::SharedClock;
 use receipts_runtime::config::Secret;
 use serde_json::json;
 use tracing::{debug, warn};
@@ -106,6 +106,8 @@ pub(crate) struct Gateway {
     pub(crate) retry_after_secs: u64,
     pub(crate) publisher: Publisher,
     pub(crate) metrics: IngestMetrics,
+    /// The time given to Twilio status callbacks, which carry none of their own.
+    pub(crate) clock: SharedClock,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -142,13 +144,6 @@ pub(crate) fn body_timed_out() -> Response {
         "reason": "the body did not arrive in time",
     }}));
     (StatusCode::REQUEST_TIMEOUT, body).into_response()
-}
-
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -318,7 +313,7 @@ async fn twilio_status(
                 "bad_signature",
             ));
         }
-        let callback = parse_twilio_pairs(&pairs, now())?;
+        let callback = parse_twilio_pairs(&pairs, gateway.clock.now())?;
         gateway.accept(Format::Twilio, vec![callback.event]).await
     }
     .await;

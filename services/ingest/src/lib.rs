@@ -72,12 +72,31 @@ pub enum IngestError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled; requests in flight finish
-/// (and wait for their acknowledgements) before it returns.
+/// Serves ingest on the system clock; see [`run_with_clock`].
 pub async fn run(
     config: IngestConfig,
     listener: TcpListener,
     metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    run_with_clock(
+        config,
+        listener,
+        metrics,
+        receipts_runtime::clock::system(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled; requests in flight finish
+/// (and wait for their acknowledgements) before it returns. Twilio status callbacks, which
+/// carry no time of their own, are stamped by `clock`.
+pub async fn run_with_clock(
+    config: IngestConfig,
+    listener: TcpListener,
+    metrics: &Metrics,
+    clock: receipts_runtime::clock::SharedClock,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     if config.create_topics_partitions > 0 {
@@ -123,6 +142,7 @@ pub async fn run(
         body_limit: config.body_limit_bytes,
         retry_after_secs: config.retry_after_secs,
         publisher,
+        clock,
         metrics,
     });
     info!(

@@ -290,8 +290,11 @@ pub async fn run(
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;
     let timelines = timelines::TimelineFollower::new(&config, store.clone(), metrics);
-    let (webhooks, config_reader) =
-        WebhookConfigs::new(&config, metrics.readiness().component("webhook-configs"))?;
+    let (webhooks, config_reader) = WebhookConfigs::new(
+        &config,
+        metrics.readiness().component("webhook-configs"),
+        receipts_runtime::clock::system(),
+    )?;
     let webhooks = Arc::new(webhooks);
     let reads = Reads::new(store.clone(), tokens);
     let rest = match rest_listener {

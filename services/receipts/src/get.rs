@@ -107,12 +107,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 fn time(t: &Option<pbjson_types::Timestamp>) -> String {
     t.as_ref()
-        .map(|t| {
-            serde_json::to_value(t)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        })
+        .map(|t| receipts_proto::convert::timestamp_from_wire(t).rfc3339())
         .unwrap_or_default()
 }
 

@@ -51,8 +51,16 @@ fn receipt() -> v1::Receipt {
         conversation_sid: format!("CH{:032x}", 1),
         message_sid: format!("IM{:032x}", 1),
         participant_sid: format!("MB{:032x}", 1),
+        channel: v1::Channel::Sms.into(),
+        channel_message_id: format!("SM{:032x}", 1),
         channel_message_sid: format!("SM{:032x}", 1),
         status: v1::DeliveryStatus::Delivered.into(),
+        raw_status: "delivered".into(),
+        source: v1::StatusSource::TwilioMessaging.into(),
+        provider_timestamp: Some(pbjson_types::Timestamp {
+            seconds: 1_584_989_120,
+            nanos: 0,
+        }),
         date_created: Some(pbjson_types_timestamp(1_584_989_117)),
         date_updated: Some(pbjson_types_timestamp(1_584_989_120)),
         version: 2,
@@ -68,7 +76,8 @@ fn request(url: String, method: Method) -> WebhookRequest {
     WebhookRequest {
         url,
         method,
-        payload: DeliveryPayload::of(&receipt()).unwrap(),
+        payload: DeliveryPayload::of(&receipts_domain::Receipt::try_from(&receipt()).unwrap())
+            .unwrap(),
         auth_token: "secret-token".into(),
         idempotency_token: "token-1".into(),
         signing_secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],

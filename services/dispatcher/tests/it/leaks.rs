@@ -24,11 +24,14 @@ fn configuration_and_requests_print_no_secret() {
     let request = receipts_webhook::WebhookRequest {
         url: format!("https://user:{SECRET}@hooks.example.com/in?token={SECRET}"),
         method: receipts_webhook::Method::Post,
-        payload: receipts_webhook::DeliveryPayload::of(&crate::support::receipt(
-            1,
-            2,
-            receipts_proto::v1::DeliveryStatus::Delivered,
-        ))
+        payload: receipts_webhook::DeliveryPayload::of(
+            &receipts_domain::Receipt::try_from(&crate::support::receipt(
+                1,
+                2,
+                receipts_proto::v1::DeliveryStatus::Delivered,
+            ))
+            .unwrap(),
+        )
         .unwrap(),
         auth_token: SECRET.into(),
         idempotency_token: "token".into(),

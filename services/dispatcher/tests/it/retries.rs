@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Message;
-use receipts_dispatcher::{ReplayFilter, replay_dlq};
+use receipts_dispatcher::{ReplayFilter, ReplayProgress, replay_dlq};
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1::{self, DeliveryStatus};
+use receipts_runtime::clock::SystemClock;
 
 use crate::support::*;
 
@@ -230,9 +231,15 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
         account: Some(sid("AC", 99)),
         ..Default::default()
     };
-    let report = replay_dlq(&harness.kafka, &harness.topics, &other, false)
-        .await
-        .unwrap();
+    let report = replay_dlq(
+        &harness.kafka,
+        &harness.topics,
+        &other,
+        &SystemClock,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((report.entries, report.matched, report.replayed), (4, 0, 0));
 
     rejecting.answer_with(|_, _| Answer::Status(200));
@@ -243,12 +250,28 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
         since_ms: Some(0),
         until_ms: Some(i64::MAX),
     };
-    let report = replay_dlq(&harness.kafka, &harness.topics, &only_rejected, false)
-        .await
-        .unwrap();
+    let mut progress = Vec::new();
+    let report = replay_dlq(
+        &harness.kafka,
+        &harness.topics,
+        &only_rejected,
+        &SystemClock,
+        |step| progress.push(step),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.matched, report.replayed, report.already_replayed),
         (2, 2, 0)
+    );
+    assert_eq!(
+        progress,
+        [
+            ReplayProgress::Matched(2),
+            ReplayProgress::Entry,
+            ReplayProgress::Entry,
+            ReplayProgress::Finished(report),
+        ]
     );
     let replayed = rejecting.wait_for(4).await;
     let mut again: Vec<String> = replayed[2..].iter().map(Received::token).collect();
@@ -257,9 +280,15 @@ async fn rejected_and_exhausted_deliveries_are_dead_lettered_then_replayed() {
     first.sort();
     assert_eq!(again, first, "a replay keeps the idempotency tokens");
 
-    let report = replay_dlq(&harness.kafka, &harness.topics, &only_rejected, false)
-        .await
-        .unwrap();
+    let report = replay_dlq(
+        &harness.kafka,
+        &harness.topics,
+        &only_rejected,
+        &SystemClock,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.matched, report.replayed, report.already_replayed),
         (2, 0, 2)

@@ -211,7 +211,12 @@ pub(crate) fn receipt(n: u64, version: u64, status: v1::DeliveryStatus) -> v1::R
         participant_sid: sid("MB", n),
         channel: v1::Channel::Whatsapp.into(),
         channel_message_id: format!("wamid.{n}"),
-        channel_message_sid: sid("WA", n),
+        // As the projector derives it: the dispatcher builds the webhook from the domain
+        // receipt, which derives it again.
+        channel_message_sid: receipts_domain::ChannelMessageId::parse(&format!("wamid.{n}"))
+            .unwrap()
+            .channel_message_sid(true)
+            .to_string(),
         expected_receipts: 1,
         status: status.into(),
         raw_status: String::new(),
@@ -221,8 +226,9 @@ pub(crate) fn receipt(n: u64, version: u64, status: v1::DeliveryStatus) -> v1::R
             0
         },
         source: v1::StatusSource::WhatsappCloud.into(),
+        // `date_updated` is the report's time, as for any receipt the projector publishes.
         provider_timestamp: Some(pbjson_types::Timestamp {
-            seconds: 1_584_989_100 + version as i64,
+            seconds: 1_584_989_120 + version as i64,
             nanos: 0,
         }),
         date_created: Some(pbjson_types::Timestamp {

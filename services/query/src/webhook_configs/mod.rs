@@ -9,12 +9,13 @@
 //! reader has caught up with the topic as it was at start, so a restarted instance never answers
 //! from a half-read topic.
 //!
-//! Here: the calls and the writer. `validate` holds the Twilio parameters, their size caps and
-//! how an update changes a record; `reader` the consumer that fills the in-memory view.
+//! Here: the calls and the writer. `validate` applies an update to a record by the domain's
+//! subscription rules and names a broken one by its Twilio parameter; `reader` the consumer
+//! that fills the in-memory view. Times written come from the service's clock.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use receipts_bus::consume::nothing_stored;
 use receipts_bus::{Consumer, ConsumerOptions, Outgoing, Publisher};
@@ -22,6 +23,7 @@ use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, We
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_proto::webhooks::webhook_key;
+use receipts_runtime::clock::SharedClock;
 use tokio::sync::{Mutex, watch};
 use tracing::warn;
 
@@ -33,11 +35,11 @@ mod validate;
 
 use reader::ConfigHandler;
 pub use reader::{ConfigReadError, ConfigReader};
+pub use receipts_domain::subscription::{MAX_ENTRY_BYTES, MAX_LIST_ENTRIES, MAX_URL_BYTES};
 pub use signing_secrets::{
     CreatedSecret, DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE, MAX_SIGNING_SECRETS,
 };
 use validate::apply;
-pub use validate::{MAX_ENTRY_BYTES, MAX_LIST_ENTRIES, MAX_URL_BYTES};
 
 /// Twilio's limit on conversation-scoped webhooks.
 pub const MAX_CONVERSATION_WEBHOOKS: usize = 5;
@@ -54,17 +56,7 @@ pub enum Scope {
 }
 
 /// The fields a write may set; `None` leaves a field as it is (Twilio's partial update).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WebhookUpdate {
-    pub method: Option<String>,
-    pub filters: Option<Vec<String>>,
-    pub pre_webhook_url: Option<String>,
-    /// Conversation scope: `configuration.url`.
-    pub post_webhook_url: Option<String>,
-    pub target: Option<String>,
-    pub triggers: Option<Vec<String>>,
-    pub flow_sid: Option<String>,
-}
+pub use receipts_domain::SubscriptionUpdate as WebhookUpdate;
 
 /// Why a configuration call failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +135,8 @@ pub struct WebhookConfigs {
     writes: Mutex<()>,
     /// Seals signing secrets; without it they cannot be created.
     secrets_key: Option<receipts_webhook::sealed::SecretsKey>,
+    /// Dates written records and decides which signing secrets are current.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for WebhookConfigs {
@@ -157,6 +151,7 @@ impl WebhookConfigs {
     pub fn new(
         config: &QueryConfig,
         component: receipts_runtime::health::Component,
+        clock: SharedClock,
     ) -> Result<(Self, ConfigReader), QueryError> {
         let client_id = receipts_bus::settings::client_id("receipts-query-webhooks");
         let publisher = Publisher::new(&config.kafka, &client_id)?;
@@ -171,6 +166,7 @@ impl WebhookConfigs {
                 topic: topic.clone(),
                 writes: Mutex::new(()),
                 secrets_key: config.secrets_key()?,
+                clock,
             },
             ConfigReader {
                 consumer,
@@ -182,6 +178,10 @@ impl WebhookConfigs {
                 },
             },
         ))
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     async fn loaded(&self) -> Result<(), ConfigCallError> {
@@ -260,7 +260,7 @@ impl WebhookConfigs {
                 "cannot be changed; delete and create instead",
             ));
         }
-        apply(&mut config, scope, update)?;
+        apply(&mut config, scope, update, self.now())?;
         self.write(config).await
     }
 
@@ -285,7 +285,7 @@ impl WebhookConfigs {
         let scope = Scope::Conversation(conversation.clone(), placeholder);
         let mut config = record_of(account, &scope);
         config.target = target;
-        apply(&mut config, &scope, update)?;
+        apply(&mut config, &scope, update, self.now())?;
         config.webhook_sid = content_sid(&config);
         if let Some(existing) = self.view.get(&webhook_key(&config)) {
             if same_content(&existing, &config) {
@@ -426,11 +426,4 @@ fn record_of(account: &AccountSid, scope: &Scope) -> v1::WebhookConfig {
         }
     }
     config
-}
-
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis)
 }

@@ -14,7 +14,7 @@ use receipts_proto::v1;
 use receipts_proto::webhooks::webhook_key;
 use receipts_webhook::sealed::{self, SecretsKey};
 
-use super::{ConfigCallError, Scope, WebhookConfigs, now, record_of};
+use super::{ConfigCallError, Scope, WebhookConfigs, record_of};
 
 /// The most secrets that sign at once; rotation needs two.
 pub const MAX_SIGNING_SECRETS: usize = 10;
@@ -57,10 +57,6 @@ fn listed(sealed: &v1::SealedSigningSecret) -> v1::SigningSecret {
         created: sealed.created,
         expires: sealed.expires,
     }
-}
-
-fn now_ms() -> i64 {
-    now().unix_millis()
 }
 
 /// A secret id is `WS` and 32 lowercase hex digits.
@@ -110,7 +106,7 @@ impl WebhookConfigs {
         {
             return Err(error);
         }
-        let now = now_ms();
+        let now = self.now().unix_millis();
         Ok(config
             .iter()
             .flat_map(|c| &c.sealed_secrets)
@@ -161,14 +157,14 @@ impl WebhookConfigs {
             .view
             .get(&key)
             .ok_or_else(|| missing(scope).unwrap_or_else(|| not_found(id)))?;
-        let at = now_ms();
+        let at = self.now().unix_millis();
         config.sealed_secrets.retain(|s| sealed::is_current(s, at));
         let before = config.sealed_secrets.len();
         config.sealed_secrets.retain(|s| s.id != id);
         if config.sealed_secrets.len() == before {
             return Err(not_found(id));
         }
-        config.date_updated = Some(timestamp_to_wire(now()));
+        config.date_updated = Some(timestamp_to_wire(self.now()));
         self.write(config).await?;
         Ok(())
     }
@@ -192,7 +188,7 @@ impl WebhookConfigs {
                 None => blank,
             },
         };
-        let now_ms = now_ms();
+        let now_ms = self.now().unix_millis();
         config
             .sealed_secrets
             .retain(|s| sealed::is_current(s, now_ms));
@@ -214,7 +210,7 @@ impl WebhookConfigs {
         }
         let secret = sealed::new_secret();
         let id = sealed::new_secret_id();
-        let stamp = timestamp_to_wire(now());
+        let stamp = timestamp_to_wire(self.now());
         let stored = v1::SealedSigningSecret {
             ciphertext: secrets_key.seal(&key, &id, &secret),
             id,

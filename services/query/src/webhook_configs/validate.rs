@@ -1,120 +1,35 @@
-//! The Twilio parameters of a webhook configuration: what each scope accepts, the size caps of
-//! every field, and how an update is applied to the stored record.
+//! How an update is applied to a stored record. The rules are the domain's
+//! ([`SubscriptionSettings::apply`](receipts_domain::SubscriptionSettings::apply): what each scope
+//! accepts, the size caps of every field); here they are given the record's settings, a broken
+//! rule is named by the Twilio parameter of the scope's REST resource, and the record's dates
+//! are stamped.
 
+use receipts_domain::{InvalidSetting, ScopeKind, Setting, Timestamp};
 use receipts_proto::convert::timestamp_to_wire;
 use receipts_proto::v1;
+use receipts_proto::webhooks::{set_settings, settings};
 
-use super::{ConfigCallError, Scope, WebhookUpdate, invalid, now};
+use super::{ConfigCallError, Scope, WebhookUpdate, invalid};
 
-/// Validates `update` for `scope` and applies it. Writing a configuration again re-enables it.
+/// Validates `update` for `scope` and applies it, as written at `now`. Writing a configuration
+/// again re-enables it.
 pub(super) fn apply(
     config: &mut v1::WebhookConfig,
     scope: &Scope,
     update: &WebhookUpdate,
+    now: Timestamp,
 ) -> Result<(), ConfigCallError> {
-    let conversation = matches!(scope, Scope::Conversation(..));
-    let (method_field, url_field, filters_field) = if conversation {
-        (
-            "Configuration.Method",
-            "Configuration.Url",
-            "Configuration.Filters",
-        )
-    } else {
-        ("Method", "PostWebhookUrl", "Filters")
+    let kind = match scope {
+        Scope::Account => ScopeKind::Account,
+        Scope::Service(_) => ScopeKind::ChatService,
+        Scope::Conversation(..) => ScopeKind::Conversation,
     };
-    if let Some(method) = &update.method {
-        config.method = match method.to_ascii_uppercase().as_str() {
-            "GET" => "GET".into(),
-            "POST" => "POST".into(),
-            _ => {
-                return Err(invalid(
-                    method_field,
-                    format!("must be GET or POST, got {}", quoted(method)),
-                ));
-            }
-        };
-    }
-    if let Some(filters) = &update.filters {
-        config.filters = event_names(filters_field, filters)?;
-    }
-    if let Some(url) = &update.post_webhook_url {
-        config.post_webhook_url = absolute_url(url_field, url)?;
-    }
-    match scope {
-        Scope::Account => {
-            if let Some(url) = &update.pre_webhook_url {
-                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
-            }
-            if let Some(target) = &update.target {
-                config.target = match target.to_ascii_lowercase().as_str() {
-                    "webhook" => "webhook".into(),
-                    "flex" => "flex".into(),
-                    _ => {
-                        return Err(invalid(
-                            "Target",
-                            format!("must be webhook or flex, got {}", quoted(target)),
-                        ));
-                    }
-                };
-            }
-        }
-        Scope::Service(_) => {
-            if let Some(url) = &update.pre_webhook_url {
-                config.pre_webhook_url = absolute_url("PreWebhookUrl", url)?;
-            }
-            if update.target.is_some() {
-                return Err(invalid(
-                    "Target",
-                    "is not a field of a service's configuration",
-                ));
-            }
-        }
-        Scope::Conversation(..) => {
-            if update.pre_webhook_url.is_some() {
-                return Err(invalid(
-                    "PreWebhookUrl",
-                    "conversation-scoped webhooks are post-event only",
-                ));
-            }
-            if !matches!(config.target.as_str(), "webhook" | "trigger" | "studio") {
-                return Err(invalid(
-                    "Target",
-                    format!(
-                        "must be webhook, trigger or studio, got {}",
-                        quoted(&config.target)
-                    ),
-                ));
-            }
-            if let Some(triggers) = &update.triggers {
-                bounded_list("Configuration.Triggers", triggers)?;
-                config.triggers = triggers.clone();
-            }
-            if let Some(flow) = &update.flow_sid {
-                let valid = flow.len() == 34
-                    && flow.starts_with("FW")
-                    && flow[2..].bytes().all(|b| b.is_ascii_hexdigit());
-                if !valid && !flow.is_empty() {
-                    return Err(invalid(
-                        "Configuration.FlowSid",
-                        "must be FW and 32 hex digits",
-                    ));
-                }
-                config.flow_sid = flow.clone();
-            }
-            let complete = match config.target.as_str() {
-                "studio" => !config.flow_sid.is_empty(),
-                _ => !config.post_webhook_url.is_empty(),
-            };
-            if !complete {
-                return Err(if config.target == "studio" {
-                    invalid("Configuration.FlowSid", "is required for target studio")
-                } else {
-                    invalid("Configuration.Url", "is required for this target")
-                });
-            }
-        }
-    }
-    let now = timestamp_to_wire(now());
+    let mut written = settings(config);
+    written
+        .apply(kind, update)
+        .map_err(|error| refused(kind, &error))?;
+    set_settings(config, written);
+    let now = timestamp_to_wire(now);
     config.date_created.get_or_insert(now);
     config.date_updated = Some(now);
     config.disabled_at = None;
@@ -122,96 +37,100 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// The longest webhook URL accepted, in bytes (browsers and proxies commonly stop near 2 KiB).
-pub const MAX_URL_BYTES: usize = 2048;
-/// The most entries of a list field (`Filters`, `Configuration.Triggers`); Conversations has
-/// about twenty event names.
-pub const MAX_LIST_ENTRIES: usize = 64;
-/// The longest event name or trigger, in bytes.
-pub const MAX_ENTRY_BYTES: usize = 256;
+/// The answer to a broken rule: the parameter as the scope's resource names it, and the rule's
+/// message.
+fn refused(kind: ScopeKind, error: &InvalidSetting) -> ConfigCallError {
+    invalid(parameter(kind, error.setting()), error.to_string())
+}
 
-/// `value` as an error message may quote it: at most 64 characters.
-fn quoted(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        Some((end, _)) => format!("{:?}…", &value[..end]),
-        None => format!("{value:?}"),
+/// The Twilio parameter of `setting`: conversation webhooks nest theirs under `Configuration.`.
+fn parameter(kind: ScopeKind, setting: Setting) -> &'static str {
+    let conversation = kind == ScopeKind::Conversation;
+    match setting {
+        Setting::Method if conversation => "Configuration.Method",
+        Setting::Method => "Method",
+        Setting::Filters if conversation => "Configuration.Filters",
+        Setting::Filters => "Filters",
+        Setting::PostWebhookUrl if conversation => "Configuration.Url",
+        Setting::PostWebhookUrl => "PostWebhookUrl",
+        Setting::PreWebhookUrl => "PreWebhookUrl",
+        Setting::Target => "Target",
+        Setting::Triggers => "Configuration.Triggers",
+        Setting::FlowSid => "Configuration.FlowSid",
     }
 }
 
-/// A list field within [`MAX_LIST_ENTRIES`] entries of at most [`MAX_ENTRY_BYTES`] each.
-fn bounded_list(field: &'static str, entries: &[String]) -> Result<(), ConfigCallError> {
-    if entries.len() > MAX_LIST_ENTRIES {
-        return Err(invalid(
-            field,
-            format!(
-                "has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
-                entries.len()
-            ),
-        ));
-    }
-    if let Some(long) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
-        return Err(invalid(
-            field,
-            format!(
-                "entry {} is {} bytes, more than the {MAX_ENTRY_BYTES} allowed",
-                quoted(long),
-                long.len()
-            ),
-        ));
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use receipts_domain::{ConversationSid, WebhookSid};
 
-/// Event names as given, each a plain identifier. Unknown names are kept: Twilio's own examples
-/// use names outside its documented list (contract §10.6), and only `onDeliveryUpdated` fires here.
-fn event_names(field: &'static str, names: &[String]) -> Result<Vec<String>, ConfigCallError> {
-    bounded_list(field, names)?;
-    let mut kept: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        let name = name.trim();
-        if name.is_empty() {
-            continue;
-        }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(invalid(
-                field,
-                format!("{} is not an event name", quoted(name)),
-            ));
-        }
-        if !kept.iter().any(|k| k == name) {
-            kept.push(name.to_owned());
-        }
-    }
-    Ok(kept)
-}
+    use super::*;
 
-/// An absolute http(s) URL, or empty to clear the field.
-fn absolute_url(field: &'static str, url: &str) -> Result<String, ConfigCallError> {
-    let url = url.trim();
-    if url.is_empty() {
-        return Ok(String::new());
-    }
-    if url.len() > MAX_URL_BYTES {
-        return Err(invalid(
-            field,
-            format!(
-                "is {} bytes, more than the {MAX_URL_BYTES} allowed",
-                url.len()
-            ),
-        ));
-    }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
-        {
-            Ok(url.to_owned())
+    fn refused_with(scope: &Scope, update: WebhookUpdate) -> (&'static str, String) {
+        let mut config = v1::WebhookConfig {
+            target: "webhook".into(),
+            post_webhook_url: "https://example.com/in".into(),
+            ..Default::default()
+        };
+        match apply(&mut config, scope, &update, Timestamp::EPOCH) {
+            Err(ConfigCallError::Invalid { field, message }) => (field, message),
+            other => panic!("not refused: {other:?}"),
         }
-        _ => Err(invalid(
-            field,
-            format!("{} is not an absolute http(s) URL", quoted(url)),
-        )),
+    }
+
+    #[test]
+    fn refusals_name_the_parameter_of_the_scope() {
+        let conversation =
+            Scope::Conversation(ConversationSid::derive(&["c"]), WebhookSid::derive(&["w"]));
+        let method = || WebhookUpdate {
+            method: Some("PUT".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused_with(&Scope::Account, method()),
+            ("Method", "must be GET or POST, got \"PUT\"".into())
+        );
+        assert_eq!(
+            refused_with(&conversation, method()).0,
+            "Configuration.Method"
+        );
+        let url = || WebhookUpdate {
+            post_webhook_url: Some("example.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(refused_with(&Scope::Account, url()).0, "PostWebhookUrl");
+        assert_eq!(refused_with(&conversation, url()).0, "Configuration.Url");
+        let filters = WebhookUpdate {
+            filters: Some(vec!["on delivery".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused_with(&conversation, filters),
+            (
+                "Configuration.Filters",
+                "\"on delivery\" is not an event name".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_write_stamps_its_dates_and_enables_the_record() {
+        let mut config = v1::WebhookConfig {
+            disabled_at: Some(timestamp_to_wire(Timestamp::from_unix_millis(5))),
+            disabled_reason: "410 Gone".into(),
+            ..Default::default()
+        };
+        let update = WebhookUpdate {
+            method: Some("get".into()),
+            post_webhook_url: Some("https://example.com/in".into()),
+            ..Default::default()
+        };
+        let at = Timestamp::from_unix_millis(1_764_000_000_000);
+        apply(&mut config, &Scope::Account, &update, at).unwrap();
+        assert_eq!(config.method, "GET");
+        assert_eq!(config.post_webhook_url, "https://example.com/in");
+        assert_eq!(config.date_created, Some(timestamp_to_wire(at)));
+        assert_eq!(config.date_updated, Some(timestamp_to_wire(at)));
+        assert!(config.disabled_at.is_none() && config.disabled_reason.is_empty());
     }
 }

@@ -3,7 +3,9 @@
 //! an entry is replayed at most once from anywhere).
 
 use clap::Subcommand;
-use receipts_dispatcher::{DeadLetter, ReplayFilter};
+use indicatif::{ProgressBar, ProgressStyle};
+use receipts_dispatcher::{DeadLetter, ReplayFilter, ReplayProgress};
+use receipts_runtime::clock::SystemClock;
 use serde_json::json;
 
 use super::{OpsConfig, json, table, time};
@@ -45,7 +47,7 @@ impl ListFilter {
             && self
                 .receipt
                 .as_ref()
-                .is_none_or(|sid| *sid == letter.job.receipt.sid)
+                .is_none_or(|sid| sid == letter.job.receipt.sid.as_str())
             && !(self.pending && letter.replayed)
     }
 }
@@ -56,8 +58,8 @@ fn summary(letter: &DeadLetter) -> serde_json::Value {
         "origin": letter.origin,
         "dead_lettered_at": time(Some(letter.dead_lettered_at_ms)),
         "account_sid": job.account_sid,
-        "conversation_sid": job.receipt.conversation_sid,
-        "receipt_sid": job.receipt.sid,
+        "conversation_sid": job.receipt.registration.conversation.as_str(),
+        "receipt_sid": job.receipt.sid.as_str(),
         "version": job.receipt.version,
         "webhook_key": job.webhook_key,
         "url": job.url,
@@ -66,6 +68,36 @@ fn summary(letter: &DeadLetter) -> serde_json::Value {
         "replayed": letter.replayed,
         "idempotency_token": job.token,
     })
+}
+
+/// Draws a replay's progress on standard error (when `shown`): a bar of the matching entries,
+/// ending with how many were replayed before.
+fn draw_replay(bar: &mut Option<ProgressBar>, shown: bool, step: ReplayProgress) {
+    match step {
+        ReplayProgress::Matched(entries) => {
+            *bar = Some(if shown {
+                ProgressBar::new(entries as u64).with_style(
+                    ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
+                        .expect("the template is valid"),
+                )
+            } else {
+                ProgressBar::hidden()
+            });
+        }
+        ReplayProgress::Entry => {
+            if let Some(bar) = bar {
+                bar.inc(1);
+            }
+        }
+        ReplayProgress::Finished(report) => {
+            if let Some(bar) = bar {
+                bar.finish_with_message(format!(
+                    "({} already replayed before)",
+                    report.already_replayed
+                ));
+            }
+        }
+    }
 }
 
 /// Runs one `dlq` command and returns what it prints.
@@ -87,7 +119,7 @@ pub async fn run(config: &OpsConfig, command: DlqCommand, as_json: bool) -> anyh
                     vec![
                         l.origin.clone(),
                         time(Some(l.dead_lettered_at_ms)),
-                        l.job.receipt.sid.clone(),
+                        l.job.receipt.sid.to_string(),
                         l.job.receipt.version.to_string(),
                         l.job.webhook_key.clone(),
                         l.job.attempt.to_string(),
@@ -141,9 +173,15 @@ pub async fn run(config: &OpsConfig, command: DlqCommand, as_json: bool) -> anyh
         }
         DlqCommand::Replay { filter } => {
             // The progress bar goes to standard error, and only for people.
-            let report =
-                receipts_dispatcher::replay_dlq(&config.kafka, &config.topics, &filter, !as_json)
-                    .await?;
+            let mut bar = None;
+            let report = receipts_dispatcher::replay_dlq(
+                &config.kafka,
+                &config.topics,
+                &filter,
+                &SystemClock,
+                |step| draw_replay(&mut bar, !as_json, step),
+            )
+            .await?;
             let value = json!({
                 "entries": report.entries,
                 "matched": report.matched,

@@ -111,10 +111,8 @@ pub async fn run(config: &OpsConfig, args: ParkedArgs, as_json: bool) -> anyhow:
         None => from_changelog(config).await?,
     };
     if let Some(secs) = args.older_than_secs {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
+        use receipts_runtime::clock::{Clock, SystemClock};
+        let now_ms = SystemClock.now().unix_millis();
         let cutoff = now_ms - (secs as i64).saturating_mul(1000);
         found.retain(|p| p.parked_since_ms < cutoff);
     }

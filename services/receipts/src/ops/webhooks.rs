@@ -161,7 +161,7 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         Vec::<DeliveryJob>::new(),
         move |jobs, record| {
             if let Some(Ok(job)) = record.payload().map(DeliveryJob::from_json)
-                && job.receipt.sid == sid
+                && job.receipt.sid.as_str() == sid
             {
                 jobs.push(job);
             }
@@ -173,7 +173,7 @@ async fn deliveries(config: &OpsConfig, receipt_sid: &str) -> anyhow::Result<Rec
         states.insert((job.webhook_key, job.receipt.version), "retrying");
     }
     for letter in receipts_dispatcher::dead_letters(&config.kafka, topics).await? {
-        if letter.job.receipt.sid == receipt_sid && !letter.replayed {
+        if letter.job.receipt.sid.as_str() == receipt_sid && !letter.replayed {
             states.insert(
                 (letter.job.webhook_key, letter.job.receipt.version),
                 "dead-lettered",

@@ -40,13 +40,7 @@ fn hex_id(rng: &mut StdRng) -> String {
 }
 
 fn rfc3339(unix: i64) -> String {
-    serde_json::to_value(pbjson_types::Timestamp {
-        seconds: unix,
-        nanos: 0,
-    })
-    .ok()
-    .and_then(|v| v.as_str().map(str::to_owned))
-    .unwrap_or_default()
+    Timestamp::from_unix_millis(unix * 1000).rfc3339()
 }
 
 /// YYMMDDhhmm in UTC, as SMPP receipts and Twilio's RawDlrDoneDate carry it.

@@ -281,9 +281,8 @@ fn records_as_the_services_write_them_match_their_schemas() {
         &serde_json::to_value(&config).unwrap(),
     );
 
-    let receipt = v1::Receipt::from(&change.receipt);
     let mut job = receipts_dispatcher::job::DeliveryJob::new(
-        receipt,
+        change.receipt.clone(),
         receipts_proto::webhooks::webhook_key(&config),
         config.post_webhook_url.clone(),
         1_767_600_005_000,
