@@ -6,7 +6,7 @@
 //! sent to a dead-letter topic with the reason, and skipped.
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use receipts_domain::{DeliveryEvent, ReceiptChange};
+use receipts_domain::{DeliveryEvent, ReceiptChange, ReceiptState};
 use receipts_proto::codec::{self, CONTENT_TYPE_HEADER, Encoding};
 use receipts_proto::{ConversionError, v1};
 
@@ -138,6 +138,8 @@ impl From<OwnedMessage> for Record {
 pub enum PoisonRecord {
     #[error("record has no payload")]
     EmptyPayload,
+    #[error("record has no key")]
+    MissingKey,
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
     #[error(transparent)]
@@ -164,6 +166,12 @@ pub fn decode_delivery_event(record: &Record) -> Result<DeliveryEvent, PoisonRec
 pub fn decode_receipt_change(record: &Record) -> Result<ReceiptChange, PoisonRecord> {
     let wire: v1::ReceiptUpdated = decode(record)?;
     Ok(ReceiptChange::try_from(&wire)?)
+}
+
+/// Decodes a projector changelog record (not a tombstone) into the receipt state it holds.
+pub fn decode_receipt_state(record: &Record) -> Result<ReceiptState, PoisonRecord> {
+    let wire: v1::StoredReceiptState = decode(record)?;
+    Ok(ReceiptState::try_from(&wire)?)
 }
 
 /// Headers announcing a payload's encoding.

@@ -108,8 +108,27 @@ pub enum StoreError {
     InUse { dir: std::path::PathBuf },
     #[error(transparent)]
     Sled(#[from] sled::Error),
-    #[error("stored value under {key:?} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
+    #[error("stored value under {key:?} is corrupt")]
+    Corrupt {
+        key: String,
+        /// The decoding error, or what is wrong with the bytes.
+        #[source]
+        source: CorruptValue,
+    },
+}
+
+/// Why a stored value cannot be read.
+pub type CorruptValue = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// The value under `key` cannot be read, because of `source` (an error, or a description
+    /// of what is wrong with its bytes).
+    pub fn corrupt(key: &[u8], source: impl Into<CorruptValue>) -> Self {
+        StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source: source.into(),
+        }
+    }
 }
 
 #[cfg(test)]

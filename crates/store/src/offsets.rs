@@ -21,9 +21,11 @@ pub fn read(tree: &sled::Tree, topic: &str, partition: i32) -> Result<Option<i64
     let Some(value) = tree.get(&key)? else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-        key: String::from_utf8_lossy(&key).into_owned(),
-        reason: format!("offset has {} bytes, expected 8", value.len()),
+    let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+        StoreError::corrupt(
+            &key,
+            format!("offset has {} bytes, expected 8", value.len()),
+        )
     })?;
     Ok(Some(i64::from_be_bytes(bytes)))
 }

@@ -72,11 +72,8 @@ fn parked_key(key: &ReceiptKey) -> Vec<u8> {
     format!("p/{key}").into_bytes()
 }
 
-fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
+fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
+    StoreError::corrupt(key, source)
 }
 
 impl SledProjectorStore {

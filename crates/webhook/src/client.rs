@@ -185,10 +185,12 @@ impl WebhookClient {
                     }
                 }
             }
-            Err(reason) => {
+            Err(refused) => {
                 span.record("error.type", "refused");
                 span.record("otel.status_code", "error");
-                AttemptOutcome::Reject { reason }
+                AttemptOutcome::Reject {
+                    reason: refused.to_string(),
+                }
             }
         };
         Attempt {
@@ -197,7 +199,7 @@ impl WebhookClient {
         }
     }
 
-    fn build(&self, request: &WebhookRequest) -> Result<reqwest::Request, String> {
+    fn build(&self, request: &WebhookRequest) -> Result<reqwest::Request, RequestRefused> {
         let (url, params, body) = match request.method {
             Method::Get => (
                 request.payload.url_with_query(&request.url),
@@ -210,27 +212,23 @@ impl WebhookClient {
                 request.payload.form(),
             ),
         };
-        let parsed = reqwest::Url::parse(&url).map_err(|e| format!("invalid URL: {e}"))?;
+        let parsed = reqwest::Url::parse(&url).map_err(RequestRefused::Url)?;
         // Signed as sent: the receiver validates the URL it was called at, which is the
         // normalised one, not the text the tenant configured.
         let signature = twilio::signature(&request.auth_token, parsed.as_str(), &params);
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "URL scheme {:?} is not http or https",
-                parsed.scheme()
-            ));
+            return Err(RequestRefused::Scheme(parsed.scheme().to_owned()));
         }
         // `reqwest` does not resolve IP literals, so the resolver never sees them.
         let literal = match parsed.host() {
             Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
             Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
             Some(url::Host::Domain(_)) => None,
-            None => return Err("URL has no host".to_owned()),
+            None => return Err(RequestRefused::NoHost),
         };
         if let Some(ip) = literal {
             self.policy
-                .check(parsed.host_str().unwrap_or_default(), ip)
-                .map_err(|e| e.to_string())?;
+                .check(parsed.host_str().unwrap_or_default(), ip)?;
         }
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
@@ -253,8 +251,7 @@ impl WebhookClient {
                 &request.idempotency_token,
                 timestamp,
                 body.as_bytes(),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             builder = builder
                 .header(standard::ID_HEADER, &request.idempotency_token)
                 .header(standard::TIMESTAMP_HEADER, timestamp.to_string())
@@ -263,10 +260,28 @@ impl WebhookClient {
         if request.method == Method::Post {
             builder = builder.header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(body);
         }
-        builder
-            .build()
-            .map_err(|e| format!("building the request: {e}"))
+        builder.build().map_err(RequestRefused::Build)
     }
+}
+
+/// Why a request was not sent at all: the subscriber's URL or secrets cannot make one. Shown
+/// in the attempt's record as its reason, so each message reads the same as before it was typed.
+#[derive(Debug, thiserror::Error)]
+enum RequestRefused {
+    // The details are part of the reason a record shows, so they are in the message, and not
+    // also a source that a chain would print a second time.
+    #[error("invalid URL: {0}")]
+    Url(url::ParseError),
+    #[error("URL scheme {0:?} is not http or https")]
+    Scheme(String),
+    #[error("URL has no host")]
+    NoHost,
+    #[error(transparent)]
+    Blocked(#[from] Refused),
+    #[error(transparent)]
+    Secret(#[from] standard::InvalidSecret),
+    #[error("building the request: {0}")]
+    Build(reqwest::Error),
 }
 
 /// The HTTP client span of one request, named and attributed as the semantic conventions' HTTP

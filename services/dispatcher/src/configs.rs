@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use receipts_bus::consume::{ConsumeError, nothing_stored};
+use receipts_bus::record::PoisonRecord;
 use receipts_bus::{
     BusError, Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, Record,
     Transient,
@@ -90,16 +91,15 @@ impl Directory {
 }
 
 /// Decodes one `webhook-configs` record: `None` for a tombstone.
-pub fn decode_record(record: &Record) -> Result<(String, Option<v1::WebhookConfig>), String> {
+pub fn decode_record(record: &Record) -> Result<(String, Option<v1::WebhookConfig>), PoisonRecord> {
     let key = record
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
-        .ok_or("record has no key")?;
+        .ok_or(PoisonRecord::MissingKey)?;
     if record.payload().is_none() {
         return Ok((key, None));
     }
-    let config: v1::WebhookConfig =
-        receipts_bus::record::decode(record).map_err(|e| e.to_string())?;
+    let config: v1::WebhookConfig = receipts_bus::record::decode(record)?;
     Ok((key, Some(config)))
 }
 
@@ -151,8 +151,8 @@ impl Handler for Follower {
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .apply(key, config),
-                Err(reason) => {
-                    warn!(origin = %record.origin(), %reason, "undecodable webhook config skipped")
+                Err(error) => {
+                    warn!(origin = %record.origin(), error = %receipts_bus::consume::error_chain(&error), "undecodable webhook config skipped")
                 }
             }
             if self

@@ -31,11 +31,8 @@ pub struct DispatcherStore {
     tree: sled::Tree,
 }
 
-fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
+fn corrupt(key: &[u8], source: impl Into<receipts_store::CorruptValue>) -> StoreError {
+    StoreError::corrupt(key, source)
 }
 
 fn progress_key(token: &str) -> Vec<u8> {

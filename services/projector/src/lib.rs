@@ -402,20 +402,19 @@ fn changelog_states(
 ) -> Result<Vec<(ReceiptKey, ReceiptState, Timestamp)>, StoreError> {
     let mut states = Vec::with_capacity(records.len());
     for record in records {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: record.origin(),
-            reason,
-        };
+        let origin = record.origin();
+        let corrupt =
+            |source: receipts_store::CorruptValue| StoreError::corrupt(origin.as_bytes(), source);
         let key = record
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .ok_or_else(|| corrupt("the key is not a receipt key".into()))?;
-        let id = ReceiptKey::parse(key).map_err(|e| corrupt(e.to_string()))?;
-        let Some(payload) = record.payload() else {
+        let id = ReceiptKey::parse(key).map_err(|e| corrupt(e.into()))?;
+        if record.payload().is_none() {
             continue;
-        };
-        let stored = v1::StoredReceiptState::decode(payload).map_err(|e| corrupt(e.to_string()))?;
-        let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(e.to_string()))?;
+        }
+        let state =
+            receipts_bus::record::decode_receipt_state(record).map_err(|e| corrupt(e.into()))?;
         let written = Timestamp::from_unix_millis(record.timestamp_millis().unwrap_or(0));
         states.push((id, state, written));
     }

@@ -21,8 +21,7 @@ use receipts_bus::consume::BoxError;
 use receipts_bus::{
     BusError, Commit, Consumer, ConsumerOptions, Handler, Partition, Record, Transient,
 };
-use receipts_domain::{ReceiptChange, ReceiptState};
-use receipts_proto::v1;
+use receipts_domain::ReceiptChange;
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{PartitionOffset, QueryStore, StoreError};
 use tokio::sync::broadcast;
@@ -242,12 +241,12 @@ impl Handler for ReadModelHandler {
                     next_offset,
                 }),
             }
-            match decode(record) {
+            match receipts_bus::record::decode_receipt_change(record) {
                 Ok(change) => changes.push(change),
-                Err(reason) => {
+                Err(error) => {
                     // The projector is the only writer; a record it did not write correctly is
                     // counted and skipped, never retried forever.
-                    warn!(origin = %record.origin(), %reason, "undecodable receipt update skipped");
+                    warn!(origin = %record.origin(), error = %receipts_bus::consume::error_chain(&error), "undecodable receipt update skipped");
                     self.records.get_or_create(&outcome("undecodable")).inc();
                 }
             }
@@ -285,10 +284,7 @@ impl Handler for ReadModelHandler {
 fn snapshots(records: &[Record]) -> Vec<ReceiptChange> {
     let mut changes = Vec::with_capacity(records.len());
     for record in records {
-        let state = receipts_bus::record::decode::<v1::StoredReceiptState>(record)
-            .map_err(|e| e.to_string())
-            .and_then(|stored| ReceiptState::try_from(&stored).map_err(|e| e.to_string()));
-        match state {
+        match receipts_bus::record::decode_receipt_state(record) {
             Ok(state) => {
                 if let Some(receipt) = state.receipt() {
                     changes.push(ReceiptChange {
@@ -298,16 +294,10 @@ fn snapshots(records: &[Record]) -> Vec<ReceiptChange> {
                     });
                 }
             }
-            Err(reason) => {
-                warn!(origin = %record.origin(), %reason, "undecodable changelog record skipped")
+            Err(error) => {
+                warn!(origin = %record.origin(), error = %receipts_bus::consume::error_chain(&error), "undecodable changelog record skipped")
             }
         }
     }
     changes
-}
-
-fn decode(record: &Record) -> Result<ReceiptChange, String> {
-    let wire: v1::ReceiptUpdated =
-        receipts_bus::record::decode(record).map_err(|e| e.to_string())?;
-    ReceiptChange::try_from(&wire).map_err(|e| e.to_string())
 }

@@ -118,14 +118,8 @@ fn sort_order(order: i32) -> Result<SortOrder, ReadError> {
 }
 
 fn config_status(error: ConfigCallError) -> Status {
-    match error {
-        ConfigCallError::Invalid { .. } => Status::invalid_argument(error.to_string()),
-        ConfigCallError::NotFound(_) => Status::not_found(error.to_string()),
-        ConfigCallError::TooMany
-        | ConfigCallError::TooManySecrets
-        | ConfigCallError::NoSecretsKey => Status::failed_precondition(error.to_string()),
-        ConfigCallError::Unavailable(_) => Status::unavailable(error.to_string()),
-    }
+    let answer = error.answer();
+    Status::new(answer.grpc_code, answer.grpc_message)
 }
 
 /// A configuration as the API shows it: signing secrets stay on the topic.

@@ -24,7 +24,6 @@ use receipts_bus::{
     Transient,
 };
 use receipts_domain::ReceiptState;
-use receipts_proto::v1;
 use receipts_runtime::health::{Component, ComponentState};
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{PartitionOffset, QueryStore, StoreError, TimelineStats};
@@ -271,14 +270,11 @@ fn states(records: &[Record]) -> (Vec<ReceiptState>, u64) {
         if record.payload().is_none() {
             continue;
         }
-        let state = receipts_bus::record::decode::<v1::StoredReceiptState>(record)
-            .map_err(|e| e.to_string())
-            .and_then(|stored| ReceiptState::try_from(&stored).map_err(|e| e.to_string()));
-        match state {
+        match receipts_bus::record::decode_receipt_state(record) {
             Ok(state) => states.push(state),
-            Err(reason) => {
+            Err(error) => {
                 undecodable += 1;
-                warn!(origin = %record.origin(), %reason, "undecodable changelog record skipped");
+                warn!(origin = %record.origin(), error = %receipts_bus::consume::error_chain(&error), "undecodable changelog record skipped");
             }
         }
     }

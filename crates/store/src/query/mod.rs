@@ -451,9 +451,6 @@ pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T
     T::decode(bytes).map_err(|e| corrupt(key, e))
 }
 
-pub(super) fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
+pub(super) fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
+    StoreError::corrupt(key, source)
 }

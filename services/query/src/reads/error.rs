@@ -115,7 +115,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn invalid(grpc_message: String, twilio_parameter: &str, problem: &str) -> Self {
+    pub(crate) fn invalid(grpc_message: String, twilio_parameter: &str, problem: &str) -> Self {
         Answer {
             grpc_code: Code::InvalidArgument,
             grpc_message,
@@ -136,7 +136,7 @@ impl Answer {
         }
     }
 
-    fn not_found(what: String) -> Self {
+    pub(crate) fn not_found(what: String) -> Self {
         Answer {
             grpc_code: Code::NotFound,
             grpc_message: format!("{what} not found"),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::error;
 
-use crate::reads::ReadError;
+use crate::reads::{Answer, ReadError};
 use crate::webhook_configs::ConfigCallError;
 
 /// A failed call, as Twilio would answer it.
@@ -107,32 +107,22 @@ pub fn body_timed_out() -> Response {
     .into_response()
 }
 
+/// A failed webhook configuration call, as [`ConfigCallError::answer`] says Twilio answers it.
 impl From<ConfigCallError> for ApiError {
-    fn from(e: ConfigCallError) -> Self {
-        match e {
-            ConfigCallError::Invalid { field, message } => ApiError::invalid(field, message),
-            ConfigCallError::NotFound(what) => ApiError::not_found(what),
-            ConfigCallError::TooMany | ConfigCallError::TooManySecrets => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: 20001,
-                message: e.to_string(),
-            },
-            // The deployment, not the call, has to change: 409 as for a resource in the
-            // wrong state, with the reason.
-            ConfigCallError::NoSecretsKey => ApiError {
-                status: StatusCode::CONFLICT,
-                code: 20409,
-                message: e.to_string(),
-            },
-            ConfigCallError::Unavailable(_) => ApiError::unavailable(&e),
-        }
+    fn from(error: ConfigCallError) -> Self {
+        error.answer().into()
     }
 }
 
 /// A failed read, as [`ReadError::answer`] says Twilio answers it.
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
-        let answer = error.answer();
+        error.answer().into()
+    }
+}
+
+impl From<Answer> for ApiError {
+    fn from(answer: Answer) -> Self {
         ApiError {
             status: answer.http_status,
             code: answer.twilio_code,

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use receipts_bus::consume::nothing_stored;
 use receipts_bus::{Consumer, ConsumerOptions, Outgoing, Publisher};
 use receipts_domain::{AccountSid, ChatServiceSid, ConversationSid, Timestamp, WebhookSid};
@@ -25,8 +26,9 @@ use receipts_proto::v1;
 use receipts_proto::webhooks::webhook_key;
 use receipts_runtime::clock::SharedClock;
 use tokio::sync::{Mutex, watch};
-use tracing::warn;
+use tracing::{error, warn};
 
+use crate::reads::Answer;
 use crate::{QueryConfig, QueryError};
 
 mod reader;
@@ -77,6 +79,46 @@ pub enum ConfigCallError {
     TooManySecrets,
     #[error("webhook configuration is unavailable: {0}")]
     Unavailable(String),
+}
+
+impl ConfigCallError {
+    /// How a failed call is answered over gRPC and over REST, in one table like the reads'
+    /// ([`crate::reads::ReadError::answer`]). An unavailable topic is logged here, once.
+    pub fn answer(&self) -> Answer {
+        let refused = |grpc_code, http_status, twilio_code| Answer {
+            grpc_code,
+            grpc_message: self.to_string(),
+            http_status,
+            twilio_code,
+            twilio_message: self.to_string(),
+        };
+        match self {
+            ConfigCallError::Invalid { field, message } => {
+                Answer::invalid(self.to_string(), field, message)
+            }
+            ConfigCallError::NotFound(what) => Answer::not_found(what.clone()),
+            ConfigCallError::TooMany | ConfigCallError::TooManySecrets => refused(
+                tonic::Code::FailedPrecondition,
+                StatusCode::BAD_REQUEST,
+                20001,
+            ),
+            // The deployment, not the call, has to change: 409 as for a resource in the wrong
+            // state, with the reason.
+            ConfigCallError::NoSecretsKey => {
+                refused(tonic::Code::FailedPrecondition, StatusCode::CONFLICT, 20409)
+            }
+            ConfigCallError::Unavailable(_) => {
+                error!(cause = %self, "a webhook configuration call could not be served");
+                Answer {
+                    grpc_code: tonic::Code::Unavailable,
+                    grpc_message: self.to_string(),
+                    http_status: StatusCode::SERVICE_UNAVAILABLE,
+                    twilio_code: 20503,
+                    twilio_message: "Service Unavailable: try again".into(),
+                }
+            }
+        }
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigCallError {
