@@ -10,6 +10,7 @@ use receipts_webhook::sealed;
 use receipts_webhook::{
     Attempt, AttemptOutcome, DeliveryPayload, Method, WebhookRequest, redacted_url,
 };
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, info, warn};
 
 use super::endpoint::Endpoint;
@@ -20,8 +21,16 @@ use crate::metrics::ScopeLabel;
 
 impl Deliverer {
     /// One attempt, as a span in the trace of the update that caused the delivery (for a retry:
-    /// a child of the attempt before it).
-    pub(super) async fn attempt(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+    /// a child of the attempt before it). `permit` is one of the endpoint's requests in flight:
+    /// it is given back as soon as the request is answered, so that settling the outcome (a
+    /// changelog round trip) does not hold back the endpoint's next request. The receipt's next
+    /// version still waits for the settlement (its lane), so per-receipt order is unchanged.
+    pub(super) async fn attempt(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        job: DeliveryJob,
+        permit: OwnedSemaphorePermit,
+    ) {
         let span = tracing::info_span!(
             "webhook attempt",
             otel.name = "deliver webhook",
@@ -33,10 +42,17 @@ impl Deliverer {
             receipts.delivery.outcome = tracing::field::Empty,
         );
         job.trace.adopt(&span);
-        self.attempt_in_span(endpoint, job).instrument(span).await
+        self.attempt_in_span(endpoint, job, permit)
+            .instrument(span)
+            .await
     }
 
-    async fn attempt_in_span(self: &Arc<Self>, endpoint: &Endpoint, job: DeliveryJob) {
+    async fn attempt_in_span(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        job: DeliveryJob,
+        permit: OwnedSemaphorePermit,
+    ) {
         let cx = &self.context;
         let config = cx
             .directory
@@ -97,6 +113,7 @@ impl Deliverer {
         };
         let sent_at_ms = self.handoff.now_ms();
         let attempt = cx.client.send(&request).await;
+        drop(permit);
         cx.metrics
             .latency
             .get_or_create(&ScopeLabel::of_key(&job.webhook_key))

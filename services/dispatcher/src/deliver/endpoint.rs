@@ -86,13 +86,11 @@ impl Deliverer {
             if state == CircuitState::Closed {
                 let (this, endpoint) = (self.clone(), endpoint.clone());
                 self.tracker.spawn(async move {
-                    this.attempt(&endpoint, job).await;
-                    drop(permit);
+                    this.attempt(&endpoint, job, permit).await;
                 });
             } else {
                 // Half-open: one probe at a time decides.
-                self.attempt(&endpoint, job).await;
-                drop(permit);
+                self.attempt(&endpoint, job, permit).await;
             }
         }
     }
