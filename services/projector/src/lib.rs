@@ -34,7 +34,6 @@ use receipts_bus::{
     Publisher, Record, TopicNames, Transient,
 };
 use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
-use receipts_proto::codec::Encoding;
 use receipts_proto::v1;
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
