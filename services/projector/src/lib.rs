@@ -30,8 +30,8 @@ use prost::Message as _;
 use receipts_bus::changelog::{RestoreError, restore_partition};
 use receipts_bus::consume::{BoxError, ConsumeError, Settling};
 use receipts_bus::{
-    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, PublishError,
-    Publisher, Record, TopicNames, Transient,
+    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, PublishError, Publisher,
+    Record, TopicNames, Transient,
 };
 use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
 use receipts_proto::v1;

@@ -2,7 +2,7 @@
 //! cohesive thing (every step shares the epoch, the generations and the trouble counter), so it
 //! stays in one file; handing a batch over and settling it are in `settle`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -174,7 +174,9 @@ impl Consumer {
                     carried = None;
                 }
                 if let Some(records) = failed.filter(|r| !r.is_empty())
-                    && !self.retry(handler, records.into(), trouble, shutdown).await?
+                    && !self
+                        .retry(handler, records.into(), trouble, shutdown)
+                        .await?
                 {
                     return Ok(());
                 }
@@ -186,6 +188,18 @@ impl Consumer {
                 None => {
                     let received = tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
+                        // A batch that settles while nothing arrives is committed right away.
+                        () = InFlight::finished(in_flight.as_ref()) => {
+                            if let Some(settled) = in_flight.take()
+                                && let Some(failed) = self.settle(settled, trouble).await?
+                            {
+                                handler.unsettled_dropped();
+                                if !self.retry(handler, failed, trouble, shutdown).await? {
+                                    return Ok(());
+                                }
+                            }
+                            continue;
+                        }
                         received = tokio::time::timeout(IDLE_TICK, self.consumer.recv()) => received,
                     };
                     match received {
@@ -336,37 +350,7 @@ impl Consumer {
     /// Records the durable offsets and commits them to the group (asynchronously: a revoke
     /// commits synchronously, and a lost commit only replays idempotent records).
     pub(super) fn commit(&self, records: &[Record], commit: Commit) {
-        let offsets: Vec<(Partition, i64)> = match commit {
-            Commit::Batch => {
-                let mut next: BTreeMap<Partition, i64> = BTreeMap::new();
-                for record in records {
-                    let entry = next
-                        .entry(Partition::new(record.topic(), record.partition()))
-                        .or_insert(0);
-                    *entry = (*entry).max(record.offset() + 1);
-                }
-                next.into_iter().collect()
-            }
-            Commit::Offsets(offsets) => offsets,
-        };
-        if offsets.is_empty() {
-            return;
-        }
-        let mut list = TopicPartitionList::new();
-        {
-            let mut state = self.shared.lock();
-            for (partition, next) in offsets {
-                if !state.generation.contains_key(&partition) {
-                    continue;
-                }
-                let _ = list.add_partition_offset(
-                    &partition.topic,
-                    partition.partition,
-                    Offset::Offset(next),
-                );
-                state.durable.insert(partition, next);
-            }
-        }
+        let list = self.shared.mark_durable(records, &commit);
         if self.options.group_id.is_some()
             && list.count() > 0
             && let Err(e) = self.consumer.commit(&list, CommitMode::Async)

@@ -3,7 +3,7 @@
 //! wait for settling batches and commit their durable offsets synchronously, and the loop is
 //! told through [`Shared`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -16,7 +16,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use receipts_runtime::health::Component;
 use tracing::{error, info, warn};
 
-use super::{BoxError, Partition, StoredOffsets};
+use super::{BoxError, Commit, Partition, StoredOffsets};
+use crate::record::Record;
 
 #[derive(Debug)]
 pub(super) enum Event {
@@ -49,6 +50,38 @@ impl Shared {
         self.assignments
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes the offsets `commit` makes durable for the partitions still assigned, and returns
+    /// them to commit.
+    pub(super) fn mark_durable(&self, records: &[Record], commit: &Commit) -> TopicPartitionList {
+        let offsets: Vec<(Partition, i64)> = match commit {
+            Commit::Batch => {
+                let mut next: BTreeMap<Partition, i64> = BTreeMap::new();
+                for record in records {
+                    let entry = next
+                        .entry(Partition::new(record.topic(), record.partition()))
+                        .or_insert(0);
+                    *entry = (*entry).max(record.offset() + 1);
+                }
+                next.into_iter().collect()
+            }
+            Commit::Offsets(offsets) => offsets.clone(),
+        };
+        let mut list = TopicPartitionList::new();
+        let mut state = self.lock();
+        for (partition, next) in offsets {
+            if !state.generation.contains_key(&partition) {
+                continue;
+            }
+            let _ = list.add_partition_offset(
+                &partition.topic,
+                partition.partition,
+                Offset::Offset(next),
+            );
+            state.durable.insert(partition, next);
+        }
+        list
     }
 
     pub(super) fn settling_started(&self) {

@@ -74,22 +74,46 @@ impl<E: Send + 'static> Settling<E> {
 
 /// A batch settling on its own, with its records (to commit, or to hand over again).
 pub(super) struct InFlight<E> {
-    pub(super) records: Arc<[Record]>,
+    records: Arc<[Record]>,
     task: tokio::task::JoinHandle<Result<Commit, E>>,
+    /// Cancelled once the task's work is done.
+    done: CancellationToken,
 }
 
 impl<E: Send + 'static> InFlight<E> {
     pub(super) fn spawn(records: Arc<[Record]>, rest: Settling<E>, shared: &Arc<Shared>) -> Self {
         let unsettled = Unsettled::count(shared.clone());
+        let stored = records.clone();
+        let done = CancellationToken::new();
+        let finishing = done.clone().drop_guard();
         let task = tokio::spawn(async move {
-            let _unsettled = unsettled;
-            rest.wait().await
+            let _finishing = finishing;
+            let unsettled = unsettled;
+            let outcome = rest.wait().await;
+            // Durable before the count drops, so that a revocation waiting for it commits
+            // these offsets and the next owner starts right after the batch.
+            if let Ok(commit) = &outcome {
+                unsettled.0.mark_durable(&stored, commit);
+            }
+            outcome
         });
-        InFlight { records, task }
+        InFlight {
+            records,
+            task,
+            done,
+        }
     }
 
     pub(super) fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.done.is_cancelled()
+    }
+
+    /// Resolves once `in_flight`'s work is done; never if there is none.
+    pub(super) async fn finished(in_flight: Option<&Self>) {
+        match in_flight {
+            Some(in_flight) => in_flight.done.cancelled().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Its outcome, `None` if the runtime cancelled it (nothing more of it is stored); a panic
@@ -140,9 +164,16 @@ impl Consumer {
             let joined = failed.iter().chain(records.iter()).cloned().collect();
             return self.retry(handler, joined, trouble, shutdown).await;
         }
-        let span = batch_span(&records, self.options.group_id.as_deref(), &self.options.name);
+        let span = batch_span(
+            &records,
+            self.options.group_id.as_deref(),
+            &self.options.name,
+        );
         let started = self
-            .watched(Instant::now(), handler.pipeline(records.clone()).instrument(span))
+            .watched(
+                Instant::now(),
+                handler.pipeline(records.clone()).instrument(span),
+            )
             .await;
         let failed = match in_flight.take() {
             Some(previous) => self.settle(previous, trouble).await?,
@@ -274,7 +305,11 @@ impl Consumer {
         let started = Instant::now();
         loop {
             // One span per handing-over, linked to the traces of the batch's records.
-            let span = batch_span(records, self.options.group_id.as_deref(), &self.options.name);
+            let span = batch_span(
+                records,
+                self.options.group_id.as_deref(),
+                &self.options.name,
+            );
             let processing = handler.pipeline(records.clone()).instrument(span);
             match self.watched(started, processing).await {
                 Ok(settling) => {
