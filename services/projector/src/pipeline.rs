@@ -250,3 +250,46 @@ fn changelog_positions(topic: &str, landed: &[receipts_bus::Landed]) -> Vec<Part
     }
     positions
 }
+
+#[cfg(test)]
+mod tests {
+    use receipts_domain::{AccountSid, ChannelMessageId};
+
+    use super::*;
+
+    fn key(id: &str) -> ReceiptKey {
+        ReceiptKey::new(
+            AccountSid::parse("AC00000000000000000000000000000001").unwrap(),
+            ChannelMessageId::parse(id).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_stored_batch_releases_only_the_states_no_later_batch_changed() {
+        let unstored = Unstored::default();
+        let (a, b) = (key("wamid.a"), key("wamid.b"));
+        let state = ReceiptState::default();
+        unstored.hold(0, &[(a.clone(), state.clone()), (b.clone(), state.clone())]);
+        unstored.hold(1, &[(b.clone(), state.clone())]);
+
+        unstored.release(0, &[(a.clone(), state.clone()), (b.clone(), state.clone())]);
+        assert!(
+            unstored.get(&a).is_none(),
+            "batch 0 is stored: read a from the store"
+        );
+        assert!(
+            unstored.get(&b).is_some(),
+            "batch 1 changed b and is not stored"
+        );
+
+        unstored.release(1, &[(b.clone(), state.clone())]);
+        assert!(unstored.get(&b).is_none());
+
+        unstored.hold(2, &[(a.clone(), state)]);
+        unstored.clear();
+        assert!(
+            unstored.get(&a).is_none(),
+            "dropped batches leave nothing behind"
+        );
+    }
+}
