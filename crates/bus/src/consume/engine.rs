@@ -190,6 +190,10 @@ impl Consumer {
                         _ = shutdown.cancelled() => return Ok(()),
                         // A batch that settles while nothing arrives is committed right away.
                         () = InFlight::finished(in_flight.as_ref()) => {
+                            if self.shared.epoch.load(Ordering::SeqCst) != epoch {
+                                // Settled at the top, with the rebalance.
+                                continue;
+                            }
                             if let Some(settled) = in_flight.take()
                                 && let Some(failed) = self.settle(settled, trouble).await?
                             {
@@ -260,6 +264,14 @@ impl Consumer {
             // Records of partitions revoked while the batch was collected belong to their new
             // owner now: store and publish nothing of them.
             if self.shared.epoch.load(Ordering::SeqCst) != epoch {
+                // The batch settling ended before the revocation was let through; if it failed,
+                // what of it is still this consumer's goes first.
+                if let Some(settled) = in_flight.take()
+                    && let Some(failed) = self.settle(settled, trouble).await?
+                {
+                    handler.unsettled_dropped();
+                    records = failed.iter().cloned().chain(records).collect();
+                }
                 records = self.still_owned(records, &generations);
                 if records.is_empty() {
                     continue;
