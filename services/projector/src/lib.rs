@@ -5,7 +5,9 @@
 //! Kafka is the source of truth and sled a cache of it. Per batch, in this order: apply; publish
 //! the receipt updates, dead letters and the changed states (to the compacted changelog, input
 //! partition `p` to changelog partition `p`) and await every acknowledgement; store states,
-//! offsets and changelog positions in one atomic sled write; commit the group offsets. A crash
+//! offsets and changelog positions in one atomic sled write; commit the group offsets. Two
+//! batches overlap: the next is applied, on top of this one's unstored states, while this one's
+//! acknowledgements and write are on their way, and it is stored only after this one. A crash
 //! anywhere replays records whose effects were not committed, onto state that already holds
 //! them: the merge is idempotent, so the replay re-publishes identical updates (same sid, same
 //! version) that consumers ignore by version. An instance assigned a partition restores its
