@@ -24,7 +24,7 @@ pub mod topics;
 pub mod trace;
 
 pub use consume::{Commit, Consumer, ConsumerOptions, Handler, Partition, Transient};
-pub use publish::{Landed, Outgoing, PartialPublish, PublishError, Publisher};
+pub use publish::{Enqueued, Landed, Outgoing, PartialPublish, PublishError, Publisher};
 pub use record::Record;
 pub use settings::KafkaSettings;
 pub use topics::{TopicNames, TopicSpec};

@@ -3,13 +3,15 @@
 //! Every record of a batch is enqueued, in order, before any acknowledgement is awaited, so a
 //! batch travels together instead of one record per round trip. A full local queue is waited
 //! out. The acknowledgements say where each record landed, which a changelog writer keeps.
+//! [`Publisher::enqueue`] stops after the handing over, so that a caller can prepare its next
+//! batch while this one travels ([`Enqueued::landed`] awaits the acknowledgements).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::record::{ERROR_HEADER, ORIGIN_HEADER, Record};
 use crate::{BusError, KafkaSettings};
@@ -215,20 +217,78 @@ impl Publisher {
     }
 }
 
-async fn send(
-    producer: &FutureProducer,
-    records: &[Outgoing],
-    timeout: Option<Duration>,
-) -> Result<Vec<Landed>, PartialPublish> {
-    let total = records.len();
-    let failed = |acknowledged, topic: &str, source| PartialPublish {
+/// Records handed to the producer, in order, whose acknowledgements are still to come. A record
+/// handed over later to the same partition lands after these.
+pub struct Enqueued {
+    acks: Vec<(String, DeliveryFuture)>,
+    producer: FutureProducer,
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for Enqueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enqueued")
+            .field("records", &self.acks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enqueued {
+    /// Waits until every record is acknowledged; says where each landed (in order).
+    pub async fn landed(self) -> Result<Vec<Landed>, PublishError> {
+        let total = self.acks.len();
+        let result = acknowledged(self.acks, total, None).await;
+        if result.is_err() {
+            self.publisher.replace_if_fatal(&self.producer);
+        }
+        result.map_err(|partial| partial.source)
+    }
+}
+
+impl Publisher {
+    /// Hands `records` to the producer in order and returns without awaiting their
+    /// acknowledgements, so that the caller can go on while they travel.
+    pub async fn enqueue(&self, records: &[Outgoing]) -> Result<Enqueued, PublishError> {
+        let producer = self.producer();
+        match enqueue(&producer, records).await {
+            Ok(acks) => Ok(Enqueued {
+                acks,
+                producer,
+                publisher: self.clone(),
+            }),
+            Err(partial) => {
+                self.replace_if_fatal(&producer);
+                Err(partial.source)
+            }
+        }
+    }
+}
+
+fn failed(acknowledged: usize, total: usize, topic: &str, source: KafkaError) -> PartialPublish {
+    PartialPublish {
         acknowledged,
         total,
         source: PublishError {
             topic: topic.to_owned(),
             source,
         },
-    };
+    }
+}
+
+async fn send(
+    producer: &FutureProducer,
+    records: &[Outgoing],
+    timeout: Option<Duration>,
+) -> Result<Vec<Landed>, PartialPublish> {
+    let acks = enqueue(producer, records).await?;
+    acknowledged(acks, records.len(), timeout).await
+}
+
+async fn enqueue(
+    producer: &FutureProducer,
+    records: &[Outgoing],
+) -> Result<Vec<(String, DeliveryFuture)>, PartialPublish> {
+    let total = records.len();
     let mut acks = Vec::with_capacity(records.len());
     for outgoing in records {
         let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
@@ -254,11 +314,19 @@ async fn send(
                     record = back;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((source, _)) => return Err(failed(0, &outgoing.topic, source)),
+                Err((source, _)) => return Err(failed(0, total, &outgoing.topic, source)),
             }
         };
-        acks.push((outgoing.topic.as_str(), ack));
+        acks.push((outgoing.topic.clone(), ack));
     }
+    Ok(acks)
+}
+
+async fn acknowledged(
+    acks: Vec<(String, DeliveryFuture)>,
+    total: usize,
+    timeout: Option<Duration>,
+) -> Result<Vec<Landed>, PartialPublish> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut landed = Vec::with_capacity(acks.len());
     for (topic, ack) in acks {
@@ -269,7 +337,8 @@ async fn send(
                 Err(_) => {
                     return Err(failed(
                         acknowledged,
-                        topic,
+                        total,
+                        &topic,
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                     ));
                 }
@@ -281,8 +350,8 @@ async fn send(
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Ok(Err((source, _))) => return Err(failed(acknowledged, topic, source)),
-            Err(_) => return Err(failed(acknowledged, topic, KafkaError::Canceled)),
+            Ok(Err((source, _))) => return Err(failed(acknowledged, total, &topic, source)),
+            Err(_) => return Err(failed(acknowledged, total, &topic, KafkaError::Canceled)),
         }
     }
     Ok(landed)

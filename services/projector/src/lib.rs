@@ -5,7 +5,9 @@
 //! Kafka is the source of truth and sled a cache of it. Per batch, in this order: apply; publish
 //! the receipt updates, dead letters and the changed states (to the compacted changelog, input
 //! partition `p` to changelog partition `p`) and await every acknowledgement; store states,
-//! offsets and changelog positions in one atomic sled write; commit the group offsets. A crash
+//! offsets and changelog positions in one atomic sled write; commit the group offsets. Two
+//! batches overlap: the next is applied, on top of this one's unstored states, while this one's
+//! acknowledgements and write are on their way, and it is stored only after this one. A crash
 //! anywhere replays records whose effects were not committed, onto state that already holds
 //! them: the merge is idempotent, so the replay re-publishes identical updates (same sid, same
 //! version) that consumers ignore by version. An instance assigned a partition restores its
@@ -14,26 +16,26 @@
 //!
 //! Layout: [`apply`] merges a batch without Kafka; [`cloudevents`] names the CloudEvents headers
 //! of each published update; [`run`] runs the handler below on the consume
-//! engine of `receipts-bus`; restore reads the changelog into sled.
+//! engine of `receipts-bus`, `pipeline` overlaps one batch's acknowledgements and store with
+//! the next batch's apply; restore reads the changelog into sled.
 
 pub mod apply;
 pub mod cloudevents;
 mod metrics;
+mod pipeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
 use receipts_bus::changelog::{RestoreError, restore_partition};
-use receipts_bus::consume::{BoxError, ConsumeError};
-use receipts_bus::trace::record_span;
+use receipts_bus::consume::{BoxError, ConsumeError, Settling};
 use receipts_bus::{
-    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Outgoing, Partition, PublishError,
-    Publisher, Record, TopicNames, Transient,
+    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, PublishError, Publisher,
+    Record, TopicNames, Transient,
 };
 use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
-use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
@@ -42,7 +44,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{BatchOutcome, apply_batch};
 use crate::metrics::ProjectorMetrics;
 
 /// Everything the projector needs to run. Defaults suit a local broker.
@@ -152,6 +153,9 @@ pub enum ProjectorError {
     Consume(#[from] Box<ConsumeError<ProjectorError>>),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
+    /// The batch before was not stored, so this one, applied on top of it, is not either.
+    #[error("the batch before was not stored")]
+    EarlierBatchNotStored,
 }
 
 impl Transient for ProjectorError {
@@ -160,6 +164,7 @@ impl Transient for ProjectorError {
             ProjectorError::Publish(e) => e.is_transient(),
             ProjectorError::Restore(e) => e.is_transient(),
             ProjectorError::Bus(e) => e.is_transient(),
+            ProjectorError::EarlierBatchNotStored => true,
             _ => false,
         }
     }
@@ -223,6 +228,9 @@ pub async fn run_with_store(
         config,
         store,
         metrics,
+        unstored: Arc::default(),
+        before: None,
+        next_batch: 0,
     };
     info!(
         topic = %projector.config.topics.delivery_events,
@@ -253,6 +261,11 @@ pub struct Projector {
     store: Arc<dyn ProjectorStore>,
     publisher: Publisher,
     metrics: ProjectorMetrics,
+    /// States of batches applied but not stored yet (see `pipeline`).
+    unstored: Arc<pipeline::Unstored>,
+    /// Whether the last batch handed over was stored, once known.
+    before: Option<pipeline::Stored>,
+    next_batch: u64,
 }
 
 impl std::fmt::Debug for Projector {
@@ -282,24 +295,20 @@ impl Handler for Projector {
 
     /// Apply, publish (and await acknowledgements), then store: in that order.
     async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ProjectorError> {
-        let started = Instant::now();
-        // One span per record, in the record's trace, lasting until its batch is stored; the
-        // updates a record causes carry its span's context.
-        let spans: Vec<tracing::Span> = records
-            .iter()
-            .map(|record| record_span(record, "apply", Some(&self.config.group_id)))
-            .collect();
-        let store = self.store.clone();
-        let mut outcome =
-            tokio::task::spawn_blocking(move || apply_batch(&*store, &records, now())).await??;
-        self.publish(&mut outcome, &spans).await?;
-        self.metrics.record(&outcome.stats);
-        let (store, batch) = (self.store.clone(), outcome.store);
-        tokio::task::spawn_blocking(move || store.commit(&batch)).await??;
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(Commit::Batch)
+        self.pipeline_batch(records).await?.wait().await
+    }
+
+    /// [`Handler::process`], returning once the updates are handed to the producer.
+    async fn pipeline(
+        &mut self,
+        records: Arc<[Record]>,
+    ) -> Result<Settling<ProjectorError>, ProjectorError> {
+        self.pipeline_batch(records).await
+    }
+
+    fn unsettled_dropped(&mut self) {
+        self.unstored.clear();
+        self.before = None;
     }
 }
 
@@ -328,70 +337,6 @@ impl Projector {
                 "projector state restored from the changelog"
             );
         }
-        Ok(())
-    }
-
-    async fn publish(
-        &self,
-        outcome: &mut BatchOutcome,
-        spans: &[tracing::Span],
-    ) -> Result<(), ProjectorError> {
-        let topics = &self.config.topics;
-        let mut pending =
-            Vec::with_capacity(outcome.updates.len() * 2 + outcome.dead_letters.len());
-        for (change, &source) in outcome.updates.iter().zip(&outcome.update_sources) {
-            let key = change.receipt.registration.conversation.as_str();
-            let payload = codec::encode(&v1::ReceiptUpdated::from(change), Encoding::Protobuf);
-            let mut update = Outgoing::new(&topics.receipt_updates, key, payload)
-                .content_type(Encoding::Protobuf)
-                .traced(&spans[source]);
-            for (name, value) in cloudevents::receipt_updated_headers(change) {
-                update = update.header(name, value);
-            }
-            pending.push(update);
-        }
-        for dead in &outcome.dead_letters {
-            warn!(
-                origin = %dead.record.origin(),
-                reason = %dead.reason,
-                "delivery event dead-lettered"
-            );
-            pending.push(Outgoing::dead_letter(
-                &topics.delivery_events_dlq,
-                &dead.record,
-                &dead.reason,
-            ));
-        }
-        // The derived events first, the changelog after their acknowledgements: a state change
-        // in the changelog is always one whose updates reached Kafka, so a partition restored
-        // from it never holds a change whose update was lost with a crash in between.
-        self.publisher.send_all(&pending).await?;
-        let mut changelog = Vec::with_capacity(outcome.store.states.len());
-        for ((id, state), partition) in outcome.store.states.iter().zip(&outcome.state_partitions) {
-            let payload = v1::StoredReceiptState::from(state).encode_to_vec();
-            changelog.push(
-                Outgoing::new(&topics.projector_changelog, id.to_string(), payload)
-                    .to_partition(*partition)
-                    .content_type(Encoding::Protobuf),
-            );
-        }
-        let landed = self.publisher.send_all(&changelog).await?;
-        // The changelog positions this batch reaches are stored with it.
-        let mut positions: Vec<PartitionOffset> = Vec::new();
-        for at in &landed {
-            match positions.iter_mut().find(|p| p.partition == at.partition) {
-                Some(p) => p.next_offset = p.next_offset.max(at.offset + 1),
-                None => positions.push(PartitionOffset {
-                    topic: topics.projector_changelog.clone(),
-                    partition: at.partition,
-                    next_offset: at.offset + 1,
-                }),
-            }
-        }
-        outcome.store.offsets.extend(positions);
-        self.metrics
-            .updates_published
-            .inc_by(outcome.updates.len() as u64);
         Ok(())
     }
 }

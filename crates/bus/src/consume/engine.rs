@@ -1,8 +1,8 @@
-//! The loop: receive, batch, fence, process, commit; restore on assignment; readiness. One
+//! The loop: receive, batch, fence, hand over, commit; restore on assignment; readiness. One
 //! cohesive thing (every step shares the epoch, the generations and the trouble counter), so it
-//! stays in one file.
+//! stays in one file; handing a batch over and settling it are in `settle`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,9 +12,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use receipts_runtime::health::{Component, ComponentState};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::rebalance::{EngineContext, Event, Shared};
+use super::settle::InFlight;
 use super::trouble::Trouble;
 use super::{
     Commit, ConsumeError, ConsumerOptions, Handler, Partition, StoredOffsets, Transient,
@@ -25,17 +26,17 @@ use crate::record::Record;
 use crate::{BusError, KafkaSettings};
 
 /// How long the loop waits for a record before it checks on the broker and readiness.
-const IDLE_TICK: Duration = Duration::from_secs(1);
+pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// A consumer on the engine: build it with [`Consumer::new`], then [`Consumer::run`] a handler.
 pub struct Consumer {
-    options: ConsumerOptions,
+    pub(super) options: ConsumerOptions,
     consumer: Arc<StreamConsumer<EngineContext>>,
     /// Asks the broker whether it is back while the consumer is idle; a client of its own, so
     /// that its metadata requests never touch the consumer's view of its subscription.
     probe: Arc<BaseConsumer>,
-    shared: Arc<Shared>,
-    component: Component,
+    pub(super) shared: Arc<Shared>,
+    pub(super) component: Component,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -121,10 +122,28 @@ impl Consumer {
         handler: &mut H,
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError<H::Error>> {
+        let (mut trouble, mut in_flight) = (Trouble::new(), None);
+        let result = self
+            .consume_batches(handler, shutdown, &mut trouble, &mut in_flight)
+            .await;
+        // However the loop ended, the batch still settling ends before the consumer does.
+        let settled = match in_flight {
+            Some(in_flight) => self.settle(in_flight, &mut trouble).await.map(drop),
+            None => Ok(()),
+        };
+        result.and(settled)
+    }
+
+    async fn consume_batches<H: Handler>(
+        &self,
+        handler: &mut H,
+        shutdown: &CancellationToken,
+        trouble: &mut Trouble,
+        in_flight: &mut Option<InFlight<H::Error>>,
+    ) -> Result<(), ConsumeError<H::Error>> {
         if self.options.group_id.is_none() && !self.assign_all(shutdown).await? {
             return Ok(());
         }
-        let mut trouble = Trouble::new();
         let mut carried: Option<Record> = None;
         let mut epoch = u64::MAX;
         let mut generations: HashMap<Partition, u64> = HashMap::new();
@@ -133,6 +152,16 @@ impl Consumer {
         loop {
             let current = self.shared.epoch.load(Ordering::SeqCst);
             if current != epoch {
+                // The batch settling ended before a revocation was let through; what of it
+                // failed and is still this consumer's is handed over again after the events.
+                let failed = match in_flight.take() {
+                    Some(in_flight) => self.settle(in_flight, trouble).await?,
+                    None => None,
+                };
+                let failed = failed.map(|records| {
+                    handler.unsettled_dropped();
+                    self.still_owned(records.to_vec(), &generations)
+                });
                 epoch = current;
                 assigned_once |= self.handle_events(handler, &mut generations).await?;
                 if assigned_once {
@@ -144,6 +173,13 @@ impl Consumer {
                 {
                     carried = None;
                 }
+                if let Some(records) = failed.filter(|r| !r.is_empty())
+                    && !self
+                        .retry(handler, records.into(), trouble, shutdown)
+                        .await?
+                {
+                    return Ok(());
+                }
             }
 
             // The first record of a batch: wait for it, checking on the broker while idle.
@@ -152,18 +188,34 @@ impl Consumer {
                 None => {
                     let received = tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
+                        // A batch that settles while nothing arrives is committed right away.
+                        () = InFlight::finished(in_flight.as_ref()) => {
+                            if self.shared.epoch.load(Ordering::SeqCst) != epoch {
+                                // Settled at the top, with the rebalance.
+                                continue;
+                            }
+                            if let Some(settled) = in_flight.take()
+                                && let Some(failed) = self.settle(settled, trouble).await?
+                            {
+                                handler.unsettled_dropped();
+                                if !self.retry(handler, failed, trouble, shutdown).await? {
+                                    return Ok(());
+                                }
+                            }
+                            continue;
+                        }
                         received = tokio::time::timeout(IDLE_TICK, self.consumer.recv()) => received,
                     };
                     match received {
                         Err(_) => {
-                            self.idle(&mut trouble, assigned_once).await;
+                            self.idle(trouble, assigned_once).await;
                             handler.idle();
                             continue;
                         }
                         Ok(Err(e)) if is_fatal(&e) => return Err(self.kafka_error(e)),
                         Ok(Err(e)) => {
                             trouble.record(&self.options.name, &e);
-                            self.check_stale(&trouble);
+                            self.check_stale(trouble);
                             continue;
                         }
                         Ok(Ok(message)) => {
@@ -212,30 +264,46 @@ impl Consumer {
             // Records of partitions revoked while the batch was collected belong to their new
             // owner now: store and publish nothing of them.
             if self.shared.epoch.load(Ordering::SeqCst) != epoch {
-                let current = self.shared.lock().generation.clone();
-                let before = records.len();
-                records.retain(|r| {
-                    let partition = Partition::new(r.topic(), r.partition());
-                    generations
-                        .get(&partition)
-                        .is_some_and(|generation| current.get(&partition) == Some(generation))
-                });
-                if records.len() < before {
-                    info!(consumer = %self.options.name, dropped = before - records.len(), "records of revoked partitions dropped from the batch");
+                // The batch settling ended before the revocation was let through; if it failed,
+                // what of it is still this consumer's goes first.
+                if let Some(settled) = in_flight.take()
+                    && let Some(failed) = self.settle(settled, trouble).await?
+                {
+                    handler.unsettled_dropped();
+                    records = failed.iter().cloned().chain(records).collect();
                 }
+                records = self.still_owned(records, &generations);
                 if records.is_empty() {
                     continue;
                 }
             }
-            let records: Arc<[Record]> = records.into();
-            let Some(commit) = self
-                .process(handler, &records, &mut trouble, shutdown)
+            if !self
+                .hand_over(handler, records.into(), in_flight, trouble, shutdown)
                 .await?
-            else {
+            {
                 return Ok(());
-            };
-            self.commit(&records, commit);
+            }
         }
+    }
+
+    /// `records` without those of partitions revoked (or assigned anew) since `generations`.
+    fn still_owned(
+        &self,
+        mut records: Vec<Record>,
+        generations: &HashMap<Partition, u64>,
+    ) -> Vec<Record> {
+        let current = self.shared.lock().generation.clone();
+        let before = records.len();
+        records.retain(|r| {
+            let partition = Partition::new(r.topic(), r.partition());
+            generations
+                .get(&partition)
+                .is_some_and(|generation| current.get(&partition) == Some(generation))
+        });
+        if records.len() < before {
+            info!(consumer = %self.options.name, dropped = before - records.len(), "records of revoked partitions dropped from the batch");
+        }
+        records
     }
 
     fn is_current(&self, record: &Record, generations: &HashMap<Partition, u64>) -> bool {
@@ -291,109 +359,10 @@ impl Consumer {
         Ok(assigned)
     }
 
-    /// Hands `records` to the handler until it succeeds or fails for good. `None`: shut down
-    /// while waiting to try again (nothing of the batch was stored).
-    async fn process<H: Handler>(
-        &self,
-        handler: &mut H,
-        records: &Arc<[Record]>,
-        trouble: &mut Trouble,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Commit>, ConsumeError<H::Error>> {
-        let mut backoff = Backoff::default();
-        let started = Instant::now();
-        loop {
-            // A batch that does not finish (acknowledgements that never come while the broker
-            // is away) makes the consumer stale as surely as a receive error does.
-            let processed = {
-                // One span per handing-over, linked to the traces of the batch's records.
-                let span = crate::trace::batch_span(
-                    records,
-                    self.options.group_id.as_deref(),
-                    &self.options.name,
-                );
-                let processing = handler.process(records.clone()).instrument(span);
-                tokio::pin!(processing);
-                let mut stalled = false;
-                loop {
-                    tokio::select! {
-                        result = &mut processing => break result,
-                        _ = tokio::time::sleep(IDLE_TICK) => {
-                            let lasted = started.elapsed();
-                            if lasted > self.options.stale_after {
-                                stalled = true;
-                                self.component.set(ComponentState::Stalled {
-                                    seconds: lasted.as_secs(),
-                                });
-                            }
-                        }
-                    }
-                }
-                .inspect(|_| {
-                    if stalled {
-                        info!(consumer = %self.options.name, after_secs = started.elapsed().as_secs(), "stalled batch finished");
-                    }
-                })
-            };
-            match processed {
-                Ok(commit) => {
-                    trouble.over(&self.options.name);
-                    self.component.set(ComponentState::Ready);
-                    return Ok(Some(commit));
-                }
-                Err(e) if e.is_transient() => {
-                    trouble.record(&self.options.name, &error_chain(&e));
-                    self.check_stale(trouble);
-                    let delay = backoff.next_delay();
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(source) => {
-                    return Err(ConsumeError::Handler {
-                        consumer: self.options.name.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-
     /// Records the durable offsets and commits them to the group (asynchronously: a revoke
     /// commits synchronously, and a lost commit only replays idempotent records).
-    fn commit(&self, records: &[Record], commit: Commit) {
-        let offsets: Vec<(Partition, i64)> = match commit {
-            Commit::Batch => {
-                let mut next: BTreeMap<Partition, i64> = BTreeMap::new();
-                for record in records {
-                    let entry = next
-                        .entry(Partition::new(record.topic(), record.partition()))
-                        .or_insert(0);
-                    *entry = (*entry).max(record.offset() + 1);
-                }
-                next.into_iter().collect()
-            }
-            Commit::Offsets(offsets) => offsets,
-        };
-        if offsets.is_empty() {
-            return;
-        }
-        let mut list = TopicPartitionList::new();
-        {
-            let mut state = self.shared.lock();
-            for (partition, next) in offsets {
-                if !state.generation.contains_key(&partition) {
-                    continue;
-                }
-                let _ = list.add_partition_offset(
-                    &partition.topic,
-                    partition.partition,
-                    Offset::Offset(next),
-                );
-                state.durable.insert(partition, next);
-            }
-        }
+    pub(super) fn commit(&self, records: &[Record], commit: Commit) {
+        let list = self.shared.mark_durable(records, &commit);
         if self.options.group_id.is_some()
             && list.count() > 0
             && let Err(e) = self.consumer.commit(&list, CommitMode::Async)
@@ -426,7 +395,7 @@ impl Consumer {
         }
     }
 
-    fn check_stale(&self, trouble: &Trouble) {
+    pub(super) fn check_stale(&self, trouble: &Trouble) {
         if let Some(lasted) = trouble.lasted()
             && lasted > self.options.stale_after
         {

@@ -22,12 +22,18 @@
 //!   for a partition after its new owner has started.
 //! - **Commits**: after a batch, the offsets the handler says are durable are committed to the
 //!   group; a revoked partition's are committed synchronously before it is given up.
+//! - **Pipelining**: a handler may leave a batch's last steps (awaiting acknowledgements,
+//!   storing) [`Settling`] while the next batch is handed over. Batches are committed in order,
+//!   at most one settles while the next is processed, a revocation waits until nothing settles,
+//!   and when one fails every batch handed over after it is dropped with it and both are handed
+//!   over again.
 //! - **Readiness**: the consumer's [`Component`] is restoring, ready, unreachable (no broker for
 //!   longer than [`ConsumerOptions::stale_after`]), stalled (a batch in hand for as long) or
 //!   stopped.
 //!
 //! Layout: this module holds the types a handler sees; `engine` is the loop, `rebalance` what
-//! happens inside librdkafka's rebalance callback, `trouble` the counting of transient errors.
+//! happens inside librdkafka's rebalance callback, `settle` the batches left settling, `trouble`
+//! the counting of transient errors.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,9 +46,11 @@ use crate::record::Record;
 
 mod engine;
 mod rebalance;
+mod settle;
 mod trouble;
 
 pub use engine::Consumer;
+pub use settle::Settling;
 
 /// One partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,6 +136,23 @@ pub trait Handler: Send {
         &mut self,
         records: Arc<[Record]>,
     ) -> impl Future<Output = Result<Commit, Self::Error>> + Send;
+
+    /// [`Handler::process`] up to where only waiting remains: a handler that returns
+    /// [`Settling::pending`] has handed its batch's output over and is handed the next batch
+    /// while the rest runs. The next batch may be applied on top of this one's unstored effects;
+    /// it must not be stored before this one is. A failure of the rest is handled like a
+    /// transient failure of this batch, and drops the next batch too
+    /// ([`Handler::unsettled_dropped`]).
+    fn pipeline(
+        &mut self,
+        records: Arc<[Record]>,
+    ) -> impl Future<Output = Result<Settling<Self::Error>, Self::Error>> + Send {
+        async move { self.process(records).await.map(Settling::settled) }
+    }
+
+    /// Every batch handed over and not stored was dropped; the next one handed over starts with
+    /// the first of them. Forget what was held for them (effects applied but not stored).
+    fn unsettled_dropped(&mut self) {}
 
     /// Called when nothing arrived for a while, e.g. to report that the consumer is caught up.
     fn idle(&mut self) {}

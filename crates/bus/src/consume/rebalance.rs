@@ -1,10 +1,11 @@
 //! What happens inside librdkafka's rebalance callback: partitions start at the group's
 //! committed offsets (falling back to the stored ones, then the beginning), revoked partitions
-//! commit their durable offsets synchronously, and the loop is told through [`Shared`].
+//! wait for settling batches and commit their durable offsets synchronously, and the loop is
+//! told through [`Shared`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::{
@@ -15,7 +16,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use receipts_runtime::health::Component;
 use tracing::{error, info, warn};
 
-use super::{BoxError, Partition, StoredOffsets};
+use super::{BoxError, Commit, Partition, StoredOffsets};
+use crate::record::Record;
 
 #[derive(Debug)]
 pub(super) enum Event {
@@ -38,6 +40,9 @@ pub(super) struct Shared {
     pub(super) assignments: Mutex<Assignments>,
     /// Grows by one with every rebalance, so the loop notices one without taking the lock.
     pub(super) epoch: AtomicU64,
+    /// How many batches are settling on their own (stored after their acknowledgements).
+    settling: Mutex<usize>,
+    settled: Condvar,
 }
 
 impl Shared {
@@ -45,6 +50,68 @@ impl Shared {
         self.assignments
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes the offsets `commit` makes durable for the partitions still assigned, and returns
+    /// them to commit.
+    pub(super) fn mark_durable(&self, records: &[Record], commit: &Commit) -> TopicPartitionList {
+        let offsets: Vec<(Partition, i64)> = match commit {
+            Commit::Batch => {
+                let mut next: BTreeMap<Partition, i64> = BTreeMap::new();
+                for record in records {
+                    let entry = next
+                        .entry(Partition::new(record.topic(), record.partition()))
+                        .or_insert(0);
+                    *entry = (*entry).max(record.offset() + 1);
+                }
+                next.into_iter().collect()
+            }
+            Commit::Offsets(offsets) => offsets.clone(),
+        };
+        let mut list = TopicPartitionList::new();
+        let mut state = self.lock();
+        for (partition, next) in offsets {
+            if !state.generation.contains_key(&partition) {
+                continue;
+            }
+            let _ = list.add_partition_offset(
+                &partition.topic,
+                partition.partition,
+                Offset::Offset(next),
+            );
+            state.durable.insert(partition, next);
+        }
+        list
+    }
+
+    pub(super) fn settling_started(&self) {
+        *self.settling.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    pub(super) fn settling_ended(&self) {
+        *self.settling.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        self.settled.notify_all();
+    }
+
+    /// Blocks until no batch is settling. Called inside the rebalance callback, which runs on
+    /// the thread of the loop's receive: the settling tasks run on the runtime's other threads
+    /// (the loop leaves none settling while it receives on a single-threaded runtime).
+    fn wait_settled(&self) {
+        let wait = || {
+            let settling = self.settling.lock().unwrap_or_else(PoisonError::into_inner);
+            drop(
+                self.settled
+                    .wait_while(settling, |n| *n > 0)
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+        };
+        if *self.settling.lock().unwrap_or_else(PoisonError::into_inner) == 0 {
+            return;
+        }
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 }
 
@@ -140,6 +207,9 @@ impl EngineContext {
 
     /// Gives up the partitions in `tpl` (every partition, under the eager protocol).
     pub(super) fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        // Batches still settling finish first: nothing is published or stored for a partition
+        // after it is given up, and their changelog records land before its next owner restores.
+        self.shared.wait_settled();
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative

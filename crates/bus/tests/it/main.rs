@@ -1,4 +1,5 @@
 //! The Kafka adapter against a real broker.
 
 mod engine;
+mod pipeline;
 mod roundtrip;

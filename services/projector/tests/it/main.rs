@@ -5,5 +5,6 @@ mod cloudevents;
 mod crash;
 mod flow;
 mod handoff;
+mod pipeline;
 mod rebalance;
 mod support;
