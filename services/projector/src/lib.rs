@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::Message as _;
 use receipts_bus::changelog::{RestoreError, restore_partition};
 use receipts_bus::consume::{BoxError, ConsumeError, Settling};
 use receipts_bus::{
@@ -36,7 +35,6 @@ use receipts_bus::{
     Record, TopicNames, Transient,
 };
 use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
-use receipts_proto::v1;
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{PartitionOffset, ProjectorStore, SledProjectorStore, StoreError};
