@@ -114,7 +114,16 @@ async fn measure(
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({
         let (store, shutdown) = (store.clone(), shutdown.clone());
-        async move { receipts_projector::run_with_store(config, store, &metrics, shutdown).await }
+        async move {
+            receipts_projector::run_with_store(
+                config,
+                store,
+                receipts_runtime::clock::system(),
+                &metrics,
+                shutdown,
+            )
+            .await
+        }
     });
     let stored = {
         let (store, topic, ends) = (store.clone(), topics.delivery_events.clone(), ends.clone());

@@ -26,7 +26,7 @@ mod pipeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use receipts_bus::changelog::{RestoreError, restore_partition};
 use receipts_bus::consume::{BoxError, ConsumeError, Settling};
@@ -35,6 +35,7 @@ use receipts_bus::{
     Record, TopicNames, Transient,
 };
 use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
+use receipts_runtime::clock::{self, SharedClock};
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
 use receipts_store::{PartitionOffset, ProjectorStore, SledProjectorStore, StoreError};
@@ -168,13 +169,6 @@ impl Transient for ProjectorError {
     }
 }
 
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis)
-}
-
 /// Runs the projector until `shutdown` is cancelled, then finishes and stores the current batch.
 pub async fn run(
     config: ProjectorConfig,
@@ -186,13 +180,15 @@ pub async fn run(
         tokio::task::spawn_blocking(move || SledProjectorStore::open_with(&data_dir, &storage))
             .await??,
     );
-    run_with_store(config, store, metrics, shutdown).await
+    run_with_store(config, store, clock::system(), metrics, shutdown).await
 }
 
-/// [`run`] on a store the caller opened (a bench watches it while the projector runs).
+/// [`run`] on a store the caller opened (a bench watches it while the projector runs), reading
+/// the time reports are parked at and parked reports expire by from `clock`.
 pub async fn run_with_store(
     config: ProjectorConfig,
     store: Arc<dyn ProjectorStore>,
+    clock: SharedClock,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
@@ -226,6 +222,7 @@ pub async fn run_with_store(
         config,
         store,
         metrics,
+        clock,
         unstored: Arc::default(),
         before: None,
         next_batch: 0,
@@ -239,6 +236,7 @@ pub async fn run_with_store(
     );
     let parked_check = tokio::spawn(check_parked(
         projector.store.clone(),
+        projector.clock.clone(),
         projector.metrics.clone(),
         Duration::from_secs(projector.config.parked_ttl_secs),
         Duration::from_secs(projector.config.parked_check_secs),
@@ -259,6 +257,8 @@ pub struct Projector {
     store: Arc<dyn ProjectorStore>,
     publisher: Publisher,
     metrics: ProjectorMetrics,
+    /// The time reports are parked at, and parked reports expire by.
+    clock: SharedClock,
     /// States of batches applied but not stored yet (see `pipeline`).
     unstored: Arc<pipeline::Unstored>,
     /// Whether the last batch handed over was stored, once known.
@@ -367,6 +367,7 @@ fn changelog_states(
 /// Periodically reports parked reports older than the TTL. They stay stored and listable.
 async fn check_parked(
     store: Arc<dyn ProjectorStore>,
+    clock: SharedClock,
     metrics: ProjectorMetrics,
     ttl: Duration,
     every: Duration,
@@ -390,7 +391,7 @@ async fn check_parked(
                 continue;
             }
         };
-        let cutoff = now().unix_millis() - ttl.as_millis() as i64;
+        let cutoff = clock.now().unix_millis() - ttl.as_millis() as i64;
         let expired: Vec<_> = parked
             .iter()
             .filter(|p| p.parked_since.unix_millis() < cutoff)

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::apply::{BatchOutcome, apply_batch};
-use crate::{Projector, ProjectorError, cloudevents, now};
+use crate::{Projector, ProjectorError, cloudevents};
 
 /// States of batches applied but not stored yet, each with the batch that last changed it.
 #[derive(Debug, Default)]
@@ -131,8 +131,9 @@ impl Projector {
             store: self.store.clone(),
             unstored: self.unstored.clone(),
         };
+        let now = self.clock.now();
         let mut outcome =
-            tokio::task::spawn_blocking(move || apply_batch(&view, &records, now())).await??;
+            tokio::task::spawn_blocking(move || apply_batch(&view, &records, now)).await??;
         let derived = self.derived_events(&outcome, &spans);
         let handed = self.publisher.enqueue(&derived).await?;
         let batch = self.next_batch;

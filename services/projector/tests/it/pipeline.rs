@@ -115,9 +115,15 @@ async fn the_next_batch_builds_on_an_unstored_one_and_is_stored_after_it() {
             (harness.config(dir.path()), store.clone(), shutdown.clone());
         tokio::spawn(async move {
             let metrics = receipts_runtime::metrics::Metrics::new();
-            receipts_projector::run_with_store(config, store, &metrics, shutdown)
-                .await
-                .expect("projector runs");
+            receipts_projector::run_with_store(
+                config,
+                store,
+                receipts_runtime::clock::system(),
+                &metrics,
+                shutdown,
+            )
+            .await
+            .expect("projector runs");
         })
     };
     let reader = harness.reader(&harness.topics.receipt_updates);
