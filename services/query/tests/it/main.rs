@@ -15,3 +15,4 @@ mod support;
 mod timelines;
 mod watch;
 mod webhooks;
+mod webhooks_grpc;

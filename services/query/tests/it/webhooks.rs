@@ -1,6 +1,6 @@
-//! Webhook configuration over REST and gRPC: Twilio's form writes, answers that already show the
-//! write, records on the compacted `webhook-configs` topic (tombstones for deletes), at most five
-//! webhooks per conversation, and one code path for both APIs.
+//! Webhook configuration over REST: Twilio's form writes, answers that already show the write,
+//! records on the compacted `webhook-configs` topic (tombstones for deletes), at most five
+//! webhooks per conversation. The gRPC side is in `webhooks_grpc`, on the helpers here.
 
 use std::time::Duration;
 
@@ -10,32 +10,36 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use receipts_proto::v1;
 use serde_json::Value;
-use tonic::Code;
 
 use crate::contract::{
     ACCOUNT_WEBHOOK_KEYS, SCOPED_WEBHOOK_KEYS, SERVICE_WEBHOOK_KEYS, assert_keys,
     assert_twilio_error, assert_valid, with_service,
 };
 use crate::support::{
-    ACCOUNT, Harness, HttpResponse, OTHER_ACCOUNT, OTHER_TOKEN, Running, TOKEN, client, http, sid,
+    ACCOUNT, Harness, HttpResponse, OTHER_ACCOUNT, OTHER_TOKEN, Running, TOKEN, http, sid,
 };
 
-const ACCOUNT_CONFIG: &str = "/v1/Configuration/Webhooks";
+pub(crate) const ACCOUNT_CONFIG: &str = "/v1/Configuration/Webhooks";
 const SERVICE_CONFIG: &str = "/v1/Services/{ChatServiceSid}/Configuration/Webhooks";
 const SCOPED_LIST: &str = "/v1/Conversations/{ConversationSid}/Webhooks";
 const SCOPED_ONE: &str = "/v1/Conversations/{ConversationSid}/Webhooks/{Sid}";
 const S_SCOPED_LIST: &str =
     "/v1/Services/{ChatServiceSid}/Conversations/{ConversationSid}/Webhooks";
 
-fn url(running: &Running, path: &str) -> String {
+pub(crate) fn url(running: &Running, path: &str) -> String {
     format!("http://{}{path}", running.rest_address)
 }
 
-async fn call(running: &Running, method: &str, path: &str, form: &[(&str, &str)]) -> HttpResponse {
+pub(crate) async fn call(
+    running: &Running,
+    method: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> HttpResponse {
     http(method, &url(running, path), Some((ACCOUNT, TOKEN)), form).await
 }
 
-fn status(response: &HttpResponse, expected: u16) -> Value {
+pub(crate) fn status(response: &HttpResponse, expected: u16) -> Value {
     assert_eq!(response.status, expected, "{}", response.body);
     if response.body.is_empty() {
         Value::Null
@@ -45,7 +49,7 @@ fn status(response: &HttpResponse, expected: u16) -> Value {
 }
 
 /// Every record of the webhook-configs topic so far: (key, payload).
-async fn topic_records(harness: &Harness) -> Vec<(String, Option<v1::WebhookConfig>)> {
+pub(crate) async fn topic_records(harness: &Harness) -> Vec<(String, Option<v1::WebhookConfig>)> {
     let consumer: StreamConsumer = harness
         .kafka
         .consumer_config("webhooks-test", &receipts_testkit::unique("webhooks-test"))
@@ -386,142 +390,6 @@ async fn conversation_webhooks_are_at_most_five_and_deletable() {
     let key = format!("conversation/{ACCOUNT}/{conversation}/{}", sids[0]);
     assert_eq!(records[6].0, key);
     assert!(records[6].1.is_none(), "a delete is a tombstone");
-    running.stop().await;
-}
-
-#[tokio::test]
-async fn grpc_configuration_shares_the_rest_code_path() {
-    let harness = Harness::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = harness.start(dir.path()).await;
-    let mut grpc = client(running.address, ACCOUNT, TOKEN).await;
-
-    let missing = grpc
-        .get_webhook_config(v1::GetWebhookConfigRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
-
-    // gRPC writes, REST reads.
-    let written = grpc
-        .update_webhook_config(v1::UpdateWebhookConfigRequest {
-            post_webhook_url: Some("https://hooks.example.com/grpc".into()),
-            filters: Some(v1::WebhookFilters {
-                names: vec!["onDeliveryUpdated".into()],
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(written.scope(), v1::WebhookScope::Account);
-    assert_eq!(written.account_sid, ACCOUNT);
-    let rest = status(&call(&running, "GET", ACCOUNT_CONFIG, &[]).await, 200);
-    assert_eq!(rest["post_webhook_url"], "https://hooks.example.com/grpc");
-    assert_eq!(rest["filters"], serde_json::json!(["onDeliveryUpdated"]));
-    let bad = grpc
-        .update_webhook_config(v1::UpdateWebhookConfigRequest {
-            method: Some("PATCH".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), Code::InvalidArgument);
-    assert!(bad.message().contains("Method"), "{}", bad.message());
-
-    // REST writes a service's, gRPC reads it.
-    let service = sid("IS", 9);
-    status(
-        &call(
-            &running,
-            "POST",
-            &format!("/v1/Services/{service}/Configuration/Webhooks"),
-            &[
-                ("PostWebhookUrl", "https://hooks.example.com/service"),
-                ("Method", "GET"),
-            ],
-        )
-        .await,
-        200,
-    );
-    let read = grpc
-        .get_webhook_config(v1::GetWebhookConfigRequest {
-            chat_service_sid: service.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (read.method.as_str(), read.post_webhook_url.as_str()),
-        ("GET", "https://hooks.example.com/service")
-    );
-
-    // Conversation webhooks: created over gRPC, listed over REST, deleted over gRPC.
-    let conversation = sid("CH", 5);
-    let created = grpc
-        .create_conversation_webhook(v1::CreateConversationWebhookRequest {
-            conversation_sid: conversation.clone(),
-            target: "webhook".into(),
-            url: "https://hooks.example.com/conversation".into(),
-            filters: vec!["onDeliveryUpdated".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(created.webhook_sid.starts_with("WH"));
-    let listed = status(
-        &call(
-            &running,
-            "GET",
-            &format!("/v1/Conversations/{conversation}/Webhooks"),
-            &[],
-        )
-        .await,
-        200,
-    );
-    assert_eq!(listed["webhooks"][0]["sid"], created.webhook_sid);
-    let over_grpc = grpc
-        .list_conversation_webhooks(v1::ListConversationWebhooksRequest {
-            conversation_sid: conversation.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(over_grpc.webhooks, std::slice::from_ref(&created));
-    grpc.delete_conversation_webhook(v1::DeleteConversationWebhookRequest {
-        conversation_sid: conversation.clone(),
-        webhook_sid: created.webhook_sid.clone(),
-    })
-    .await
-    .unwrap();
-    let gone = grpc
-        .delete_conversation_webhook(v1::DeleteConversationWebhookRequest {
-            conversation_sid: conversation.clone(),
-            webhook_sid: created.webhook_sid.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(gone.code(), Code::NotFound);
-    let listed = status(
-        &call(
-            &running,
-            "GET",
-            &format!("/v1/Conversations/{conversation}/Webhooks"),
-            &[],
-        )
-        .await,
-        200,
-    );
-    assert_eq!(listed["webhooks"], serde_json::json!([]));
-
-    // Another account's gRPC calls see none of it.
-    let mut other = client(running.address, OTHER_ACCOUNT, OTHER_TOKEN).await;
-    let none = other
-        .get_webhook_config(v1::GetWebhookConfigRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(none.code(), Code::NotFound);
     running.stop().await;
 }
 

@@ -5,6 +5,9 @@
 //! workload at a steady rate while the scenario's script injects its faults. After each fault it
 //! measures how long the system takes to catch up with everything produced before the fault ended;
 //! at the end it lets the system drain and checks it against the model.
+//!
+//! One file: the five scenarios are scripts over the one [`Run`] and its catch-up measure, and
+//! they are read side by side, each fault beside the others.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

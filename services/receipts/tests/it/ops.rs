@@ -2,6 +2,9 @@
 //! that fails one receipt's first attempt and refuses another's, a report that never gets its
 //! registration; then `receipts webhooks`, `dlq`, `lag` and `parked` tell what happened, in
 //! tables and in JSON.
+//!
+//! One file: it is one scene, set up once (the receiver, the receipts it fails and refuses, the
+//! report left parked) and then read through every operator command, plus the parser test.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
