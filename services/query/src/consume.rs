@@ -30,24 +30,26 @@ use tracing::{info, warn};
 
 use crate::{QueryConfig, QueryError};
 
+/// The `outcome` label of the read model's record counters (updates and timelines alike).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
+pub(crate) struct OutcomeLabel {
     outcome: &'static str,
 }
 
-fn outcome(outcome: &'static str) -> OutcomeLabel {
+pub(crate) fn outcome(outcome: &'static str) -> OutcomeLabel {
     OutcomeLabel { outcome }
 }
 
-/// Why the read model cannot go on.
+/// Why the read model cannot go on: its `receipt-updates` reader or its timeline follower.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {
     #[error("store")]
     Store(#[from] StoreError),
     #[error("reading topic bounds")]
     Bus(#[from] BusError),
-    #[error("bootstrapping from the projector changelog")]
-    Bootstrap(#[from] RestoreError<StoreError>),
+    /// Bootstrapping the receipts, or catching the timelines up.
+    #[error("reading the projector changelog")]
+    Changelog(#[from] RestoreError<StoreError>),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -56,7 +58,7 @@ impl Transient for ReadModelError {
     fn is_transient(&self) -> bool {
         match self {
             ReadModelError::Bus(e) => e.is_transient(),
-            ReadModelError::Bootstrap(e) => e.is_transient(),
+            ReadModelError::Changelog(e) => e.is_transient(),
             ReadModelError::Store(_) | ReadModelError::Join(_) => false,
         }
     }

@@ -247,9 +247,9 @@ pub enum QueryError {
     #[error(transparent)]
     Consume(#[from] Box<receipts_bus::consume::ConsumeError<consume::ReadModelError>>),
     #[error("timelines")]
-    Timelines(#[source] timelines::TimelineError),
+    Timelines(#[source] consume::ReadModelError),
     #[error(transparent)]
-    TimelineConsume(Box<receipts_bus::consume::ConsumeError<timelines::TimelineError>>),
+    TimelineConsume(Box<receipts_bus::consume::ConsumeError<consume::ReadModelError>>),
     #[error(transparent)]
     ConfigReader(Box<receipts_bus::consume::ConsumeError<webhook_configs::ConfigReadError>>),
     #[error("gRPC server")]

@@ -14,14 +14,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use receipts_bus::changelog::{RestoreError, restore_partition};
+use receipts_bus::changelog::restore_partition;
 use receipts_bus::consume::BoxError;
 use receipts_bus::{
-    BusError, Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, Record,
-    Transient,
+    Commit, Consumer, ConsumerOptions, Handler, KafkaSettings, Partition, Record, Transient,
 };
 use receipts_domain::ReceiptState;
 use receipts_runtime::health::{Component, ComponentState};
@@ -30,35 +28,8 @@ use receipts_store::{PartitionOffset, QueryStore, StoreError, TimelineStats};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::consume::{OutcomeLabel, ReadModelError, outcome as outcome_label};
 use crate::{QueryConfig, QueryError};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-/// Why the timeline follower cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub enum TimelineError {
-    #[error("store")]
-    Store(#[from] StoreError),
-    #[error("reading topic bounds")]
-    Bus(#[from] BusError),
-    #[error("catching up with the projector changelog")]
-    CatchUp(#[from] RestoreError<StoreError>),
-    #[error("a blocking task failed")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-impl Transient for TimelineError {
-    fn is_transient(&self) -> bool {
-        match self {
-            TimelineError::Bus(e) => e.is_transient(),
-            TimelineError::CatchUp(e) => e.is_transient(),
-            TimelineError::Store(_) | TimelineError::Join(_) => false,
-        }
-    }
-}
 
 /// Counts changelog records by what they did to the timelines.
 #[derive(Debug, Clone, Default)]
@@ -72,7 +43,7 @@ impl Outcomes {
             ("unregistered", stats.unregistered),
             ("undecodable", undecodable),
         ] {
-            self.0.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+            self.0.get_or_create(&outcome_label(outcome)).inc_by(n);
         }
     }
 }
@@ -189,7 +160,7 @@ impl TimelineFollower {
 
     /// Reads every partition from its stored position up to `ends`, storing the timelines and
     /// positions chunk by chunk, so an interrupted catch-up resumes where it stopped.
-    async fn catch_up(&self, ends: &BTreeMap<i32, i64>) -> Result<(), TimelineError> {
+    async fn catch_up(&self, ends: &BTreeMap<i32, i64>) -> Result<(), ReadModelError> {
         let mut records = 0u64;
         for &partition in ends.keys() {
             let (kafka, changelog, store) = (
@@ -217,7 +188,7 @@ impl TimelineFollower {
                         Ok::<_, StoreError>(())
                     },
                 )?;
-                Ok::<_, TimelineError>(restored)
+                Ok::<_, ReadModelError>(restored)
             })
             .await??;
             records += restored.records;
@@ -233,9 +204,9 @@ struct TimelineHandler {
 }
 
 impl Handler for TimelineHandler {
-    type Error = TimelineError;
+    type Error = ReadModelError;
 
-    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, TimelineError> {
+    async fn process(&mut self, records: Arc<[Record]>) -> Result<Commit, ReadModelError> {
         let mut offsets: Vec<PartitionOffset> = Vec::new();
         for record in records.iter() {
             let next_offset = record.offset() + 1;
