@@ -8,6 +8,11 @@ use receipts_dispatcher::{DispatcherConfig, ReplayFilter};
 use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the services allocate and free many small buffers per record, which glibc's
+/// allocator serves slowly and, with one arena per thread, holds on to.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sends signed onDeliveryUpdated webhooks for receipt changes, with durable retries.
 ///
 /// Configuration: compiled defaults, then the file given with --config, then RECEIPTS_* environment

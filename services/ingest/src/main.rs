@@ -9,6 +9,11 @@ use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the services allocate and free many small buffers per record, which glibc's
+/// allocator serves slowly and, with one arena per thread, holds on to.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Receives Twilio, WhatsApp Cloud, SMPP and canonical status reports over HTTP and stores them
 /// as delivery events on Kafka.
 ///

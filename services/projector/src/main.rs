@@ -8,6 +8,11 @@ use receipts_projector::ProjectorConfig;
 use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the services allocate and free many small buffers per record, which glibc's
+/// allocator serves slowly and, with one arena per thread, holds on to.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Consumes delivery events, keeps exactly-once receipts in sled and publishes every change.
 ///
 /// Configuration: compiled defaults, then the file given with --config, then RECEIPTS_* environment

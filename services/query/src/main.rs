@@ -8,6 +8,11 @@ use receipts_query::QueryConfig;
 use receipts_runtime::{config, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the services allocate and free many small buffers per record, which glibc's
+/// allocator serves slowly and, with one arena per thread, holds on to.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps the read model of receipt updates and serves it over gRPC (receipts.v1.DeliveryQuery,
 /// with health and reflection) and a Twilio-compatible REST facade (RECEIPTS_REST_LISTEN).
 ///

@@ -3,6 +3,11 @@
 use clap::Parser;
 use receipts::cli::{Cli, run};
 
+/// mimalloc: the services allocate and free many small buffers per record, which glibc's
+/// allocator serves slowly and, with one arena per thread, holds on to.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");

@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError};
 
 use receipts_bus::Outgoing;
 use receipts_proto::codec::Encoding;
+use receipts_proto::v1;
 use receipts_webhook::sealed;
 use receipts_webhook::{
     Attempt, AttemptOutcome, DeliveryPayload, Method, WebhookRequest, redacted_url,
@@ -18,6 +19,13 @@ use super::settle::Settlement;
 use super::{Deliverer, PRODUCE_TIMEOUT};
 use crate::job::{AttemptRecord, DeliveryJob};
 use crate::metrics::ScopeLabel;
+
+/// Why a delivery ends without a request.
+enum Ending {
+    /// Dropped, counted by this reason: stale, unconfigured, no_status.
+    Dropped(&'static str),
+    DeadLetter(String),
+}
 
 impl Deliverer {
     /// One attempt, as a span in the trace of the update that caused the delivery (for a retry:
@@ -54,62 +62,19 @@ impl Deliverer {
         permit: OwnedSemaphorePermit,
     ) {
         let cx = &self.context;
-        let config = cx
-            .directory
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&job.webhook_key)
-            .cloned();
-        let Some(config) = config else {
-            info!(webhook = %job.webhook_key, "webhook no longer configured, delivery dropped");
-            cx.metrics.dropped("unconfigured");
-            return self.settle(job, Settlement::Done).await;
-        };
-        if config.disabled_at.is_some() {
-            let reason = format!("endpoint disabled: {}", config.disabled_reason);
-            return self.dead_letter(job, reason).await;
-        }
-        match cx
-            .store
-            .delivered_version(&job.webhook_key, job.receipt.sid.as_str())
-        {
-            Ok(Some(delivered)) if delivered >= job.receipt.version => {
-                debug!(receipt = %job.receipt.sid, version = job.receipt.version, delivered, "stale delivery dropped");
-                cx.metrics.dropped("stale");
-                return self.settle(job, Settlement::Done).await;
+        // An attempt that ends without a request gives its slot back before settling.
+        let (request, config) = match self.prepare(&job) {
+            Ok(prepared) => prepared,
+            Err(ending) => {
+                drop(permit);
+                return match ending {
+                    Ending::Dropped(reason) => {
+                        cx.metrics.dropped(reason);
+                        self.settle(job, Settlement::Done).await
+                    }
+                    Ending::DeadLetter(reason) => self.dead_letter(job, reason).await,
+                };
             }
-            Ok(_) => {}
-            Err(error) => warn!(%error, "cannot read the delivered version"),
-        }
-        let Some(auth_token) = cx.accounts.get(&job.account_sid) else {
-            let reason = format!("no auth token configured for account {}", job.account_sid);
-            return self.dead_letter(job, reason).await;
-        };
-        let method = match config.method.parse::<Method>() {
-            Ok(method) => method,
-            Err(e) => return self.dead_letter(job, e.to_string()).await,
-        };
-        let Some(payload) = DeliveryPayload::of(&job.receipt) else {
-            cx.metrics.dropped("no_status");
-            return self.settle(job, Settlement::Done).await;
-        };
-        let signing_secrets = match sealed::signing_secrets(
-            &config,
-            &job.webhook_key,
-            cx.secrets_key.as_ref(),
-            self.handoff.now_ms(),
-        ) {
-            Ok(secrets) => secrets,
-            Err(error) => return self.dead_letter(job, error.to_string()).await,
-        };
-        let request = WebhookRequest {
-            url: config.post_webhook_url.clone(),
-            method,
-            payload,
-            auth_token: auth_token.expose().to_owned(),
-            idempotency_token: job.token.clone(),
-            signing_secrets,
-            receipt_version: job.receipt.version,
         };
         let sent_at_ms = self.handoff.now_ms();
         let attempt = cx.client.send(&request).await;
@@ -156,6 +121,65 @@ impl Deliverer {
                 self.dead_letter(job, reason).await;
             }
         }
+    }
+
+    /// The signed request of `job` and its webhook's configuration, or why the delivery ends
+    /// without one.
+    fn prepare(&self, job: &DeliveryJob) -> Result<(WebhookRequest, v1::WebhookConfig), Ending> {
+        let cx = &self.context;
+        let config = cx
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&job.webhook_key)
+            .cloned();
+        let Some(config) = config else {
+            info!(webhook = %job.webhook_key, "webhook no longer configured, delivery dropped");
+            return Err(Ending::Dropped("unconfigured"));
+        };
+        if config.disabled_at.is_some() {
+            let reason = format!("endpoint disabled: {}", config.disabled_reason);
+            return Err(Ending::DeadLetter(reason));
+        }
+        match cx
+            .store
+            .delivered_version(&job.webhook_key, job.receipt.sid.as_str())
+        {
+            Ok(Some(delivered)) if delivered >= job.receipt.version => {
+                debug!(receipt = %job.receipt.sid, version = job.receipt.version, delivered, "stale delivery dropped");
+                return Err(Ending::Dropped("stale"));
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the delivered version"),
+        }
+        let Some(auth_token) = cx.accounts.get(&job.account_sid) else {
+            let reason = format!("no auth token configured for account {}", job.account_sid);
+            return Err(Ending::DeadLetter(reason));
+        };
+        let method = config
+            .method
+            .parse::<Method>()
+            .map_err(|e| Ending::DeadLetter(e.to_string()))?;
+        let Some(payload) = DeliveryPayload::of(&job.receipt) else {
+            return Err(Ending::Dropped("no_status"));
+        };
+        let signing_secrets = sealed::signing_secrets(
+            &config,
+            &job.webhook_key,
+            cx.secrets_key.as_ref(),
+            self.handoff.now_ms(),
+        )
+        .map_err(|error| Ending::DeadLetter(error.to_string()))?;
+        let request = WebhookRequest {
+            url: config.post_webhook_url.clone(),
+            method,
+            payload,
+            auth_token: auth_token.expose().to_owned(),
+            idempotency_token: job.token.clone(),
+            signing_secrets,
+            receipt_version: job.receipt.version,
+        };
+        Ok((request, config))
     }
 
     /// Writes the attempt to the attempts topic in the background: the delivery does not wait

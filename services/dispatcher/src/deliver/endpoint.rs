@@ -2,7 +2,7 @@
 //! due attempts and its own worker, so a slow or dead endpoint only ever delays itself.
 //!
 //! The worker takes at most `endpoint_concurrency` request slots at once; a slot is held until
-//! the attempt's outcome is settled in the changelog, not just until the request is answered.
+//! the attempt's request is answered (settling its outcome goes on without it).
 //! While the endpoint's circuit is open ([`super::breaker`]) the worker waits; once half-open it
 //! makes one attempt at a time until the circuit closes again.
 

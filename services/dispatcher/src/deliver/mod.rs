@@ -22,8 +22,10 @@
 //! dead-letter topic with its last error and marked settled; 410 Gone also writes the webhook's
 //! configuration back to `webhook-configs` with `disabled_at` set. Every mark is written to the
 //! dispatcher changelog and acknowledged before it is stored, and only then does the attempt stop
-//! holding back its partition's committed offset ([`Unsettled`]) and give back its endpoint's
-//! request slot. A failure to produce leaves the attempt pending and tries again a second later.
+//! holding back its partition's committed offset ([`Unsettled`]) and hand its receipt's lane on;
+//! the settlements of many attempts share one changelog send and one sled write. An attempt
+//! gives back its endpoint's request slot as soon as its request is answered. A failure to
+//! produce leaves the attempt pending and tries again a second later.
 //! Everything is at least once: a crash or a partition move after a request was answered but
 //! before its outcome was settled sends it again, with the same `I-Twilio-Idempotency-Token`.
 //!
@@ -53,6 +55,7 @@ use tracing::{info, warn};
 pub use self::breaker::BreakerConfig;
 use self::endpoint::Endpoint;
 use self::handoff::DueHandoff;
+use self::settle::Settler;
 use crate::configs::SharedDirectory;
 use crate::due::DueQueue;
 use crate::job::DeliveryJob;
@@ -101,6 +104,7 @@ pub(crate) struct Deliverer {
     /// Every attempt between its enqueueing and its settlement, by token and attempt.
     pending: Mutex<HashSet<(String, u32)>>,
     lanes: Lanes,
+    settler: Settler,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -119,6 +123,7 @@ impl Deliverer {
             handoff: DueHandoff::new(due, clock, paged_out),
             pending: Mutex::default(),
             lanes: Lanes::default(),
+            settler: Settler::default(),
             endpoints: Mutex::default(),
             tracker: TaskTracker::new(),
             shutdown,
@@ -194,7 +199,10 @@ impl Deliverer {
     /// Moves due deliveries to their endpoints until shutdown, then waits (up to `grace`) for
     /// the attempts in flight.
     pub(crate) async fn run(self: Arc<Self>, grace: Duration) {
-        while let Some(ready) = self.handoff.due(&self.shutdown).await {
+        while let Some(mut ready) = self.handoff.due(&self.shutdown).await {
+            // Versions of one receipt due together take its lane oldest first, so each is
+            // delivered rather than the newest first and the others then dropped as stale.
+            ready.sort_by_key(|job| job.receipt.version);
             for job in ready {
                 if let Some(job) = self.lanes.admit(job) {
                     self.endpoint(&job.webhook_key).push(job);

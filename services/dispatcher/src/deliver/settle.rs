@@ -3,11 +3,20 @@
 //! is stored in sled, and only then does the attempt stop holding back its partition's
 //! committed offset. A delivery that ended for good hands its receipt's lane to the next
 //! version.
+//!
+//! Settlements are made in groups: whoever settles while no group is being written takes every
+//! settlement queued meanwhile, writes their marks to the changelog in one send and stores them,
+//! with the changelog positions they reach, in one sled batch. The others wait for their own
+//! settlement to be done. So a burst of answers costs one changelog round trip and one sled
+//! write, not one of each per attempt (a sled batch writes its log buffer out, whatever its
+//! size).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use receipts_bus::Outgoing;
+use receipts_bus::{Landed, Outgoing};
 use receipts_store::PartitionOffset;
+use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use super::{Deliverer, lock};
@@ -24,103 +33,193 @@ pub(super) enum Settlement {
     Done,
 }
 
+/// A settlement waiting for its group, and who waits for it.
+#[derive(Debug)]
+struct Queued {
+    job: DeliveryJob,
+    settlement: Settlement,
+    done: oneshot::Sender<()>,
+}
+
+/// The settlements waiting for the next group, and the turn to write one.
+#[derive(Debug, Default)]
+pub(super) struct Settler {
+    queue: Mutex<Vec<Queued>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
 impl Deliverer {
     /// Records how an attempt ended: in the changelog (acknowledged) first, then locally; then
-    /// the attempt stops holding back its partition's committed offset.
+    /// the attempt stops holding back its partition's committed offset. Returns once that is
+    /// done, or once the outcome could not be written (the delivery stays pending).
     pub(super) async fn settle(self: &Arc<Self>, job: DeliveryJob, settlement: Settlement) {
+        let (done, mut settled) = oneshot::channel();
+        lock(&self.settler.queue).push(Queued {
+            job,
+            settlement,
+            done,
+        });
+        // Turns are taken in order; by the time this one comes, an earlier group may have
+        // taken this settlement along.
+        let _turn = self.settler.turn.lock().await;
+        if settled.try_recv().is_ok() {
+            return;
+        }
+        let group = std::mem::take(&mut *lock(&self.settler.queue));
+        self.settle_group(group).await;
+    }
+
+    async fn settle_group(self: &Arc<Self>, group: Vec<Queued>) {
         let cx = &self.context;
-        let mut entries: Vec<Entry> = Vec::with_capacity(2);
-        match settlement {
-            Settlement::Delivered => {
-                entries.push(progress_entry(&job.token, SETTLED));
-                let newest = cx
-                    .store
-                    .delivered_version(&job.webhook_key, job.receipt.sid.as_str())
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
-                    .max(job.receipt.version);
-                entries.push(delivered_entry(
-                    &job.webhook_key,
-                    job.receipt.sid.as_str(),
-                    newest,
-                ));
-            }
-            Settlement::Retrying(attempt) => entries.push(progress_entry(&job.token, attempt)),
-            Settlement::Done => entries.push(progress_entry(&job.token, SETTLED)),
-        }
-        let mut positions = Vec::new();
-        let mut landed_at: Option<(i32, Vec<i64>)> = None;
-        if let Some(source) = &job.source {
-            let records: Vec<Outgoing> = entries
-                .iter()
-                .map(|(key, value)| Outgoing {
-                    topic: cx.topics.dispatcher_changelog.clone(),
-                    partition: Some(source.partition),
-                    key: key.clone(),
-                    payload: Some(value.clone()),
-                    headers: Vec::new(),
-                })
-                .collect();
-            cx.changelog.sending(source.partition);
-            let mut backoff = receipts_bus::errors::Backoff::default();
-            let landed = loop {
-                match cx.publisher.send_all(&records).await {
-                    Ok(landed) => break landed,
-                    Err(error) if error.is_transient() && !self.shutdown.is_cancelled() => {
-                        warn!(error = %receipts_bus::consume::error_chain(&error), "writing a delivery's outcome to the changelog failed, trying again");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                    Err(error) => {
-                        // Not settled: whoever reads its record next attempts it again.
-                        error!(error = %receipts_bus::consume::error_chain(&error), "cannot write a delivery's outcome to the changelog");
-                        cx.changelog.abandoned(source.partition);
-                        cx.metrics.backlog.dec();
-                        lock(&self.pending).remove(&(job.token.clone(), job.attempt));
-                        return;
-                    }
-                }
+        let entries = self.marks(&group);
+        let mut records = Vec::new();
+        let mut partitions: Vec<i32> = Vec::new();
+        for (queued, marks) in group.iter().zip(&entries) {
+            let Some(source) = &queued.job.source else {
+                continue;
             };
-            landed_at = Some((source.partition, landed.iter().map(|l| l.offset).collect()));
-            cx.changelog.landed(source.partition, &landed);
+            if !partitions.contains(&source.partition) {
+                partitions.push(source.partition);
+            }
+            records.extend(marks.iter().map(|(key, value)| Outgoing {
+                topic: cx.topics.dispatcher_changelog.clone(),
+                partition: Some(source.partition),
+                key: key.clone(),
+                payload: Some(value.clone()),
+                headers: Vec::new(),
+            }));
         }
-        // The entries first; the changelog position they reach only afterwards, in a write of
-        // its own: a position is stored only once every entry before it is (settlements finish
-        // in any order), so a restore from it never skips an entry lost with a crash.
+        let landed = match self.write_changelog(&records, &partitions).await {
+            Some(landed) => landed,
+            None => {
+                // Not settled: whoever reads their records next attempts them again.
+                for queued in group {
+                    cx.metrics.backlog.dec();
+                    lock(&self.pending).remove(&(queued.job.token.clone(), queued.job.attempt));
+                    let _ = queued.done.send(());
+                }
+                return;
+            }
+        };
+        // The positions are stored in the same batch as the entries they pass: a position is
+        // stored only with or after every entry before it (a send still unanswered holds every
+        // position back), so a restore from it never skips an entry lost with a crash.
+        let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for Landed { partition, offset } in landed {
+            by_partition.entry(partition).or_default().push(offset);
+        }
+        let positions: Vec<PartitionOffset> = by_partition
+            .into_iter()
+            .map(|(partition, offsets)| PartitionOffset {
+                topic: cx.topics.dispatcher_changelog.clone(),
+                partition,
+                next_offset: cx.changelog.stored(partition, &offsets),
+            })
+            .collect();
         let store = cx.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.write(&entries, &[])).await;
-        cx.metrics.backlog.dec();
+        let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+        let written = tokio::task::spawn_blocking(move || store.write(&entries, &positions)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                error!(%error, "cannot store a delivery's outcome; it is restored from the changelog")
+                error!(%error, "cannot store deliveries' outcomes; they are restored from the changelog")
             }
-            Err(error) => error!(%error, "storing a delivery's outcome failed"),
+            Err(error) => error!(%error, "storing deliveries' outcomes failed"),
         }
-        if let Some((partition, offsets)) = landed_at {
-            let position = cx.changelog.stored(partition, &offsets);
-            positions.push(PartitionOffset {
-                topic: cx.topics.dispatcher_changelog.clone(),
-                partition,
-                next_offset: position,
-            });
-            let store = cx.store.clone();
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || store.write(&[], &positions)).await
+        for queued in group {
+            cx.metrics.backlog.dec();
+            let job = &queued.job;
+            if let Some(source) = &job.source {
+                cx.unsettled.remove(source);
+            }
+            lock(&self.pending).remove(&(job.token.clone(), job.attempt));
+            // Delivered or ended for good: the receipt's next version may go. A retry keeps the
+            // lane until its own attempts end.
+            if !matches!(queued.settlement, Settlement::Retrying(_))
+                && let Some(next) = self.lanes.finish(job)
             {
-                warn!(%error, "cannot store the changelog position; the next restore reads more");
+                self.endpoint(&next.webhook_key).push(next);
+            }
+            let _ = queued.done.send(());
+        }
+    }
+
+    /// The state entries each settlement of `group` leaves, in order. A delivered version only
+    /// ever raises what was delivered to the webhook before, in the store or earlier in the
+    /// group.
+    fn marks(&self, group: &[Queued]) -> Vec<Vec<Entry>> {
+        let store = &self.context.store;
+        let mut newest: HashMap<(&str, &str), u64> = HashMap::new();
+        group
+            .iter()
+            .map(|queued| {
+                let job = &queued.job;
+                match queued.settlement {
+                    Settlement::Delivered => {
+                        let key = (job.webhook_key.as_str(), job.receipt.sid.as_str());
+                        let before = match newest.get(&key) {
+                            Some(version) => *version,
+                            None => store
+                                .delivered_version(key.0, key.1)
+                                .ok()
+                                .flatten()
+                                .unwrap_or(0),
+                        };
+                        let version = before.max(job.receipt.version);
+                        newest.insert(key, version);
+                        vec![
+                            progress_entry(&job.token, SETTLED),
+                            delivered_entry(key.0, key.1, version),
+                        ]
+                    }
+                    Settlement::Retrying(attempt) => vec![progress_entry(&job.token, attempt)],
+                    Settlement::Done => vec![progress_entry(&job.token, SETTLED)],
+                }
+            })
+            .collect()
+    }
+
+    /// Writes `records` to the changelog (`partitions` are those they go to), trying again
+    /// while the failure is transient; `None` if they could not be written.
+    async fn write_changelog(
+        &self,
+        records: &[Outgoing],
+        partitions: &[i32],
+    ) -> Option<Vec<Landed>> {
+        if records.is_empty() {
+            return Some(Vec::new());
+        }
+        let cx = &self.context;
+        for partition in partitions {
+            cx.changelog.sending(*partition);
+        }
+        let mut backoff = receipts_bus::errors::Backoff::default();
+        let outcome = loop {
+            match cx.publisher.send_all(records).await {
+                Ok(landed) => break Some(landed),
+                Err(error) if error.is_transient() && !self.shutdown.is_cancelled() => {
+                    warn!(error = %receipts_bus::consume::error_chain(&error), "writing deliveries' outcomes to the changelog failed, trying again");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(error) => {
+                    error!(error = %receipts_bus::consume::error_chain(&error), "cannot write deliveries' outcomes to the changelog");
+                    break None;
+                }
+            }
+        };
+        for partition in partitions {
+            match &outcome {
+                Some(landed) => {
+                    let here: Vec<Landed> = landed
+                        .iter()
+                        .filter(|l| l.partition == *partition)
+                        .copied()
+                        .collect();
+                    cx.changelog.landed(*partition, &here);
+                }
+                None => cx.changelog.abandoned(*partition),
             }
         }
-        if let Some(source) = &job.source {
-            cx.unsettled.remove(source);
-        }
-        lock(&self.pending).remove(&(job.token.clone(), job.attempt));
-        // Delivered or ended for good: the receipt's next version may go. A retry keeps the
-        // lane until its own attempts end.
-        if !matches!(settlement, Settlement::Retrying(_))
-            && let Some(next) = self.lanes.finish(&job)
-        {
-            self.endpoint(&next.webhook_key).push(next);
-        }
+        outcome
     }
 }

@@ -137,3 +137,48 @@ async fn versions_arrive_in_order_while_receipts_overtake_each_other() {
         "nothing was delivered while {sid} v{version} waited for its retry"
     );
 }
+
+/// Versions of one receipt read together, newest first, are delivered oldest first: each of
+/// them reaches the endpoint, rather than the newest first and the older ones then dropped as
+/// stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_read_together_are_all_delivered_oldest_first() {
+    const COUNT: u64 = 20;
+    let harness = Harness::new().await;
+    let sink = Sink::start(|_, _| Answer::Status(200)).await;
+    harness.configure(&account_webhook(&sink.url())).await;
+    // In the topic before the dispatcher starts, so that its first read takes them all.
+    let steps = [
+        (3, DeliveryStatus::Read, DeliveryStatus::Delivered),
+        (1, DeliveryStatus::Sent, DeliveryStatus::Queued),
+        (2, DeliveryStatus::Delivered, DeliveryStatus::Sent),
+    ];
+    for n in 1..=COUNT {
+        for (version, status, previous) in steps {
+            harness
+                .publish(&update(receipt(n, version, status), previous))
+                .await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let running = harness.spawn(harness.config(dir.path()));
+    sink.wait_for((COUNT * 3) as usize).await;
+    running.stop().await;
+
+    let mut by_receipt: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for request in sink.received() {
+        by_receipt
+            .entry(request.param("DeliveryReceiptSid"))
+            .or_default()
+            .push(
+                request
+                    .header("x-receipts-receipt-version")
+                    .parse()
+                    .unwrap(),
+            );
+    }
+    assert_eq!(by_receipt.len(), COUNT as usize);
+    for (sid, versions) in &by_receipt {
+        assert_eq!(versions, &[1, 2, 3], "{sid}");
+    }
+}
