@@ -1,7 +1,9 @@
 //! The dispatcher's state: what was settled per delivery, a local sled cache of the compacted
 //! dispatcher changelog (DESIGN §4a). One tree, so every write is one atomic batch:
 //! - `t/{token}` → the attempt of the delivery that lives on the retry topic (big-endian u32),
-//!   or [`SETTLED`] once it was delivered, dead-lettered or dropped;
+//!   or [`SETTLED`] once it was dead-lettered, dropped, or delivered after a retry (a delivery
+//!   delivered at its first attempt leaves only its `d/` entry, which says as much: a version
+//!   not newer than the one delivered is never attempted again);
 //! - `d/{webhook key}\0{receipt sid}` → the newest receipt version delivered to that webhook,
 //!   so an older version still waiting is dropped as stale;
 //! - `o/{changelog topic}/{partition}` → how far the local copy of a changelog partition goes.

@@ -167,10 +167,14 @@ impl Deliverer {
                         };
                         let version = before.max(job.receipt.version);
                         newest.insert(key, version);
-                        vec![
-                            progress_entry(&job.token, SETTLED),
-                            delivered_entry(key.0, key.1, version),
-                        ]
+                        let delivered = delivered_entry(key.0, key.1, version);
+                        // The delivered version alone says a first attempt is done; after a
+                        // retry the attempt the state names is marked settled as well.
+                        if job.attempt == 0 {
+                            vec![delivered]
+                        } else {
+                            vec![progress_entry(&job.token, SETTLED), delivered]
+                        }
                     }
                     Settlement::Retrying(attempt) => vec![progress_entry(&job.token, attempt)],
                     Settlement::Done => vec![progress_entry(&job.token, SETTLED)],
