@@ -166,7 +166,7 @@ async fn measure(
         rate,
         "reports/s",
     );
-    report.goal("projector / raw consume", Bound::AtLeast, 0.5, ratio, "x");
+    report.goal("projector / raw consume", Bound::AtLeast, 0.7, ratio, "x");
     drop(store);
     Ok(())
 }

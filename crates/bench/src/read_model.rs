@@ -138,7 +138,7 @@ async fn measure(
         "s",
     );
     let rate = report.metric("read model applied", applied.rate, "updates/s");
-    report.metric("read model / raw consume", rate / raw_rate, "x");
+    let ratio = report.metric("read model / raw consume", rate / raw_rate, "x");
     report.goal(
         "read model throughput",
         Bound::AtLeast,
@@ -146,6 +146,7 @@ async fn measure(
         rate,
         "updates/s",
     );
+    report.goal("read model / raw consume", Bound::AtLeast, 0.8, ratio, "x");
     drop(store);
     Ok(())
 }
