@@ -87,8 +87,6 @@ pub struct DispatcherConfig {
     pub endpoint_concurrency: usize,
     /// Pending attempts held in memory, the earliest due; later ones wait in the database.
     pub queue_in_memory: usize,
-    /// Delivered versions (per webhook and receipt) held in memory in front of the database.
-    pub delivered_in_memory: usize,
     pub breaker: BreakerConfig,
     pub batch_max_records: usize,
     /// Not ready once the broker has been unreachable for this long.
@@ -117,7 +115,6 @@ impl Default for DispatcherConfig {
             ssrf: AddressPolicy::default(),
             endpoint_concurrency: 4,
             queue_in_memory: 10_000,
-            delivered_in_memory: store::DELIVERED_IN_MEMORY,
             breaker: BreakerConfig::default(),
             batch_max_records: 1_000,
             stale_after_secs: 30,
@@ -158,7 +155,6 @@ impl Validate for DispatcherConfig {
             ("attempt_timeout_ms", self.attempt_timeout_ms),
             ("endpoint_concurrency", self.endpoint_concurrency as u64),
             ("queue_in_memory", self.queue_in_memory as u64),
-            ("delivered_in_memory", self.delivered_in_memory as u64),
             ("batch_max_records", self.batch_max_records as u64),
             (
                 "breaker.failure_threshold",
@@ -237,12 +233,9 @@ pub async fn run_with_clock(
     let readiness = metrics.readiness().clone();
     let metrics = DispatcherMetrics::register(metrics);
     let (data_dir, storage) = (config.data_dir.clone(), config.storage);
-    let delivered_in_memory = config.delivered_in_memory;
     let store = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            DispatcherStore::open_with(&data_dir, &storage, delivered_in_memory)
-        })
-        .await??,
+        tokio::task::spawn_blocking(move || DispatcherStore::open_with(&data_dir, &storage))
+            .await??,
     );
 
     // The whole configuration before the first delivery.

@@ -8,10 +8,6 @@
 //!   so an older version still waiting is dropped as stale;
 //! - `o/{changelog topic}/{partition}` → how far the local copy of a changelog partition goes.
 //!
-//! The `d/` entries read or written lately are also held in memory, a bounded number of them
-//! (`delivered_in_memory`, [`DELIVERED_IN_MEMORY`] by default), since each delivery reads its
-//! receipt's up to three times.
-//!
 //! Every entry is written to the changelog partition of the delivery's `receipt-updates`
 //! partition first, and only stored here once Kafka acknowledged it; the changelog records are
 //! the entries themselves (same key, same value), so restoring copies them verbatim. Pending
@@ -19,21 +15,13 @@
 //! deliveries are unsettled, so whoever owns its partition next reads it again, and these
 //! entries tell which of its deliveries are still to do.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use receipts_store::StoreError;
 use receipts_store::{PartitionOffset, offsets};
 
 /// `t/` value of a delivery that needs nothing more.
 pub const SETTLED: u32 = u32::MAX;
-
-/// How many delivered versions (found or known absent) are kept in memory in front of sled by
-/// default (`delivered_in_memory`): each delivery reads its receipt's up to three times (when
-/// read, attempted and settled), so the receipts being worked on are read from memory. About
-/// 8 MB.
-pub const DELIVERED_IN_MEMORY: usize = 32_768;
 
 /// One state entry: its key and value, as stored and as changelogged.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -43,50 +31,6 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub struct DispatcherStore {
     db: sled::Db,
     tree: sled::Tree,
-    delivered: Arc<Mutex<DeliveredVersions>>,
-}
-
-/// The newest delivered versions read or written lately, by `d/` key; `None` when the store
-/// had none. The oldest entries leave first once `capacity` are held. Every write
-/// of a `d/` entry goes through [`DispatcherStore::write`], which updates this after sled, so
-/// what it holds is what sled holds.
-struct DeliveredVersions {
-    capacity: usize,
-    versions: HashMap<Vec<u8>, Option<u64>>,
-    order: VecDeque<Vec<u8>>,
-}
-
-impl std::fmt::Debug for DeliveredVersions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveredVersions")
-            .field("held", &self.versions.len())
-            .finish()
-    }
-}
-
-impl DeliveredVersions {
-    fn put(&mut self, key: Vec<u8>, version: Option<u64>) {
-        if self.versions.insert(key.clone(), version).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > self.capacity
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.versions.remove(&oldest);
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn decode_version(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = value
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt(key, "expected 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
 }
 
 fn corrupt(key: &[u8], source: impl Into<receipts_store::CorruptValue>) -> StoreError {
@@ -117,29 +61,17 @@ pub fn delivered_entry(webhook_key: &str, receipt_sid: &str, version: u64) -> En
 impl DispatcherStore {
     /// Opens the database in `dir`, waiting while a previous owner still holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(
-            dir,
-            &receipts_store::StorageConfig::default(),
-            DELIVERED_IN_MEMORY,
-        )
+        Self::open_with(dir, &receipts_store::StorageConfig::default())
     }
 
-    /// Opens the database in `dir` with `storage`'s settings, holding up to
-    /// `delivered_in_memory` delivered versions in memory.
     pub fn open_with(
         dir: &Path,
         storage: &receipts_store::StorageConfig,
-        delivered_in_memory: usize,
     ) -> Result<Self, StoreError> {
         let db = receipts_store::open_db_with(dir, storage)?;
         Ok(DispatcherStore {
             tree: db.open_tree("dispatcher")?,
             db,
-            delivered: Arc::new(Mutex::new(DeliveredVersions {
-                capacity: delivered_in_memory.max(1),
-                versions: HashMap::new(),
-                order: VecDeque::new(),
-            })),
         })
     }
 
@@ -180,18 +112,16 @@ impl DispatcherStore {
         receipt_sid: &str,
     ) -> Result<Option<u64>, StoreError> {
         let key = delivered_key(webhook_key, receipt_sid);
-        // Read and remembered under the lock, so a write finishing meanwhile is never
-        // overwritten by what was read before it.
-        let mut delivered = lock(&self.delivered);
-        if let Some(version) = delivered.versions.get(&key) {
-            return Ok(*version);
+        match self.tree.get(&key)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt(&key, "expected 8 bytes"))?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
         }
-        let version = match self.tree.get(&key)? {
-            None => None,
-            Some(v) => Some(decode_version(&key, &v)?),
-        };
-        delivered.put(key, version);
-        Ok(version)
     }
 
     /// Stores `entries` (already acknowledged by the changelog) and the changelog positions
@@ -209,14 +139,6 @@ impl DispatcherStore {
             offsets::write(&mut write, position);
         }
         self.tree.apply_batch(write)?;
-        let mut delivered = lock(&self.delivered);
-        for (key, value) in entries {
-            if key.starts_with(b"d/")
-                && let Ok(version) = decode_version(key, value)
-            {
-                delivered.put(key.clone(), Some(version));
-            }
-        }
         Ok(())
     }
 
@@ -259,53 +181,5 @@ mod tests {
         );
         assert_eq!(store.changelog_position("changelog", 1).unwrap(), Some(42));
         assert_eq!(store.changelog_position("changelog", 0).unwrap(), None);
-    }
-
-    #[test]
-    fn a_delivered_version_read_as_absent_is_the_written_one_after_a_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DispatcherStore::open(dir.path()).unwrap();
-        let other = store.clone();
-        assert_eq!(store.delivered_version("account/AC1", "DY1").unwrap(), None);
-        other
-            .write(&[delivered_entry("account/AC1", "DY1", 4)], &[])
-            .unwrap();
-        assert_eq!(
-            store.delivered_version("account/AC1", "DY1").unwrap(),
-            Some(4)
-        );
-        // A copy restored from the changelog is the same write.
-        other
-            .write(&[delivered_entry("account/AC1", "DY1", 6)], &[])
-            .unwrap();
-        assert_eq!(
-            store.delivered_version("account/AC1", "DY1").unwrap(),
-            Some(6)
-        );
-    }
-
-    #[test]
-    fn delivered_versions_held_in_memory_are_bounded_and_the_rest_read_from_sled() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DispatcherStore::open(dir.path()).unwrap();
-        let count = DELIVERED_IN_MEMORY + 100;
-        let entries: Vec<Entry> = (0..count)
-            .map(|n| delivered_entry("account/AC1", &format!("DY{n}"), n as u64 + 1))
-            .collect();
-        store.write(&entries, &[]).unwrap();
-        assert_eq!(lock(&store.delivered).versions.len(), DELIVERED_IN_MEMORY);
-        assert_eq!(lock(&store.delivered).order.len(), DELIVERED_IN_MEMORY);
-        // The first ones left memory; they are still read, from sled.
-        assert_eq!(
-            store.delivered_version("account/AC1", "DY0").unwrap(),
-            Some(1)
-        );
-        assert_eq!(
-            store
-                .delivered_version("account/AC1", &format!("DY{}", count - 1))
-                .unwrap(),
-            Some(count as u64)
-        );
-        assert_eq!(lock(&store.delivered).versions.len(), DELIVERED_IN_MEMORY);
     }
 }
