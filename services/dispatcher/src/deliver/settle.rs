@@ -73,14 +73,10 @@ impl Deliverer {
         let cx = &self.context;
         let entries = self.marks(&group);
         let mut records = Vec::new();
-        let mut partitions: Vec<i32> = Vec::new();
         for (queued, marks) in group.iter().zip(&entries) {
             let Some(source) = &queued.job.source else {
                 continue;
             };
-            if !partitions.contains(&source.partition) {
-                partitions.push(source.partition);
-            }
             records.extend(marks.iter().map(|(key, value)| Outgoing {
                 topic: cx.topics.dispatcher_changelog.clone(),
                 partition: Some(source.partition),
@@ -89,7 +85,7 @@ impl Deliverer {
                 headers: Vec::new(),
             }));
         }
-        let landed = match self.write_changelog(&records, &partitions).await {
+        let landed = match self.write_changelog(&records).await {
             Some(landed) => landed,
             None => {
                 // Not settled: whoever reads their records next attempts them again.
@@ -104,16 +100,15 @@ impl Deliverer {
         // The positions are stored in the same batch as the entries they pass: a position is
         // stored only with or after every entry before it (a send still unanswered holds every
         // position back), so a restore from it never skips an entry lost with a crash.
-        let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        for Landed { partition, offset } in landed {
-            by_partition.entry(partition).or_default().push(offset);
-        }
-        let positions: Vec<PartitionOffset> = by_partition
+        let positions: Vec<PartitionOffset> = landed
             .into_iter()
-            .map(|(partition, offsets)| PartitionOffset {
-                topic: cx.topics.dispatcher_changelog.clone(),
-                partition,
-                next_offset: cx.changelog.stored(partition, &offsets),
+            .map(|(partition, landed)| {
+                let offsets: Vec<i64> = landed.iter().map(|l| l.offset).collect();
+                PartitionOffset {
+                    topic: cx.topics.dispatcher_changelog.clone(),
+                    partition,
+                    next_offset: cx.changelog.stored(partition, &offsets),
+                }
             })
             .collect();
         let store = cx.store.clone();
@@ -183,47 +178,44 @@ impl Deliverer {
             .collect()
     }
 
-    /// Writes `records` to the changelog (`partitions` are those they go to), trying again
-    /// while the failure is transient; `None` if they could not be written.
-    async fn write_changelog(
-        &self,
-        records: &[Outgoing],
-        partitions: &[i32],
-    ) -> Option<Vec<Landed>> {
-        if records.is_empty() {
-            return Some(Vec::new());
-        }
+    /// Writes `records` to the changelog, trying again while the failure is transient; where
+    /// they landed, by changelog partition, or `None` if they could not be written.
+    async fn write_changelog(&self, records: &[Outgoing]) -> Option<BTreeMap<i32, Vec<Landed>>> {
         let cx = &self.context;
-        for partition in partitions {
+        let mut partitions: BTreeMap<i32, Vec<Landed>> = records
+            .iter()
+            .filter_map(|record| record.partition)
+            .map(|partition| (partition, Vec::new()))
+            .collect();
+        if partitions.is_empty() {
+            return Some(partitions);
+        }
+        for partition in partitions.keys() {
             cx.changelog.sending(*partition);
         }
         let mut backoff = receipts_bus::errors::Backoff::default();
-        let outcome = loop {
+        let landed = loop {
             match cx.publisher.send_all(records).await {
-                Ok(landed) => break Some(landed),
+                Ok(landed) => break landed,
                 Err(error) if error.is_transient() && !self.shutdown.is_cancelled() => {
                     warn!(error = %receipts_bus::consume::error_chain(&error), "writing deliveries' outcomes to the changelog failed, trying again");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(error) => {
                     error!(error = %receipts_bus::consume::error_chain(&error), "cannot write deliveries' outcomes to the changelog");
-                    break None;
+                    for partition in partitions.keys() {
+                        cx.changelog.abandoned(*partition);
+                    }
+                    return None;
                 }
             }
         };
-        for partition in partitions {
-            match &outcome {
-                Some(landed) => {
-                    let here: Vec<Landed> = landed
-                        .iter()
-                        .filter(|l| l.partition == *partition)
-                        .copied()
-                        .collect();
-                    cx.changelog.landed(*partition, &here);
-                }
-                None => cx.changelog.abandoned(*partition),
-            }
+        for landed in landed {
+            partitions.entry(landed.partition).or_default().push(landed);
         }
-        outcome
+        for (partition, landed) in &partitions {
+            cx.changelog.landed(*partition, landed);
+        }
+        Some(partitions)
     }
 }
