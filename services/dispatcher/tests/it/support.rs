@@ -60,12 +60,24 @@ impl Running {
 
     /// Waits until a metric reaches `value`.
     pub(crate) async fn metric_reaches(&self, prefix: &str, value: f64, within: Duration) {
+        self.metrics_reach(&[prefix], value, within).await;
+    }
+
+    /// Waits until the sum of several metrics reaches `value`.
+    pub(crate) async fn metrics_reach(&self, prefixes: &[&str], value: f64, within: Duration) {
+        let sum = || -> f64 {
+            prefixes
+                .iter()
+                .map(|prefix| self.metric(prefix).unwrap_or_default())
+                .sum()
+        };
         let deadline = Instant::now() + within;
-        while self.metric(prefix).unwrap_or_default() < value {
+        while sum() < value {
             assert!(
                 Instant::now() < deadline,
-                "{prefix} stayed at {:?}, expected {value}",
-                self.metric(prefix)
+                "{} stayed at {}, expected {value}",
+                prefixes.join(" + "),
+                sum()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
