@@ -67,7 +67,7 @@ struct Figures {
 fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<Figures> {
     // About 3.3 records per receipt: a registration, its statuses and the odd duplicate.
     let mut reports = receipts * 33 / 10 + 16;
-    let (workload, kept) = loop {
+    let workload = loop {
         let mut workload = workload::generate(reports, seed);
         if workload::receipts(&workload.events) >= receipts {
             // Keep the records of the first `receipts` channel messages registered.
@@ -86,7 +86,7 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
             workload
                 .events
                 .retain(|event| keep.contains(&event.receipt_key()));
-            break (workload, keep);
+            break workload;
         }
         reports += reports / 4;
     };
@@ -149,16 +149,9 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
     projector.flush()?;
     query.flush()?;
     let rss_after = proc_status_bytes("VmRSS:").unwrap_or(0);
-    // What the projector's keys and values take before sled's own layout: `s/{id}` and the
-    // encoded state of every channel message (no report is left parked at the end).
-    let mut projector_logical = 0usize;
-    for id in &kept {
-        if let Some(state) = projector.state(id)? {
-            projector_logical += 2
-                + id.to_string().len()
-                + codec::encode(&v1::StoredReceiptState::from(&state), Encoding::Protobuf).len();
-        }
-    }
+    // What the keys and values take before sled's own layout.
+    let projector_logical = projector.stored_bytes()? as f64;
+    let query_logical = query.stored_bytes()? as f64;
     let projector_bytes = projector.size_on_disk()? as f64;
     let query_bytes = query.size_on_disk()? as f64;
     Ok(Figures {
@@ -179,12 +172,17 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
             ),
             (
                 "projector keys + values per receipt (before sled)",
-                projector_logical as f64 / stored_receipts,
+                projector_logical / stored_receipts,
                 "bytes",
             ),
             (
                 "query sled per receipt",
                 query_bytes / stored_receipts,
+                "bytes",
+            ),
+            (
+                "query keys + values per receipt (before sled)",
+                query_logical / stored_receipts,
                 "bytes",
             ),
             (

@@ -5,10 +5,13 @@
 //! atomic sled batch. A crash at any point therefore leaves either the whole batch or none of it,
 //! and the service replays exactly the records whose effects were not stored.
 //!
-//! Layout: [`offsets`] is the shared key scheme for stored offsets; [`projector`] holds the
+//! Layout: [`offsets`] is the shared key scheme for stored offsets, `compact` the compact forms
+//! of sids and records, `format` the format a tree is in and the move from earlier ones; [`projector`] holds the
 //! projector's keyspace behind the [`ProjectorStore`] trait, and [`query`] the query service's read
 //! model behind the [`QueryStore`] trait, so each store can be measured and replaced.
 
+mod compact;
+mod format;
 pub mod offsets;
 pub mod projector;
 pub mod query;
@@ -101,6 +104,14 @@ fn open_db_waiting(
     }
 }
 
+/// Bytes of every key and value in `tree`.
+fn stored_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
+    tree.iter().try_fold(0u64, |sum, entry| {
+        let (key, value) = entry?;
+        Ok(sum + (key.len() + value.len()) as u64)
+    })
+}
+
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,6 +119,15 @@ pub enum StoreError {
     InUse { dir: std::path::PathBuf },
     #[error(transparent)]
     Sled(#[from] sled::Error),
+    #[error(
+        "the {store} database is in storage format {found}, written by a newer release; this \
+         release reads format {supported} and earlier"
+    )]
+    Format {
+        store: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("stored value under {key:?} is corrupt")]
     Corrupt {
         key: String,

@@ -2,20 +2,30 @@
 //! an index of parked reports (status reports still waiting for their registration), and the
 //! stored offsets.
 //!
-//! Keys, all in one tree so a batch is one atomic write:
-//! - `s/{account sid}/{channel message id}` → `StoredReceiptState` (protobuf)
-//! - `p/{account sid}/{channel message id}` → when the first report was parked (unix millis,
+//! Keys, all in one tree so a batch is one atomic write (storage format 2, see `format`; a sid
+//! and a channel message id in their compact forms of `compact`):
+//! - `0x01 {account sid}{channel message id}` → [`StoredState`]: the state without the ids its
+//!   key holds
+//! - `0x02 {account sid}{channel message id}` → when the first report was parked (unix millis,
 //!   big-endian)
 //! - `o/{topic}/{partition}` → next offset
+//!
+//! Format 1 kept `s/{account sid}/{channel message id}` → `StoredReceiptState` and
+//! `p/{account sid}/{channel message id}`; such a tree is moved to format 2 when it is opened.
 
 use std::path::Path;
 
 use prost::Message;
-use receipts_domain::{ReceiptKey, ReceiptState, StatusReport, Timestamp};
+use receipts_domain::{
+    AccountSid, DeliveryStatus, ReceiptKey, ReceiptState, StatusReport, Timestamp,
+};
+use receipts_proto::convert::status_to_wire;
 use receipts_proto::v1;
 
-use crate::StoreError;
+use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
+use crate::format::{self, Moved};
 use crate::offsets::{self, PartitionOffset};
+use crate::{CorruptValue, StoreError};
 
 /// Everything one projector batch changes, written atomically.
 #[derive(Debug, Default)]
@@ -64,12 +74,132 @@ pub struct SledProjectorStore {
     db: sled::Db,
 }
 
+const STATE: u8 = 0x01;
+const PARKED: u8 = 0x02;
+
+fn receipt_key(kind: u8, key: &ReceiptKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 17 + 1 + key.channel_message_id.as_str().len());
+    out.push(kind);
+    compact::put_sid(&mut out, &key.account);
+    compact::put_channel_message_id(&mut out, &key.channel_message_id);
+    out
+}
+
 fn state_key(key: &ReceiptKey) -> Vec<u8> {
-    format!("s/{key}").into_bytes()
+    receipt_key(STATE, key)
 }
 
 fn parked_key(key: &ReceiptKey) -> Vec<u8> {
-    format!("p/{key}").into_bytes()
+    receipt_key(PARKED, key)
+}
+
+/// The receipt a state or parked key is of.
+fn key_of(key: &[u8]) -> Result<ReceiptKey, CorruptValue> {
+    let mut rest = key.get(1..).ok_or("an empty key")?;
+    let account: AccountSid = compact::take_sid(&mut rest)?;
+    Ok(ReceiptKey {
+        account,
+        channel_message_id: compact::channel_message_id_from(rest)?,
+    })
+}
+
+/// A receipt's state as stored: the registration without its account and channel message id,
+/// and the reports without either. `best` is left out when it is the history's report of its
+/// status, which `best_status` then names.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct StoredState {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<StoredRegistration>,
+    #[prost(message, optional, tag = "2")]
+    pub best: Option<StoredReport>,
+    #[prost(int32, optional, tag = "3")]
+    pub best_status: Option<i32>,
+    #[prost(uint64, tag = "4")]
+    pub version: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub history: Vec<StoredReport>,
+}
+
+impl From<&ReceiptState> for StoredState {
+    fn from(state: &ReceiptState) -> Self {
+        let in_history = |best: &StatusReport| state.history.get(best.status) == Some(best);
+        let (best, best_status) = match &state.best {
+            Some(best) if in_history(best) => (None, Some(status_to_wire(best.status).into())),
+            Some(best) => (Some(best.into()), None),
+            None => (None, None),
+        };
+        StoredState {
+            registration: state
+                .registration
+                .as_ref()
+                .map(|r| StoredRegistration::new(r, KeyedBy::ChannelMessage)),
+            best,
+            best_status,
+            version: state.version,
+            history: state.history.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl StoredState {
+    fn state(&self, key: &ReceiptKey) -> Result<ReceiptState, CorruptValue> {
+        let (account, id) = (&key.account, &key.channel_message_id);
+        let history = self
+            .history
+            .iter()
+            .map(|report| report.report(account, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let history: receipts_domain::History = history.into_iter().collect();
+        let best = match (&self.best, self.best_status) {
+            (Some(best), _) => Some(best.report(account, id)?),
+            (None, Some(status)) => {
+                let status: DeliveryStatus =
+                    receipts_proto::convert::status_from_wire("best_status", status)?
+                        .ok_or("`best_status` names no status")?;
+                Some(
+                    history
+                        .get(status)
+                        .cloned()
+                        .ok_or("`best_status` names a status the history lacks")?,
+                )
+            }
+            (None, None) => None,
+        };
+        Ok(ReceiptState {
+            registration: self
+                .registration
+                .as_ref()
+                .map(|r| r.registration(account, Keyed::ChannelMessage(id)))
+                .transpose()?,
+            best,
+            version: self.version,
+            history,
+        })
+    }
+}
+
+fn encode_state(state: &ReceiptState) -> Vec<u8> {
+    StoredState::from(state).encode_to_vec()
+}
+
+/// What a format 1 record of the projector becomes.
+fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
+    let receipt = |key: &[u8]| {
+        std::str::from_utf8(&key[2..])
+            .ok()
+            .and_then(|s| ReceiptKey::parse(s).ok())
+            .ok_or_else(|| corrupt(key, "not a receipt key"))
+    };
+    match key.first() {
+        Some(b's') => {
+            let id = receipt(key)?;
+            let stored = v1::StoredReceiptState::decode(value).map_err(|e| corrupt(key, e))?;
+            let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(key, e))?;
+            Ok(Some((state_key(&id), encode_state(&state))))
+        }
+        Some(b'p') => Ok(Some((parked_key(&receipt(key)?), value.to_vec()))),
+        _ => Err(corrupt(key, "not a key of the projector's format 1")),
+    }
 }
 
 fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
@@ -86,16 +216,22 @@ impl SledProjectorStore {
         Ok(Self::from_db(db)?)
     }
 
-    pub fn from_db(db: sled::Db) -> Result<Self, sled::Error> {
-        Ok(SledProjectorStore {
-            tree: db.open_tree("projector")?,
-            db,
-        })
+    /// The store in `db`, moved to the current storage format first if an earlier release
+    /// wrote it.
+    pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        let tree = db.open_tree("projector")?;
+        format::ensure(&tree, "projector", from_format1)?;
+        Ok(SledProjectorStore { tree, db })
     }
 
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Bytes of every key and value stored, before sled's own layout.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        crate::stored_bytes(&self.tree)
     }
 }
 
@@ -105,11 +241,8 @@ impl ProjectorStore for SledProjectorStore {
         let Some(bytes) = self.tree.get(&key)? else {
             return Ok(None);
         };
-        let stored =
-            v1::StoredReceiptState::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
-        ReceiptState::try_from(&stored)
-            .map(Some)
-            .map_err(|e| corrupt(&key, e))
+        let stored = StoredState::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
+        stored.state(id).map(Some).map_err(|e| corrupt(&key, e))
     }
 
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
@@ -119,10 +252,7 @@ impl ProjectorStore for SledProjectorStore {
     fn commit(&self, batch: &ProjectorBatch) -> Result<(), StoreError> {
         let mut write = sled::Batch::default();
         for (id, state) in &batch.states {
-            write.insert(
-                state_key(id),
-                v1::StoredReceiptState::from(state).encode_to_vec(),
-            );
+            write.insert(state_key(id), encode_state(state));
         }
         for (id, since) in &batch.parked {
             write.insert(parked_key(id), &since.unix_millis().to_be_bytes());
@@ -144,10 +274,7 @@ impl ProjectorStore for SledProjectorStore {
     ) -> Result<(), StoreError> {
         let mut write = sled::Batch::default();
         for (id, state, written_at) in states {
-            write.insert(
-                state_key(id),
-                v1::StoredReceiptState::from(state).encode_to_vec(),
-            );
+            write.insert(state_key(id), encode_state(state));
             if state.parked_report().is_some() {
                 let since = match self.tree.get(parked_key(id))? {
                     Some(kept) => kept.to_vec(),
@@ -165,12 +292,9 @@ impl ProjectorStore for SledProjectorStore {
 
     fn parked(&self) -> Result<Vec<ParkedEntry>, StoreError> {
         let mut entries = Vec::new();
-        for item in self.tree.scan_prefix(b"p/") {
+        for item in self.tree.scan_prefix([PARKED]) {
             let (key, value) = item?;
-            let id = std::str::from_utf8(&key[2..])
-                .ok()
-                .and_then(|s| ReceiptKey::parse(s).ok())
-                .ok_or_else(|| corrupt(&key, "not a receipt key"))?;
+            let id = key_of(&key).map_err(|e| corrupt(&key, e))?;
             let millis: [u8; 8] = value
                 .as_ref()
                 .try_into()
@@ -253,5 +377,132 @@ mod tests {
             })
             .unwrap();
         assert!(store.parked().unwrap().is_empty());
+    }
+
+    /// A registered receipt whose best report is not the history's (a later `delivered` than
+    /// the first), with a parked-then-registered past: every field of the state is set.
+    fn full_state() -> (ReceiptKey, ReceiptState) {
+        use receipts_domain::Channel;
+        use receipts_testkit::events::{registration, report};
+        let account = "AC0123456789abcdef0123456789ABCDEF";
+        let id = "SM0123456789abcdef0123456789abcdef";
+        let mut state = ReceiptState::default();
+        let sent = report(
+            account,
+            id,
+            DeliveryStatus::Sent,
+            2_000,
+            None,
+            StatusSource::Canonical,
+        );
+        state.apply_report(sent);
+        let mut first = report(
+            account,
+            id,
+            DeliveryStatus::Delivered,
+            3_000,
+            None,
+            StatusSource::Smpp,
+        );
+        first.raw_status = "DELIVRD".into();
+        state.apply_report(first);
+        let later = report(
+            account,
+            id,
+            DeliveryStatus::Delivered,
+            4_000,
+            Some(30_003),
+            StatusSource::Smpp,
+        );
+        state.apply_report(later);
+        let mut registered = registration(account, Channel::Whatsapp, id, 7, 8, 9, 3);
+        registered.chat_service = Some(
+            receipts_domain::ChatServiceSid::parse("IS0123456789abcdef0123456789abcdef").unwrap(),
+        );
+        state.register(registered).unwrap();
+        assert_ne!(
+            state.best.as_ref(),
+            state.history.get(DeliveryStatus::Delivered)
+        );
+        let key = ReceiptKey::new(
+            AccountSid::parse(account).unwrap(),
+            ChannelMessageId::parse(id).unwrap(),
+        );
+        (key, state)
+    }
+
+    #[test]
+    fn every_field_of_a_state_is_read_back() {
+        let (id, state) = full_state();
+        let store =
+            SledProjectorStore::from_db(sled::Config::new().temporary(true).open().unwrap())
+                .unwrap();
+        store
+            .commit(&ProjectorBatch {
+                states: vec![(id.clone(), state.clone())],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.state(&id).unwrap(), Some(state.clone()));
+
+        // And when the best report is the history's, which is how it is written most often.
+        let (id, mut state) = (id, state);
+        state.best = state.history.get(DeliveryStatus::Delivered).cloned();
+        store
+            .commit(&ProjectorBatch {
+                states: vec![(id.clone(), state.clone())],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.state(&id).unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_database_of_format_1_is_moved_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, state) = full_state();
+        let (parked_id, mut parked) = (
+            ReceiptKey::new(
+                id.account.clone(),
+                ChannelMessageId::smpp("eu", "7").unwrap(),
+            ),
+            ReceiptState::default(),
+        );
+        parked.apply_report(report(&parked_id));
+        {
+            // What releases up to 0.1 wrote.
+            let db = crate::open_db(dir.path()).unwrap();
+            let tree = db.open_tree("projector").unwrap();
+            for (key, state) in [(&id, &state), (&parked_id, &parked)] {
+                tree.insert(
+                    format!("s/{key}"),
+                    v1::StoredReceiptState::from(state).encode_to_vec(),
+                )
+                .unwrap();
+            }
+            tree.insert(format!("p/{parked_id}"), &99i64.to_be_bytes())
+                .unwrap();
+            let mut offset = sled::Batch::default();
+            offsets::write(
+                &mut offset,
+                &PartitionOffset {
+                    topic: "in".into(),
+                    partition: 2,
+                    next_offset: 1_234,
+                },
+            );
+            tree.apply_batch(offset).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledProjectorStore::open(dir.path()).unwrap();
+        assert_eq!(store.state(&id).unwrap(), Some(state));
+        assert_eq!(store.state(&parked_id).unwrap(), Some(parked));
+        assert_eq!(store.next_offset("in", 2).unwrap(), Some(1_234));
+        let waiting = store.parked().unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].key, parked_id);
+        assert_eq!(waiting[0].parked_since, Timestamp::from_unix_millis(99));
+        assert!(store.tree.scan_prefix(b"s/").next().is_none());
+        assert!(store.tree.scan_prefix(b"p/").next().is_none());
     }
 }

@@ -1,20 +1,33 @@
-//! The key scheme of the module docs. Every tenant key starts with `{kind}/{account}/`.
+//! The key scheme of the module docs (storage format 2). Every tenant key starts with its kind
+//! and then its account sid; sids are in the compact, self-delimiting form of `compact`.
 
 use receipts_domain::{AccountSid, ConversationSid, MessageSid, ReceiptSid};
 
-fn join(kind: &str, parts: &[&str]) -> Vec<u8> {
-    let mut key = kind.as_bytes().to_vec();
-    for part in parts {
-        key.push(b'/');
-        key.extend_from_slice(part.as_bytes());
-    }
+use crate::CorruptValue;
+use crate::compact::{Sid, put_sid, take_sid};
+
+const RECEIPT: u8 = 0x01;
+const TIMELINE: u8 = 0x02;
+const MESSAGE: u8 = 0x03;
+const MESSAGE_NAME: u8 = 0x04;
+const ROLLUP: u8 = 0x05;
+
+fn start(kind: u8, account: &AccountSid, conversation: &ConversationSid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 4 * 17 + 8);
+    key.push(kind);
+    put_sid(&mut key, account);
+    put_sid(&mut key, conversation);
+    key
+}
+
+fn then<S: Sid>(mut key: Vec<u8>, sid: &S) -> Vec<u8> {
+    put_sid(&mut key, sid);
     key
 }
 
 /// Every key under `prefix` sorts before the returned key.
 pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
-    // Our prefixes are ASCII and end in `/`, so the last byte can always grow.
     while let Some(last) = end.pop() {
         if let Some(next) = last.checked_add(1) {
             end.push(next);
@@ -29,12 +42,7 @@ pub(super) fn receipts_of(
     conversation: &ConversationSid,
     message: &MessageSid,
 ) -> Vec<u8> {
-    let mut key = join(
-        "r",
-        &[account.as_str(), conversation.as_str(), message.as_str()],
-    );
-    key.push(b'/');
-    key
+    then(start(RECEIPT, account, conversation), message)
 }
 
 pub(super) fn receipt(
@@ -43,9 +51,27 @@ pub(super) fn receipt(
     message: &MessageSid,
     receipt: &ReceiptSid,
 ) -> Vec<u8> {
-    let mut key = receipts_of(account, conversation, message);
-    key.extend_from_slice(receipt.as_str().as_bytes());
-    key
+    then(receipts_of(account, conversation, message), receipt)
+}
+
+/// The sids of a receipt key, or of a timeline key (the same sids under another kind).
+pub(super) fn receipt_sids(
+    key: &[u8],
+) -> Result<(AccountSid, ConversationSid, MessageSid, ReceiptSid), CorruptValue> {
+    let mut rest = match key.split_first() {
+        Some((&(RECEIPT | TIMELINE), rest)) => rest,
+        _ => return Err("not a receipt or timeline key".into()),
+    };
+    let sids = (
+        take_sid(&mut rest)?,
+        take_sid(&mut rest)?,
+        take_sid(&mut rest)?,
+        take_sid(&mut rest)?,
+    );
+    if !rest.is_empty() {
+        return Err("trailing bytes after a receipt key".into());
+    }
+    Ok(sids)
 }
 
 pub(super) fn timeline(
@@ -54,21 +80,14 @@ pub(super) fn timeline(
     message: &MessageSid,
     receipt: &ReceiptSid,
 ) -> Vec<u8> {
-    join(
-        "h",
-        &[
-            account.as_str(),
-            conversation.as_str(),
-            message.as_str(),
-            receipt.as_str(),
-        ],
+    then(
+        then(start(TIMELINE, account, conversation), message),
+        receipt,
     )
 }
 
 pub(super) fn messages_of(account: &AccountSid, conversation: &ConversationSid) -> Vec<u8> {
-    let mut key = join("m", &[account.as_str(), conversation.as_str()]);
-    key.push(b'/');
-    key
+    start(MESSAGE, account, conversation)
 }
 
 pub(super) fn message(
@@ -79,8 +98,7 @@ pub(super) fn message(
 ) -> Vec<u8> {
     let mut key = messages_of(account, conversation);
     key.extend_from_slice(&index.to_be_bytes());
-    key.push(b'/');
-    key.extend_from_slice(message.as_str().as_bytes());
+    put_sid(&mut key, message);
     key
 }
 
@@ -89,12 +107,87 @@ pub(super) fn message_name(
     conversation: &ConversationSid,
     message: &MessageSid,
 ) -> Vec<u8> {
-    join(
-        "n",
-        &[account.as_str(), conversation.as_str(), message.as_str()],
-    )
+    then(start(MESSAGE_NAME, account, conversation), message)
 }
 
 pub(super) fn rollup(account: &AccountSid, conversation: &ConversationSid) -> Vec<u8> {
-    join("c", &[account.as_str(), conversation.as_str()])
+    start(ROLLUP, account, conversation)
+}
+
+/// The records of releases up to 0.1 (storage format 1): text keys `{kind}/{sid}/…`.
+pub(super) mod format1 {
+    use receipts_domain::{AccountSid, ConversationSid, MessageSid, ReceiptSid};
+
+    use crate::CorruptValue;
+
+    /// A sid's text is 34 characters: two letters and 32 hex digits.
+    const SID: usize = 34;
+
+    fn sids(text: &str, count: usize) -> Result<Vec<&str>, CorruptValue> {
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.len() != count || parts.iter().any(|part| part.len() != SID) {
+            return Err(format!("expected {count} sids").into());
+        }
+        Ok(parts)
+    }
+
+    /// The sids of an `r/` or `h/` key.
+    pub(in super::super) fn receipt(
+        key: &[u8],
+    ) -> Result<(AccountSid, ConversationSid, MessageSid, ReceiptSid), CorruptValue> {
+        let text = std::str::from_utf8(key.get(2..).ok_or("too short")?)?;
+        let parts = sids(text, 4)?;
+        Ok((
+            AccountSid::parse(parts[0])?,
+            ConversationSid::parse(parts[1])?,
+            MessageSid::parse(parts[2])?,
+            ReceiptSid::parse(parts[3])?,
+        ))
+    }
+
+    /// The sids of a `n/{account}/{conversation}/{message}` key.
+    pub(in super::super) fn message_name(
+        key: &[u8],
+    ) -> Result<(AccountSid, ConversationSid, MessageSid), CorruptValue> {
+        let text = std::str::from_utf8(key.get(2..).ok_or("too short")?)?;
+        let parts = sids(text, 3)?;
+        Ok((
+            AccountSid::parse(parts[0])?,
+            ConversationSid::parse(parts[1])?,
+            MessageSid::parse(parts[2])?,
+        ))
+    }
+
+    /// The sids of a `c/{account}/{conversation}` key.
+    pub(in super::super) fn rollup(
+        key: &[u8],
+    ) -> Result<(AccountSid, ConversationSid), CorruptValue> {
+        let text = std::str::from_utf8(key.get(2..).ok_or("too short")?)?;
+        let parts = sids(text, 2)?;
+        Ok((
+            AccountSid::parse(parts[0])?,
+            ConversationSid::parse(parts[1])?,
+        ))
+    }
+
+    /// The parts of a `m/{account}/{conversation}/{index, 8 bytes}/{message}` key. The index is
+    /// binary and may hold a `/`, so the key is read by position.
+    pub(in super::super) fn message(
+        key: &[u8],
+    ) -> Result<(AccountSid, ConversationSid, u64, MessageSid), CorruptValue> {
+        let text = |range: std::ops::Range<usize>| -> Result<&str, CorruptValue> {
+            Ok(std::str::from_utf8(key.get(range).ok_or("too short")?)?)
+        };
+        if key.len() != 2 + SID + 1 + SID + 1 + 8 + 1 + SID {
+            return Err("not a message key".into());
+        }
+        let index_at = 2 + SID + 1 + SID + 1;
+        let index: [u8; 8] = key[index_at..index_at + 8].try_into()?;
+        Ok((
+            AccountSid::parse(text(2..2 + SID)?)?,
+            ConversationSid::parse(text(2 + SID + 1..2 + 2 * SID + 1)?)?,
+            u64::from_be_bytes(index),
+            MessageSid::parse(text(index_at + 9..key.len())?)?,
+        ))
+    }
 }

@@ -2,20 +2,24 @@
 //! message its delivery counters, per conversation a rollup, and per receipt its timeline, which
 //! follows the projector changelog's states.
 //!
-//! Keys, all in one tree so a Kafka batch is one atomic write. Every key of a tenant's data starts
-//! with its account sid, so a read made for one account can only ever reach that account's data.
-//! Sids have a fixed length and no `/`, so the separators are unambiguous.
-//! - `r/{account}/{conversation}/{message}/{receipt}` → `Receipt` (protobuf), the latest applied
-//!   version; receipt sids order a message's receipts for paging;
-//! - `h/{account}/{conversation}/{message}/{receipt}` → `StoredReceiptTimeline`, the union of the
-//!   receipt's states in the projector changelog (databases of earlier releases also hold
-//!   `t/…/{version}` entries, one per applied version; nothing reads them any more);
-//! - `m/{account}/{conversation}/{message index}/{message}` → `StoredMessageDelivery`; the index is
-//!   big-endian, so sled's byte order is message order in both directions;
-//! - `n/{account}/{conversation}/{message}` → the message's index (big-endian), to find its record
-//!   by sid;
-//! - `c/{account}/{conversation}` → `StoredConversationRollup`;
+//! Keys, all in one tree so a Kafka batch is one atomic write (storage format 2, see `format`).
+//! Every key of a tenant's data starts with its kind and then its account sid, so a read made for
+//! one account can only ever reach that account's data. Sids are in the compact, self-delimiting
+//! form of `compact` (17 bytes for a lowercase sid), written one after the other:
+//! - `0x01 {account}{conversation}{message}{receipt}` → `StoredReceipt`, the latest applied
+//!   version without the sids of its key; receipt sids order a message's receipts for paging;
+//! - `0x02 {account}{conversation}{message}{receipt}` → `StoredTimeline`, the union of the
+//!   receipt's states in the projector changelog;
+//! - `0x03 {account}{conversation}{message index}{message}` → `StoredMessageDelivery`; the index
+//!   is big-endian, so sled's byte order is message order in both directions;
+//! - `0x04 {account}{conversation}{message}` → the message's index (big-endian), to find its
+//!   record by sid;
+//! - `0x05 {account}{conversation}` → `StoredConversationRollup`;
 //! - `o/{topic}/{partition}` → next offset, of `receipt-updates` and of the projector changelog.
+//!
+//! Format 1 (releases up to 0.1) kept the same records under text keys, `r/`, `h/`, `m/`, `n/`
+//! and `c/` followed by `/`-separated sids, with receipts and timelines in their wire forms, and
+//! `t/…/{version}` entries nobody reads; such a tree is moved to format 2 when it is opened.
 //!
 //! The rules are the domain's ([`receipts_domain::delivery`], [`receipts_domain::rollup`],
 //! [`receipts_domain::timeline`]): a receipt snapshot replaces the stored receipt only if its
@@ -40,6 +44,7 @@ pub use receipts_domain::{
 use receipts_proto::v1;
 
 use crate::StoreError;
+use crate::format::{self, Moved};
 use crate::offsets::{self, PartitionOffset};
 
 mod keys;
@@ -185,16 +190,22 @@ impl SledQueryStore {
         Ok(Self::from_db(db)?)
     }
 
-    pub fn from_db(db: sled::Db) -> Result<Self, sled::Error> {
-        Ok(SledQueryStore {
-            tree: db.open_tree("query")?,
-            db,
-        })
+    /// The store in `db`, moved to the current storage format first if an earlier release
+    /// wrote it.
+    pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        let tree = db.open_tree("query")?;
+        format::ensure(&tree, "query", from_format1)?;
+        Ok(SledQueryStore { tree, db })
     }
 
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Bytes of every key and value stored, before sled's own layout.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        crate::stored_bytes(&self.tree)
     }
 
     fn get<T: Message + Default>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -205,8 +216,9 @@ impl SledQueryStore {
     }
 
     fn load_receipt(&self, key: &[u8]) -> Result<Option<Receipt>, StoreError> {
-        self.get::<v1::Receipt>(key)?
-            .map(|stored| Receipt::try_from(&stored).map_err(|e| corrupt(key, e)))
+        self.tree
+            .get(key)?
+            .map(|value| receipt_from(key, &value))
             .transpose()
     }
 
@@ -244,11 +256,13 @@ impl SledQueryStore {
     fn load_timeline(
         &self,
         key: &[u8],
+        account: &AccountSid,
         sid: &ReceiptSid,
     ) -> Result<Option<ReceiptTimeline>, StoreError> {
-        self.get::<v1::StoredReceiptTimeline>(key)?
+        self.get::<records::StoredTimeline>(key)?
             .map(|stored| {
-                receipts_proto::aggregates::timeline_from_stored(sid.clone(), &stored)
+                stored
+                    .timeline(account, sid.clone())
                     .map_err(|e| corrupt(key, e))
             })
             .transpose()
@@ -318,19 +332,13 @@ impl QueryStore for SledQueryStore {
     ) -> Result<Page<Receipt, ReceiptSid>, StoreError> {
         let prefix = keys::receipts_of(account, conversation, message);
         let start = match after {
-            Some(sid) => Bound::Excluded([prefix.as_slice(), sid.as_str().as_bytes()].concat()),
+            Some(sid) => Bound::Excluded(keys::receipt(account, conversation, message, sid)),
             None => Bound::Included(prefix.clone()),
         };
         let range = (start, Bound::Excluded(keys::prefix_end(&prefix)));
-        Page::collect(
-            page_size,
-            self.tree.range(range),
-            |key, value| {
-                let stored: v1::Receipt = decode(key, value)?;
-                Receipt::try_from(&stored).map_err(|e| corrupt(key, e))
-            },
-            |receipt| receipt.sid.clone(),
-        )
+        Page::collect(page_size, self.tree.range(range), receipt_from, |receipt| {
+            receipt.sid.clone()
+        })
     }
 
     fn message(
@@ -405,7 +413,7 @@ impl QueryStore for SledQueryStore {
     ) -> Result<Option<Vec<TimelineEntry>>, StoreError> {
         let key = keys::timeline(account, conversation, message, receipt);
         Ok(self
-            .load_timeline(&key, receipt)?
+            .load_timeline(&key, account, receipt)?
             .map(|timeline| timeline.entries()))
     }
 
@@ -445,6 +453,62 @@ impl<T, C> Page<T, C> {
         let next = if more { items.last().map(cursor) } else { None };
         Ok(Page { items, next })
     }
+}
+
+/// The receipt stored as `value` under `key`, which holds its sids.
+fn receipt_from(key: &[u8], value: &[u8]) -> Result<Receipt, StoreError> {
+    let sids = keys::receipt_sids(key).map_err(|e| corrupt(key, e))?;
+    let stored: records::StoredReceipt = decode(key, value)?;
+    stored.receipt(sids).map_err(|e| corrupt(key, e))
+}
+
+/// What a format 1 record of the read model becomes: the same record under its compact key,
+/// receipts and timelines in their compact forms, and nothing of the `t/` entries.
+fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
+    let bad = |e: crate::CorruptValue| corrupt(key, e);
+    let moved = match key.first() {
+        Some(b'r') => {
+            let (account, conversation, message, sid) = keys::format1::receipt(key).map_err(bad)?;
+            let wire: v1::Receipt = decode(key, value)?;
+            let receipt = Receipt::try_from(&wire).map_err(|e| corrupt(key, e))?;
+            (
+                keys::receipt(&account, &conversation, &message, &sid),
+                records::StoredReceipt::from(&receipt).encode_to_vec(),
+            )
+        }
+        Some(b'h') => {
+            let (account, conversation, message, sid) = keys::format1::receipt(key).map_err(bad)?;
+            let wire: v1::StoredReceiptTimeline = decode(key, value)?;
+            let timeline = receipts_proto::aggregates::timeline_from_stored(sid.clone(), &wire)
+                .map_err(|e| corrupt(key, e))?;
+            (
+                keys::timeline(&account, &conversation, &message, &sid),
+                records::StoredTimeline::new(&timeline).encode_to_vec(),
+            )
+        }
+        Some(b'm') => {
+            let (account, conversation, index, message) =
+                keys::format1::message(key).map_err(bad)?;
+            (
+                keys::message(&account, &conversation, index, &message),
+                value.to_vec(),
+            )
+        }
+        Some(b'n') => {
+            let (account, conversation, message) = keys::format1::message_name(key).map_err(bad)?;
+            (
+                keys::message_name(&account, &conversation, &message),
+                value.to_vec(),
+            )
+        }
+        Some(b'c') => {
+            let (account, conversation) = keys::format1::rollup(key).map_err(bad)?;
+            (keys::rollup(&account, &conversation), value.to_vec())
+        }
+        Some(b't') => return Ok(None),
+        _ => return Err(corrupt(key, "not a key of the read model's format 1")),
+    };
+    Ok(Some(moved))
 }
 
 pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

@@ -10,7 +10,6 @@ use receipts_domain::{
     AccountSid, ConversationRollup, ConversationSid, MessageDelivery, MessageSid, Receipt,
     ReceiptState, ReceiptTimeline, Verdict,
 };
-use receipts_proto::v1;
 
 use super::{ApplyStats, SledQueryStore, TimelineStats, keys, records};
 use crate::StoreError;
@@ -154,7 +153,7 @@ impl<'a> Overlay<'a> {
         );
         let store = self.store;
         let slot = Slot::load(&mut self.timelines, key, |key| {
-            store.load_timeline(key, &sid)
+            store.load_timeline(key, &registration.account, &sid)
         })?;
         let timeline = match slot.value.clone() {
             Some(timeline) => timeline.apply(state),
@@ -173,7 +172,7 @@ impl<'a> Overlay<'a> {
         let mut write = sled::Batch::default();
         for (key, slot) in self.receipts {
             if let (true, Some(receipt)) = (slot.dirty, slot.value) {
-                write.insert(key, v1::Receipt::from(&receipt).encode_to_vec());
+                write.insert(key, records::StoredReceipt::from(&receipt).encode_to_vec());
             }
         }
         for ((account, conversation, message), slot) in self.messages {
@@ -198,10 +197,7 @@ impl<'a> Overlay<'a> {
         }
         for (key, slot) in self.timelines {
             if let (true, Some(timeline)) = (slot.dirty, slot.value) {
-                write.insert(
-                    key,
-                    v1::StoredReceiptTimeline::from(&timeline).encode_to_vec(),
-                );
+                write.insert(key, records::StoredTimeline::new(&timeline).encode_to_vec());
             }
         }
         write

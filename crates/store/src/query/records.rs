@@ -1,10 +1,13 @@
-//! The read model's records as stored: a message's and a conversation's counters without the
-//! sids their keys carry. Timelines are stored as `receipts_proto::aggregates` converts them.
+//! The read model's records as stored, each without the sids its key carries: a receipt and a
+//! timeline in the compact forms of `compact`, a message's and a conversation's counters.
 
 use receipts_domain::{
-    AccountSid, ChatServiceSid, ConversationSid, DeliverySummary, MessageSid, StatusCounts,
-    Timestamp,
+    AccountSid, ChatServiceSid, ConversationSid, DeliverySummary, History, MessageSid, Receipt,
+    ReceiptSid, ReceiptTimeline, StatusCounts, Timestamp,
 };
+
+use crate::CorruptValue;
+use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
 use receipts_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use receipts_proto::v1;
 
@@ -87,5 +90,110 @@ pub(super) fn rollup_to_stored(rollup: &Rollup) -> v1::StoredConversationRollup 
         counts: Some((&rollup.counts).into()),
         messages_with_failures: rollup.messages_with_failures,
         last_updated: Some(timestamp_to_wire(rollup.last_updated)),
+    }
+}
+
+/// A receipt without its account, conversation, message and receipt sids (its key), and with
+/// its report's account and channel message id left to the registration's.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct StoredReceipt {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<StoredRegistration>,
+    #[prost(message, optional, tag = "2")]
+    pub report: Option<StoredReport>,
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+}
+
+impl From<&Receipt> for StoredReceipt {
+    fn from(receipt: &Receipt) -> Self {
+        StoredReceipt {
+            registration: Some(StoredRegistration::new(
+                &receipt.registration,
+                KeyedBy::Message,
+            )),
+            report: receipt.report.as_ref().map(Into::into),
+            version: receipt.version,
+        }
+    }
+}
+
+impl StoredReceipt {
+    /// The receipt `sid` of `account`'s `message` in `conversation`.
+    pub(super) fn receipt(
+        &self,
+        (account, conversation, message, sid): (
+            AccountSid,
+            ConversationSid,
+            MessageSid,
+            ReceiptSid,
+        ),
+    ) -> Result<Receipt, CorruptValue> {
+        let registration = self
+            .registration
+            .as_ref()
+            .ok_or("a stored receipt has no registration")?
+            .registration(&account, Keyed::Message(&conversation, &message))?;
+        let report = self
+            .report
+            .as_ref()
+            .map(|report| report.report(&account, &registration.channel_message_id))
+            .transpose()?;
+        Ok(Receipt {
+            sid,
+            registration,
+            report,
+            version: self.version,
+        })
+    }
+}
+
+/// A receipt's timeline: its reports without account and channel message id, which are given
+/// once (the account by the key).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct StoredTimeline {
+    #[prost(bytes = "vec", tag = "1")]
+    pub channel_message_id: Vec<u8>,
+    /// Unix milliseconds.
+    #[prost(int64, tag = "2")]
+    pub registered_at: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub history: Vec<StoredReport>,
+}
+
+impl StoredTimeline {
+    /// `timeline` as stored. Its reports all carry the receipt's channel message id, which is
+    /// written once, and not at all while there are none.
+    pub(super) fn new(timeline: &ReceiptTimeline) -> Self {
+        let mut id = Vec::new();
+        if let Some(report) = timeline.history().iter().next() {
+            compact::put_channel_message_id(&mut id, &report.channel_message_id);
+        }
+        StoredTimeline {
+            channel_message_id: id,
+            registered_at: timeline.registered_at().unix_millis(),
+            history: timeline.history().iter().map(Into::into).collect(),
+        }
+    }
+
+    pub(super) fn timeline(
+        &self,
+        account: &AccountSid,
+        sid: ReceiptSid,
+    ) -> Result<ReceiptTimeline, CorruptValue> {
+        let history = if self.history.is_empty() {
+            Vec::new()
+        } else {
+            let id = compact::channel_message_id_from(&self.channel_message_id)?;
+            self.history
+                .iter()
+                .map(|report| report.report(account, &id))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(ReceiptTimeline::new(
+            sid,
+            Timestamp::from_unix_millis(self.registered_at),
+            history.into_iter().collect::<History>(),
+        ))
     }
 }

@@ -430,3 +430,118 @@ fn another_accounts_data_is_not_found() {
         .unwrap();
     assert!(page.items.is_empty() && page.next.is_none());
 }
+
+/// What releases up to 0.1 wrote (storage format 1) for `model`, `account`'s test conversation:
+/// text keys, and receipts and timelines in their wire forms.
+fn write_format1(tree: &sled::Tree, model: &crate::ReadModel, projector: &Projector) {
+    use prost::Message;
+    use receipts_domain::ReceiptTimeline;
+    use receipts_proto::convert::timestamp_to_wire;
+    use receipts_proto::v1;
+
+    let (account, conversation) = (ACCOUNT, crate::CONVERSATION);
+    for view in &model.messages {
+        let mut key = format!("m/{account}/{conversation}/").into_bytes();
+        key.extend_from_slice(&view.index.to_be_bytes());
+        key.extend_from_slice(format!("/{}", view.message).as_bytes());
+        let stored = v1::StoredMessageDelivery {
+            message_sid: view.message.to_string(),
+            chat_service_sid: String::new(),
+            message_index: view.index,
+            expected_receipts: view.expected_receipts,
+            counts: Some((&view.counts).into()),
+            date_created: Some(timestamp_to_wire(view.date_created)),
+            date_updated: Some(timestamp_to_wire(view.date_updated)),
+        };
+        tree.insert(key, stored.encode_to_vec()).unwrap();
+        tree.insert(
+            format!("n/{account}/{conversation}/{}", view.message),
+            &view.index.to_be_bytes(),
+        )
+        .unwrap();
+    }
+    let rollup = model.rollup.as_ref().unwrap();
+    let stored = v1::StoredConversationRollup {
+        messages: rollup.messages,
+        counts: Some((&rollup.counts).into()),
+        messages_with_failures: rollup.messages_with_failures,
+        last_updated: Some(timestamp_to_wire(rollup.last_updated)),
+    };
+    tree.insert(
+        format!("c/{account}/{conversation}"),
+        stored.encode_to_vec(),
+    )
+    .unwrap();
+    for receipt in projector.receipts() {
+        let path = format!(
+            "{account}/{conversation}/{}/{}",
+            receipt.registration.message, receipt.sid
+        );
+        tree.insert(
+            format!("r/{path}"),
+            v1::Receipt::from(&receipt).encode_to_vec(),
+        )
+        .unwrap();
+        // The per-version entries nobody reads.
+        tree.insert(format!("t/{path}/1"), b"old".as_slice())
+            .unwrap();
+    }
+    let mut timelines: std::collections::BTreeMap<String, ReceiptTimeline> = Default::default();
+    for state in &projector.changelog {
+        let registration = state.registration.as_ref().unwrap();
+        let path = format!(
+            "{account}/{conversation}/{}/{}",
+            registration.message,
+            registration.receipt_sid()
+        );
+        let timeline = match timelines.remove(&path) {
+            Some(timeline) => timeline.apply(state),
+            None => ReceiptTimeline::of(state).unwrap(),
+        };
+        timelines.insert(path, timeline);
+    }
+    for (path, timeline) in &timelines {
+        tree.insert(
+            format!("h/{path}"),
+            v1::StoredReceiptTimeline::from(timeline).encode_to_vec(),
+        )
+        .unwrap();
+    }
+    tree.insert(format!("o/{TOPIC}/0"), &1i64.to_be_bytes())
+        .unwrap();
+}
+
+#[test]
+fn a_read_model_of_format_1_is_moved_when_opened_and_reads_the_same() {
+    let mut projector = five_recipients();
+    // A Twilio-shaped channel message id, which the current format writes in binary.
+    let twilio = "SM0123456789abcdef0123456789abcdef";
+    projector.register(registration(0, twilio, 5));
+    projector.report(provider_report(twilio, TWILIO, "delivered", None, 4000));
+    let (_current_dir, current) = open();
+    current.apply(&projector.changes, &[offset(1)]).unwrap();
+    current.apply_timelines(&projector.changelog, &[]).unwrap();
+    let expected = read_model(&current, &account());
+    assert_eq!(expected.receipts[0].len(), 6);
+    assert!(
+        expected.receipts[0]
+            .iter()
+            .all(|(_, timeline)| timeline.is_some())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = receipts_store::open_db(dir.path()).unwrap();
+        write_format1(&db.open_tree("query").unwrap(), &expected, &projector);
+        db.flush().unwrap();
+    }
+    let moved = reopen(dir.path());
+    assert_eq!(read_model(&moved, &account()), expected);
+    assert_eq!(moved.next_offset(TOPIC, 0).unwrap(), Some(1));
+    // Applying the same changes again finds every one of them already there.
+    let again = moved.apply(&projector.changes, &[offset(1)]).unwrap();
+    assert_eq!(again.applied, 0);
+    drop(moved);
+    // Opened again, there is nothing left to move and nothing changed.
+    assert_eq!(read_model(&reopen(dir.path()), &account()), expected);
+}
