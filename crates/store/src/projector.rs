@@ -213,7 +213,7 @@ impl SledProjectorStore {
 
     pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
         let db = crate::open_db_with(dir, storage)?;
-        Ok(Self::from_db(db)?)
+        Self::from_db(db)
     }
 
     /// The store in `db`, moved to the current storage format first if an earlier release

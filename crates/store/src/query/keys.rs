@@ -102,6 +102,24 @@ pub(super) fn message(
     key
 }
 
+/// The index and sid of the message a message key is of.
+pub(super) fn message_parts(key: &[u8]) -> Result<(u64, MessageSid), CorruptValue> {
+    let mut rest = match key.split_first() {
+        Some((&MESSAGE, rest)) => rest,
+        _ => return Err("not a message key".into()),
+    };
+    let _: AccountSid = take_sid(&mut rest)?;
+    let _: ConversationSid = take_sid(&mut rest)?;
+    let (index, mut rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or("a message key without its index")?;
+    let message = take_sid(&mut rest)?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after a message key".into());
+    }
+    Ok((u64::from_be_bytes(*index), message))
+}
+
 pub(super) fn message_name(
     account: &AccountSid,
     conversation: &ConversationSid,

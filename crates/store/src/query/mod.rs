@@ -10,7 +10,7 @@
 //!   version without the sids of its key; receipt sids order a message's receipts for paging;
 //! - `0x02 {account}{conversation}{message}{receipt}` → `StoredTimeline`, the union of the
 //!   receipt's states in the projector changelog;
-//! - `0x03 {account}{conversation}{message index}{message}` → `StoredMessageDelivery`; the index
+//! - `0x03 {account}{conversation}{message index}{message}` → `StoredMessage`; the index
 //!   is big-endian, so sled's byte order is message order in both directions;
 //! - `0x04 {account}{conversation}{message}` → the message's index (big-endian), to find its
 //!   record by sid;
@@ -187,7 +187,7 @@ impl SledQueryStore {
 
     pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
         let db = crate::open_db_with(dir, storage)?;
-        Ok(Self::from_db(db)?)
+        Self::from_db(db)
     }
 
     /// The store in `db`, moved to the current storage format first if an earlier release
@@ -237,10 +237,11 @@ impl SledQueryStore {
             .try_into()
             .map_err(|_| corrupt(&name_key, "message index is not 8 bytes"))?;
         let key = keys::message(account, conversation, u64::from_be_bytes(index), message);
-        let stored = self
-            .get::<v1::StoredMessageDelivery>(&key)?
+        let value = self
+            .tree
+            .get(&key)?
             .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
-        records::message_from_stored(&key, account, conversation, &stored).map(Some)
+        message_from(&key, &value, account, conversation).map(Some)
     }
 
     fn load_rollup(
@@ -361,10 +362,7 @@ impl QueryStore for SledQueryStore {
         let prefix = keys::messages_of(account, conversation);
         let at_index = |index: u64| [prefix.as_slice(), &index.to_be_bytes()].concat();
         let end = Bound::Excluded(keys::prefix_end(&prefix));
-        let to_view = |key: &[u8], value: &[u8]| {
-            let stored: v1::StoredMessageDelivery = decode(key, value)?;
-            records::message_from_stored(key, account, conversation, &stored)
-        };
+        let to_view = |key: &[u8], value: &[u8]| message_from(key, value, account, conversation);
         let cursor = |view: &MessageView| view.index;
         match (order, after) {
             (SortOrder::Ascending, None) => Page::collect(
@@ -462,6 +460,21 @@ fn receipt_from(key: &[u8], value: &[u8]) -> Result<Receipt, StoreError> {
     stored.receipt(sids).map_err(|e| corrupt(key, e))
 }
 
+/// The message of `account`'s `conversation` stored as `value` under `key`, which holds its index
+/// and sid.
+fn message_from(
+    key: &[u8],
+    value: &[u8],
+    account: &AccountSid,
+    conversation: &ConversationSid,
+) -> Result<MessageView, StoreError> {
+    let (index, message) = keys::message_parts(key).map_err(|e| corrupt(key, e))?;
+    let stored: records::StoredMessage = decode(key, value)?;
+    stored
+        .message(account, conversation, index, message)
+        .map_err(|e| corrupt(key, e))
+}
+
 /// What a format 1 record of the read model becomes: the same record under its compact key,
 /// receipts and timelines in their compact forms, and nothing of the `t/` entries.
 fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
@@ -489,9 +502,14 @@ fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
         Some(b'm') => {
             let (account, conversation, index, message) =
                 keys::format1::message(key).map_err(bad)?;
+            let wire: v1::StoredMessageDelivery = decode(key, value)?;
+            let view = records::message_from_format1(key, &account, &conversation, &wire)?;
+            if (view.index, &view.message) != (index, &message) {
+                return Err(corrupt(key, "a message record of another message"));
+            }
             (
                 keys::message(&account, &conversation, index, &message),
-                value.to_vec(),
+                records::StoredMessage::from(&view).encode_to_vec(),
             )
         }
         Some(b'n') => {

@@ -19,6 +19,8 @@ use crate::StoreError;
 struct Slot<T> {
     value: Option<T>,
     dirty: bool,
+    /// Nothing was stored when the batch first touched it.
+    new: bool,
 }
 
 impl<T: PartialEq> Slot<T> {
@@ -33,6 +35,7 @@ impl<T: PartialEq> Slot<T> {
             Entry::Vacant(entry) => {
                 let value = load(entry.key())?;
                 entry.insert(Slot {
+                    new: value.is_none(),
                     value,
                     dirty: false,
                 })
@@ -177,13 +180,16 @@ impl<'a> Overlay<'a> {
         }
         for ((account, conversation, message), slot) in self.messages {
             if let (true, Some(record)) = (slot.dirty, slot.value) {
-                write.insert(
-                    keys::message_name(&account, &conversation, &message),
-                    &record.index.to_be_bytes(),
-                );
+                // A message keeps the index it was created with, so its name is written once.
+                if slot.new {
+                    write.insert(
+                        keys::message_name(&account, &conversation, &message),
+                        &record.index.to_be_bytes(),
+                    );
+                }
                 write.insert(
                     keys::message(&account, &conversation, record.index, &message),
-                    records::message_to_stored(&record).encode_to_vec(),
+                    records::StoredMessage::from(&record).encode_to_vec(),
                 );
             }
         }

@@ -14,8 +14,73 @@ use receipts_proto::v1;
 use super::{MessageView, Rollup, corrupt};
 use crate::StoreError;
 
-/// A message of `account`'s `conversation` (both from its key) as stored under `key`.
-pub(super) fn message_from_stored(
+/// A message without its account, conversation, index and sid (its key).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct StoredMessage {
+    /// Empty when the conversation belongs to the account's default service.
+    #[prost(bytes = "vec", tag = "1")]
+    pub chat_service: Vec<u8>,
+    /// The greatest `expected_receipts` of the message's receipts.
+    #[prost(uint64, tag = "2")]
+    pub expected_receipts: u64,
+    #[prost(message, optional, tag = "3")]
+    pub counts: Option<v1::StatusCounts>,
+    /// The earliest creation and the latest update time of its receipts' versions seen, unix
+    /// milliseconds.
+    #[prost(int64, tag = "4")]
+    pub date_created: i64,
+    #[prost(int64, tag = "5")]
+    pub date_updated: i64,
+}
+
+impl From<&MessageView> for StoredMessage {
+    fn from(message: &MessageView) -> Self {
+        StoredMessage {
+            chat_service: message
+                .chat_service
+                .as_ref()
+                .map(compact::sid_bytes)
+                .unwrap_or_default(),
+            expected_receipts: message.expected_receipts,
+            counts: Some((&message.counts).into()),
+            date_created: message.date_created.unix_millis(),
+            date_updated: message.date_updated.unix_millis(),
+        }
+    }
+}
+
+impl StoredMessage {
+    /// Message `message` with index `index` of `account`'s `conversation`.
+    pub(super) fn message(
+        &self,
+        account: &AccountSid,
+        conversation: &ConversationSid,
+        index: u64,
+        message: MessageSid,
+    ) -> Result<MessageView, CorruptValue> {
+        let chat_service = if self.chat_service.is_empty() {
+            None
+        } else {
+            Some(compact::sid_from_bytes(&self.chat_service)?)
+        };
+        let counts: StatusCounts = self.counts.as_ref().map(Into::into).unwrap_or_default();
+        Ok(MessageView {
+            account: account.clone(),
+            chat_service,
+            conversation: conversation.clone(),
+            message,
+            index,
+            expected_receipts: self.expected_receipts,
+            counts,
+            summary: DeliverySummary::new(self.expected_receipts, &counts),
+            date_created: Timestamp::from_unix_millis(self.date_created),
+            date_updated: Timestamp::from_unix_millis(self.date_updated),
+        })
+    }
+}
+
+/// A message of `account`'s `conversation` as format 1 stored it under `key`.
+pub(super) fn message_from_format1(
     key: &[u8],
     account: &AccountSid,
     conversation: &ConversationSid,
@@ -45,22 +110,6 @@ pub(super) fn message_from_stored(
             .as_ref()
             .map_or(Timestamp::EPOCH, timestamp_from_wire),
     })
-}
-
-pub(super) fn message_to_stored(message: &MessageView) -> v1::StoredMessageDelivery {
-    v1::StoredMessageDelivery {
-        message_sid: message.message.to_string(),
-        chat_service_sid: message
-            .chat_service
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        message_index: message.index,
-        expected_receipts: message.expected_receipts,
-        counts: Some((&message.counts).into()),
-        date_created: Some(timestamp_to_wire(message.date_created)),
-        date_updated: Some(timestamp_to_wire(message.date_updated)),
-    }
 }
 
 /// The rollup of `account`'s `conversation` (both from its key).
