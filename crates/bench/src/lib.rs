@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// scale: the receipts each run feeds the service processes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
     pub scale: Vec<usize>,
+    /// scale: the engines the query service is run on, one after the other on the same topics,
+    /// comma-separated (`storage.engine`).
+    #[arg(long, value_delimiter = ',', default_values_t = [QueryEngine::Sled])]
+    pub query_engines: Vec<QueryEngine>,
     /// Seed of the generated workload, to repeat a run exactly.
     #[arg(long, default_value_t = 8)]
     pub seed: u64,
@@ -90,6 +94,29 @@ pub struct BenchArgs {
     /// OTLP to a local sink. `bench tracing` runs the stages with `off`, `0.01` and `1.0`.
     #[arg(long)]
     pub traces: Option<trace_cost::TraceMode>,
+}
+
+/// An engine the query service can keep its read model in (`storage.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryEngine {
+    Sled,
+    Fjall,
+}
+
+impl QueryEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryEngine::Sled => "sled",
+            QueryEngine::Fjall => "fjall",
+        }
+    }
+}
+
+impl std::fmt::Display for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

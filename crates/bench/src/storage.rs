@@ -3,6 +3,9 @@
 //! A realistic workload is applied through the services' own storage paths — the projector's
 //! `apply_batch` + `ProjectorStore::commit`, then the resulting updates through
 //! `QueryStore::apply` — in batches of the services' default size, each batch with its offsets.
+//! The same updates go to the read model on fjall too, timed apart from the rest, so the two
+//! engines are measured side by side (fjall's size is taken once its memtable is written out and
+//! its compactions are done).
 //! Both databases are flushed and their `size_on_disk` divided by the receipts they hold; the
 //! process's resident memory (`VmRSS`) is read with both databases open, as `receipts dev` holds
 //! them. No broker is involved.
@@ -16,7 +19,8 @@ use receipts_projector::apply::apply_batch;
 use receipts_proto::codec::{self, Encoding};
 use receipts_proto::v1;
 use receipts_store::{
-    PartitionOffset, ProjectorStore, QueryStore, SledProjectorStore, SledQueryStore,
+    FjallQueryStore, PartitionOffset, ProjectorStore, QueryStore, SledProjectorStore,
+    SledQueryStore,
 };
 use serde_json::json;
 
@@ -55,6 +59,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
         figures.query_per_receipt,
         "bytes",
     );
+    report.goal(
+        "query bytes per receipt on fjall",
+        Bound::AtMost,
+        500.0,
+        figures.fjall_per_receipt,
+        "bytes",
+    );
     Ok(report)
 }
 
@@ -62,6 +73,7 @@ struct Figures {
     metrics: Vec<(&'static str, f64, &'static str)>,
     projector_per_receipt: f64,
     query_per_receipt: f64,
+    fjall_per_receipt: f64,
 }
 
 fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<Figures> {
@@ -95,6 +107,9 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
 
     let projector = SledProjectorStore::open(&dir.join("projector"))?;
     let query = SledQueryStore::open(&dir.join("query"))?;
+    // The same read model on fjall, beside it (`storage.engine = "fjall"`), timed on its own.
+    let query_fjall = FjallQueryStore::open_with(&dir.join("query-fjall"), &Default::default())?;
+    let mut fjall_time = Duration::ZERO;
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     let records: Vec<Record> = workload
         .events
@@ -144,16 +159,24 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
             applied_updates += query.apply(chunk, &offsets)?.applied;
         }
         query_time += query_started.elapsed();
+        let fjall_started = Instant::now();
+        for chunk in outcome.updates.chunks(BATCH) {
+            query_fjall.apply(chunk, &[])?;
+        }
+        fjall_time += fjall_started.elapsed();
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed() - fjall_time;
     projector.flush()?;
     query.flush()?;
+    query_fjall.flush()?;
+    query_fjall.settle()?;
     let rss_after = proc_status_bytes("VmRSS:").unwrap_or(0);
     // What the keys and values take before sled's own layout.
     let projector_logical = projector.stored_bytes()? as f64;
     let query_logical = query.stored_bytes()? as f64;
     let projector_bytes = projector.size_on_disk()? as f64;
     let query_bytes = query.size_on_disk()? as f64;
+    let fjall_bytes = query_fjall.size_on_disk()? as f64;
     Ok(Figures {
         metrics: vec![
             ("receipts stored", stored_receipts, "receipts"),
@@ -215,8 +238,20 @@ fn measure(receipts: usize, seed: u64, dir: &std::path::Path) -> anyhow::Result<
                 per_sec(applied_updates, query_time),
                 "updates/s",
             ),
+            ("query on fjall, size on disk", fjall_bytes, "bytes"),
+            (
+                "query on fjall, per receipt",
+                fjall_bytes / stored_receipts,
+                "bytes",
+            ),
+            (
+                "read model apply rate on fjall, no Kafka",
+                per_sec(applied_updates, fjall_time),
+                "updates/s",
+            ),
         ],
         projector_per_receipt: projector_bytes / stored_receipts,
         query_per_receipt: query_bytes / stored_receipts,
+        fjall_per_receipt: fjall_bytes / stored_receipts,
     })
 }

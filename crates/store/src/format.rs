@@ -11,7 +11,10 @@
 //! ones, so a move cut short by a crash carries on where it stopped the next time the store is
 //! opened, and the format is written only once nothing of format 1 is left.
 
+use std::ops::Bound;
+
 use crate::StoreError;
+use crate::engine::{Engine, Write};
 
 /// Where a tree records its format: first in byte order, and no kind of record starts with it.
 pub(crate) const KEY: &[u8] = b"\x00format";
@@ -26,12 +29,12 @@ pub(crate) type Moved = Option<(Vec<u8>, Vec<u8>)>;
 
 /// Brings `tree` to the current format, moving every format 1 record with `convert`.
 /// `name` names the store in logs and errors.
-pub(crate) fn ensure(
-    tree: &sled::Tree,
+pub(crate) fn ensure<E: Engine>(
+    engine: &E,
     name: &str,
     convert: impl Fn(&[u8], &[u8]) -> Result<Moved, StoreError>,
 ) -> Result<(), StoreError> {
-    if let Some(stored) = tree.get(KEY)? {
+    if let Some(stored) = engine.get(KEY)? {
         let found = <[u8; 4]>::try_from(stored.as_ref())
             .map(u32::from_be_bytes)
             .map_err(|_| StoreError::corrupt(KEY, "the format is not 4 bytes"))?;
@@ -46,18 +49,18 @@ pub(crate) fn ensure(
     }
     let mut moved = 0u64;
     loop {
-        let chunk = format1_records(tree)?;
+        let chunk = format1_records(engine)?;
         if chunk.is_empty() {
             break;
         }
-        let mut write = sled::Batch::default();
+        let mut write = Write::default();
         for (key, value) in &chunk {
             write.remove(key.as_ref());
-            if let Some((key, value)) = convert(key, value)? {
+            if let Some((key, value)) = convert(key.as_ref(), value.as_ref())? {
                 write.insert(key, value);
             }
         }
-        tree.apply_batch(write)?;
+        engine.write(write)?;
         moved += chunk.len() as u64;
         tracing::info!(
             store = name,
@@ -65,9 +68,11 @@ pub(crate) fn ensure(
             "moving records to storage format {CURRENT}"
         );
     }
-    tree.insert(KEY, &CURRENT.to_be_bytes())?;
+    let mut write = Write::default();
+    write.insert(KEY, CURRENT.to_be_bytes());
+    engine.write(write)?;
     if moved > 0 {
-        tree.flush()?;
+        engine.flush()?;
         tracing::info!(
             store = name,
             moved,
@@ -77,13 +82,19 @@ pub(crate) fn ensure(
     Ok(())
 }
 
+type Record<E> = (<E as Engine>::Bytes, <E as Engine>::Bytes);
+
 /// Up to [`CHUNK`] format 1 records other than offsets: their keys begin with a lowercase
 /// letter and a `/`.
-fn format1_records(tree: &sled::Tree) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+fn format1_records<E: Engine>(engine: &E) -> Result<Vec<Record<E>>, StoreError> {
     let mut chunk = Vec::new();
-    for entry in tree.range(b"a".as_slice()..b"{".as_slice()) {
+    let (lower, upper) = (
+        Bound::Included(b"a".to_vec()),
+        Bound::Excluded(b"{".to_vec()),
+    );
+    for entry in engine.range(lower, upper, false) {
         let (key, value) = entry?;
-        if key.starts_with(b"o/") {
+        if key.as_ref().starts_with(b"o/") {
             continue;
         }
         chunk.push((key, value));
@@ -101,9 +112,9 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_with_both_numbers() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
-        tree.insert(KEY, &7u32.to_be_bytes()).unwrap();
-        let err = ensure(&tree, "query", |_, _| Ok(None)).unwrap_err();
+        let engine = crate::engine::Sled::open_tree(db, "t").unwrap();
+        engine.tree.insert(KEY, &7u32.to_be_bytes()).unwrap();
+        let err = ensure(&engine, "query", |_, _| Ok(None)).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("format 7") && text.contains("format 2"),
@@ -114,14 +125,15 @@ mod tests {
     #[test]
     fn offsets_stay_and_a_move_cut_short_carries_on() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let engine = crate::engine::Sled::open_tree(db, "t").unwrap();
+        let tree = engine.tree.clone();
         tree.insert(b"o/topic/0", &5i64.to_be_bytes()).unwrap();
         for i in 0..(CHUNK + 10) {
             tree.insert(format!("x/{i:06}"), b"v".as_slice()).unwrap();
         }
         // The first attempt fails part way, as a crash would leave it.
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let failing = ensure(&tree, "test", |key, _| {
+        let failing = ensure(&engine, "test", |key, _| {
             if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == CHUNK + 3 {
                 return Err(StoreError::corrupt(key, "cut short"));
             }
@@ -129,7 +141,7 @@ mod tests {
         });
         assert!(failing.is_err());
         assert_eq!(tree.get(KEY).unwrap(), None);
-        ensure(&tree, "test", |key, _| {
+        ensure(&engine, "test", |key, _| {
             Ok(Some(([&[0x01], key].concat(), b"w".to_vec())))
         })
         .unwrap();

@@ -11,6 +11,7 @@
 //! model behind the [`QueryStore`] trait, so each store can be measured and replaced.
 
 mod compact;
+pub mod engine;
 mod format;
 pub mod offsets;
 pub mod projector;
@@ -19,23 +20,41 @@ pub mod query;
 pub use offsets::PartitionOffset;
 pub use projector::{ParkedEntry, ProjectorBatch, ProjectorStore, SledProjectorStore};
 pub use query::{
-    ApplyStats, MessageView, Page, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
-    TimelineStats,
+    ApplyStats, FjallQueryStore, MessageView, Page, QueryStore, ReadModelStore, Rollup,
+    SledQueryStore, SortOrder, TimelineEntry, TimelineStats,
 };
 
-/// How a service's sled database is opened: `storage.*` in every service's configuration.
+/// How a service's database is opened: `storage.*` in every service's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The most memory sled's page cache may take, in MiB. sled's own default is 1 GiB per
-    /// database; what a process needs beyond this is independent of the number of receipts
-    /// stored, so this bounds a service's memory.
+    /// The most memory the database's cache may take, in MiB: sled's page cache, or fjall's
+    /// block cache. sled's own default is 1 GiB per database; what a process needs beyond this
+    /// does not depend on the number of receipts stored, so this bounds a service's memory.
     pub cache_mb: u64,
+    /// What the query service keeps its read model in. The projector and the dispatcher always
+    /// use sled.
+    pub engine: StorageEngine,
+}
+
+/// The engines a read model can be kept in (`storage.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// sled, in the data directory itself.
+    #[default]
+    Sled,
+    /// fjall, an LSM tree, in `fjall/` under the data directory. Switching engines starts an
+    /// empty read model, which the query service rebuilds from the topics.
+    Fjall,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 64 }
+        StorageConfig {
+            cache_mb: 64,
+            engine: StorageEngine::Sled,
+        }
     }
 }
 
@@ -47,6 +66,27 @@ impl StorageConfig {
         }
         Ok(())
     }
+
+    /// Refuses an engine other than sled, for the services that keep their state only there.
+    pub fn check_sled_only(&self) -> Result<(), &'static str> {
+        match self.engine {
+            StorageEngine::Sled => Ok(()),
+            StorageEngine::Fjall => Err("only the query service can keep its state in fjall"),
+        }
+    }
+}
+
+/// The query service's read model in `dir`, on the engine `storage` names.
+pub fn open_query_store(
+    dir: &std::path::Path,
+    storage: &StorageConfig,
+) -> Result<std::sync::Arc<dyn QueryStore>, StoreError> {
+    Ok(match storage.engine {
+        StorageEngine::Sled => std::sync::Arc::new(SledQueryStore::open_with(dir, storage)?),
+        StorageEngine::Fjall => {
+            std::sync::Arc::new(FjallQueryStore::open_with(&dir.join("fjall"), storage)?)
+        }
+    })
 }
 
 /// How long opening waits for a previous owner of the database to let go of it: a process that
@@ -104,14 +144,6 @@ fn open_db_waiting(
     }
 }
 
-/// Bytes of every key and value in `tree`.
-fn stored_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
-    tree.iter().try_fold(0u64, |sum, entry| {
-        let (key, value) = entry?;
-        Ok(sum + (key.len() + value.len()) as u64)
-    })
-}
-
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -119,6 +151,8 @@ pub enum StoreError {
     InUse { dir: std::path::PathBuf },
     #[error(transparent)]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Fjall(#[from] fjall::Error),
     #[error(
         "the {store} database is in storage format {found}, written by a newer release; this \
          release reads format {supported} and earlier"

@@ -2,6 +2,7 @@
 //! big-endian i64, in the same tree as the state they belong to.
 
 use crate::StoreError;
+use crate::engine::{Engine, Write};
 
 /// The next record to read from one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,16 +19,37 @@ fn key(topic: &str, partition: i32) -> Vec<u8> {
 /// The stored next offset of a partition, if any.
 pub fn read(tree: &sled::Tree, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
     let key = key(topic, partition);
-    let Some(value) = tree.get(&key)? else {
-        return Ok(None);
-    };
-    let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-        StoreError::corrupt(
-            &key,
-            format!("offset has {} bytes, expected 8", value.len()),
-        )
+    tree.get(&key)?
+        .map(|value| decode(&key, &value))
+        .transpose()
+}
+
+/// The stored next offset of a partition in `engine`, if any.
+pub(crate) fn read_from(
+    engine: &impl Engine,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, StoreError> {
+    let key = key(topic, partition);
+    engine
+        .get(&key)?
+        .map(|value| decode(&key, value.as_ref()))
+        .transpose()
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<i64, StoreError> {
+    let bytes: [u8; 8] = value.try_into().map_err(|_| {
+        StoreError::corrupt(key, format!("offset has {} bytes, expected 8", value.len()))
     })?;
-    Ok(Some(i64::from_be_bytes(bytes)))
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// Adds a partition's next offset to an engine's write.
+pub(crate) fn put(write: &mut Write, offset: &PartitionOffset) {
+    write.insert(
+        key(&offset.topic, offset.partition),
+        offset.next_offset.to_be_bytes(),
+    );
 }
 
 /// Adds a partition's next offset to a batch, to be stored with the state it belongs to.

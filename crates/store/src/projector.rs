@@ -23,6 +23,7 @@ use receipts_proto::convert::status_to_wire;
 use receipts_proto::v1;
 
 use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
+use crate::engine::Sled;
 use crate::format::{self, Moved};
 use crate::offsets::{self, PartitionOffset};
 use crate::{CorruptValue, StoreError};
@@ -219,9 +220,12 @@ impl SledProjectorStore {
     /// The store in `db`, moved to the current storage format first if an earlier release
     /// wrote it.
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
-        let tree = db.open_tree("projector")?;
-        format::ensure(&tree, "projector", from_format1)?;
-        Ok(SledProjectorStore { tree, db })
+        let engine = Sled::open_tree(db, "projector")?;
+        format::ensure(&engine, "projector", from_format1)?;
+        Ok(SledProjectorStore {
+            tree: engine.tree,
+            db: engine.db,
+        })
     }
 
     /// Bytes sled uses on disk.
@@ -231,7 +235,10 @@ impl SledProjectorStore {
 
     /// Bytes of every key and value stored, before sled's own layout.
     pub fn stored_bytes(&self) -> Result<u64, StoreError> {
-        crate::stored_bytes(&self.tree)
+        crate::engine::stored_bytes(&Sled {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+        })
     }
 }
 

@@ -169,6 +169,9 @@ impl Validate for DispatcherConfig {
         self.storage
             .check()
             .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
+        self.storage
+            .check_sled_only()
+            .map_err(|reason| ConfigError::invalid("storage.engine", reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }

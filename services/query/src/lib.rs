@@ -33,7 +33,7 @@ use receipts_proto::v1::delivery_query_server::DeliveryQueryServer;
 use receipts_runtime::config::{ConfigError, Secret, TelemetryConfig, Validate};
 use receipts_runtime::http::HttpLimits;
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{QueryStore, SledQueryStore, StoreError};
+use receipts_store::{QueryStore, StoreError};
 use receipts_webhook::sealed::SecretsKey;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -57,7 +57,8 @@ pub struct QueryConfig {
     pub topics: TopicNames,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
-    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    /// How the database is opened (`storage.cache_mb`: the engine's cache; `storage.engine`:
+    /// `sled`, the default, or `fjall`).
     pub storage: receipts_store::StorageConfig,
     /// Where gRPC is served.
     pub grpc_listen: String,
@@ -282,10 +283,9 @@ pub async fn run(
         PageTokens::new(config.page_token_key.expose().as_bytes())
     };
     let (data_dir, storage) = (config.data_dir.clone(), config.storage);
-    let store: Arc<dyn QueryStore> = Arc::new(
-        tokio::task::spawn_blocking(move || SledQueryStore::open_with(&data_dir, &storage))
-            .await??,
-    );
+    let store: Arc<dyn QueryStore> =
+        tokio::task::spawn_blocking(move || receipts_store::open_query_store(&data_dir, &storage))
+            .await??;
     let (updates, _) = broadcast::channel(config.watch_buffer);
 
     let reader = consume::ReadModel::new(&config, store.clone(), updates.clone(), metrics)?;

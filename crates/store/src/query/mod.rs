@@ -44,6 +44,7 @@ pub use receipts_domain::{
 use receipts_proto::v1;
 
 use crate::StoreError;
+use crate::engine::{Engine, Entry, Fjall, Sled};
 use crate::format::{self, Moved};
 use crate::offsets::{self, PartitionOffset};
 
@@ -173,14 +174,20 @@ pub trait QueryStore: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// [`QueryStore`] on sled.
+/// [`QueryStore`] on an [`Engine`]: sled ([`SledQueryStore`], the default) or fjall
+/// ([`FjallQueryStore`]).
 #[derive(Debug, Clone)]
-pub struct SledQueryStore {
-    tree: sled::Tree,
-    db: sled::Db,
+pub struct ReadModelStore<E> {
+    engine: E,
 }
 
-impl SledQueryStore {
+/// The read model on sled.
+pub type SledQueryStore = ReadModelStore<Sled>;
+
+/// The read model on fjall.
+pub type FjallQueryStore = ReadModelStore<Fjall>;
+
+impl ReadModelStore<Sled> {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, &crate::StorageConfig::default())
     }
@@ -193,32 +200,51 @@ impl SledQueryStore {
     /// The store in `db`, moved to the current storage format first if an earlier release
     /// wrote it.
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
-        let tree = db.open_tree("query")?;
-        format::ensure(&tree, "query", from_format1)?;
-        Ok(SledQueryStore { tree, db })
+        let engine = Sled::open_tree(db, "query")?;
+        format::ensure(&engine, "query", from_format1)?;
+        Ok(ReadModelStore { engine })
+    }
+}
+
+impl ReadModelStore<Fjall> {
+    /// The read model in the fjall database in `dir`.
+    pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
+        let engine = Fjall::open(dir, "query", storage)?;
+        format::ensure(&engine, "query", |key, _| {
+            Err(corrupt(key, "a fjall read model is never in format 1"))
+        })?;
+        Ok(ReadModelStore { engine })
     }
 
-    /// Bytes sled uses on disk.
+    /// Writes what is in memory to tables and waits for the background compactions, so that
+    /// the size on disk is the one the store settles at.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.engine.settle()
+    }
+}
+
+impl<E: Engine> ReadModelStore<E> {
+    /// Bytes the engine uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        self.engine.size_on_disk()
     }
 
-    /// Bytes of every key and value stored, before sled's own layout.
+    /// Bytes of every key and value stored, before the engine's own layout.
     pub fn stored_bytes(&self) -> Result<u64, StoreError> {
-        crate::stored_bytes(&self.tree)
+        crate::engine::stored_bytes(&self.engine)
     }
 
     fn get<T: Message + Default>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.tree
+        self.engine
             .get(key)?
-            .map(|bytes| decode(key, &bytes))
+            .map(|bytes| decode(key, bytes.as_ref()))
             .transpose()
     }
 
     fn load_receipt(&self, key: &[u8]) -> Result<Option<Receipt>, StoreError> {
-        self.tree
+        self.engine
             .get(key)?
-            .map(|value| receipt_from(key, &value))
+            .map(|value| receipt_from(key, value.as_ref()))
             .transpose()
     }
 
@@ -229,7 +255,7 @@ impl SledQueryStore {
         message: &MessageSid,
     ) -> Result<Option<MessageView>, StoreError> {
         let name_key = keys::message_name(account, conversation, message);
-        let Some(index) = self.tree.get(&name_key)? else {
+        let Some(index) = self.engine.get(&name_key)? else {
             return Ok(None);
         };
         let index: [u8; 8] = index
@@ -238,10 +264,10 @@ impl SledQueryStore {
             .map_err(|_| corrupt(&name_key, "message index is not 8 bytes"))?;
         let key = keys::message(account, conversation, u64::from_be_bytes(index), message);
         let value = self
-            .tree
+            .engine
             .get(&key)?
             .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
-        message_from(&key, &value, account, conversation).map(Some)
+        message_from(&key, value.as_ref(), account, conversation).map(Some)
     }
 
     fn load_rollup(
@@ -270,7 +296,7 @@ impl SledQueryStore {
     }
 }
 
-impl QueryStore for SledQueryStore {
+impl<E: Engine> QueryStore for ReadModelStore<E> {
     fn apply(
         &self,
         batch: &[ReceiptChange],
@@ -285,9 +311,9 @@ impl QueryStore for SledQueryStore {
         }
         let mut write = overlay.into_write();
         for offset in offsets {
-            offsets::write(&mut write, offset);
+            offsets::put(&mut write, offset);
         }
-        self.tree.apply_batch(write)?;
+        self.engine.write(write)?;
         Ok(stats)
     }
 
@@ -303,14 +329,14 @@ impl QueryStore for SledQueryStore {
         }
         let mut write = overlay.into_write();
         for offset in offsets {
-            offsets::write(&mut write, offset);
+            offsets::put(&mut write, offset);
         }
-        self.tree.apply_batch(write)?;
+        self.engine.write(write)?;
         Ok(stats)
     }
 
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        offsets::read(&self.tree, topic, partition)
+        offsets::read_from(&self.engine, topic, partition)
     }
 
     fn receipt(
@@ -336,8 +362,10 @@ impl QueryStore for SledQueryStore {
             Some(sid) => Bound::Excluded(keys::receipt(account, conversation, message, sid)),
             None => Bound::Included(prefix.clone()),
         };
-        let range = (start, Bound::Excluded(keys::prefix_end(&prefix)));
-        Page::collect(page_size, self.tree.range(range), receipt_from, |receipt| {
+        let entries = self
+            .engine
+            .range(start, Bound::Excluded(keys::prefix_end(&prefix)), false);
+        Page::collect(page_size, entries, receipt_from, |receipt| {
             receipt.sid.clone()
         })
     }
@@ -367,14 +395,16 @@ impl QueryStore for SledQueryStore {
         match (order, after) {
             (SortOrder::Ascending, None) => Page::collect(
                 page_size,
-                self.tree.range((Bound::Included(prefix.clone()), end)),
+                self.engine
+                    .range(Bound::Included(prefix.clone()), end, false),
                 to_view,
                 cursor,
             ),
             (SortOrder::Ascending, Some(after)) => match after.checked_add(1) {
                 Some(next) => Page::collect(
                     page_size,
-                    self.tree.range((Bound::Included(at_index(next)), end)),
+                    self.engine
+                        .range(Bound::Included(at_index(next)), end, false),
                     to_view,
                     cursor,
                 ),
@@ -384,9 +414,8 @@ impl QueryStore for SledQueryStore {
                 let upper = after.map_or(end, |after| Bound::Excluded(at_index(after)));
                 Page::collect(
                     page_size,
-                    self.tree
-                        .range((Bound::Included(prefix.clone()), upper))
-                        .rev(),
+                    self.engine
+                        .range(Bound::Included(prefix.clone()), upper, true),
                     to_view,
                     cursor,
                 )
@@ -416,8 +445,7 @@ impl QueryStore for SledQueryStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.engine.flush()
     }
 }
 
@@ -433,7 +461,7 @@ impl<T, C> Page<T, C> {
     /// more follow.
     fn collect(
         page_size: usize,
-        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        entries: impl Iterator<Item = Entry<impl AsRef<[u8]>>>,
         mut item: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
         cursor: impl FnOnce(&T) -> C,
     ) -> Result<Self, StoreError> {
@@ -446,7 +474,7 @@ impl<T, C> Page<T, C> {
                 more = true;
                 break;
             }
-            items.push(item(&key, &value)?);
+            items.push(item(key.as_ref(), value.as_ref())?);
         }
         let next = if more { items.last().map(cursor) } else { None };
         Ok(Page { items, next })

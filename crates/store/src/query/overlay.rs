@@ -11,8 +11,9 @@ use receipts_domain::{
     ReceiptState, ReceiptTimeline, Verdict,
 };
 
-use super::{ApplyStats, SledQueryStore, TimelineStats, keys, records};
+use super::{ApplyStats, ReadModelStore, TimelineStats, keys, records};
 use crate::StoreError;
+use crate::engine::{Engine, Write};
 
 /// A value read at most once per batch, and whether the batch changed it.
 #[derive(Debug)]
@@ -60,16 +61,16 @@ type MessageKey = (AccountSid, ConversationSid, MessageSid);
 /// conversation or timeline is read from the tree the first time the batch touches it; later
 /// changes in the same batch see the batch's own writes, so several versions of one receipt in a
 /// batch are applied one after the other.
-pub(super) struct Overlay<'a> {
-    store: &'a SledQueryStore,
+pub(super) struct Overlay<'a, E> {
+    store: &'a ReadModelStore<E>,
     receipts: HashMap<Vec<u8>, Slot<Receipt>>,
     messages: HashMap<MessageKey, Slot<MessageDelivery>>,
     rollups: HashMap<(AccountSid, ConversationSid), Slot<ConversationRollup>>,
     timelines: HashMap<Vec<u8>, Slot<ReceiptTimeline>>,
 }
 
-impl<'a> Overlay<'a> {
-    pub(super) fn new(store: &'a SledQueryStore) -> Self {
+impl<'a, E: Engine> Overlay<'a, E> {
+    pub(super) fn new(store: &'a ReadModelStore<E>) -> Self {
         Overlay {
             store,
             receipts: HashMap::new(),
@@ -171,8 +172,8 @@ impl<'a> Overlay<'a> {
     }
 
     /// The batch's writes, for one atomic apply.
-    pub(super) fn into_write(self) -> sled::Batch {
-        let mut write = sled::Batch::default();
+    pub(super) fn into_write(self) -> Write {
+        let mut write = Write::default();
         for (key, slot) in self.receipts {
             if let (true, Some(receipt)) = (slot.dirty, slot.value) {
                 write.insert(key, records::StoredReceipt::from(&receipt).encode_to_vec());
@@ -184,7 +185,7 @@ impl<'a> Overlay<'a> {
                 if slot.new {
                     write.insert(
                         keys::message_name(&account, &conversation, &message),
-                        &record.index.to_be_bytes(),
+                        record.index.to_be_bytes(),
                     );
                 }
                 write.insert(

@@ -22,7 +22,8 @@ use receipts_domain::{
     Registration, ReportOutcome, StatusReport, StatusSource, Timestamp, map_provider_status,
 };
 use receipts_store::{
-    MessageView, PartitionOffset, QueryStore, Rollup, SledQueryStore, SortOrder, TimelineEntry,
+    FjallQueryStore, MessageView, PartitionOffset, QueryStore, Rollup, SledQueryStore, SortOrder,
+    StorageConfig, StorageEngine, TimelineEntry,
 };
 
 pub(crate) const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -157,6 +158,18 @@ impl Projector {
 pub(crate) fn open() -> (tempfile::TempDir, SledQueryStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledQueryStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// A fresh read model on `engine` in its own directory.
+pub(crate) fn open_on(engine: StorageEngine) -> (tempfile::TempDir, Box<dyn QueryStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Box<dyn QueryStore> = match engine {
+        StorageEngine::Sled => Box::new(SledQueryStore::open(dir.path()).unwrap()),
+        StorageEngine::Fjall => {
+            Box::new(FjallQueryStore::open_with(dir.path(), &StorageConfig::default()).unwrap())
+        }
+    };
     (dir, store)
 }
 

@@ -545,3 +545,31 @@ fn a_read_model_of_format_1_is_moved_when_opened_and_reads_the_same() {
     // Opened again, there is nothing left to move and nothing changed.
     assert_eq!(read_model(&reopen(dir.path()), &account()), expected);
 }
+
+#[test]
+fn the_read_model_on_fjall_reads_as_on_sled_and_survives_a_reopen() {
+    let projector = five_recipients();
+    let (_sled_dir, on_sled) = open();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = receipts_store::StorageConfig::default();
+    {
+        let on_fjall = receipts_store::FjallQueryStore::open_with(dir.path(), &storage).unwrap();
+        for store in [&on_sled as &dyn QueryStore, &on_fjall] {
+            store.apply(&projector.changes, &[offset(7)]).unwrap();
+            store.apply_timelines(&projector.changelog, &[]).unwrap();
+        }
+        on_fjall.flush().unwrap();
+    }
+    let on_fjall = receipts_store::FjallQueryStore::open_with(dir.path(), &storage).unwrap();
+    assert_eq!(
+        read_model(&on_fjall, &account()),
+        read_model(&on_sled, &account())
+    );
+    assert_eq!(on_fjall.next_offset(TOPIC, 0).unwrap(), Some(7));
+    for page_size in [1, 2] {
+        assert_eq!(
+            all_messages(&on_fjall, &account(), SortOrder::Descending, page_size),
+            all_messages(&on_sled, &account(), SortOrder::Descending, page_size)
+        );
+    }
+}

@@ -10,10 +10,10 @@ use proptest::sample::{Index, select};
 use receipts_domain::{
     DeliveryStatus, DeliverySummary, ReceiptChange, StatusCounts, StatusReport, Timestamp,
 };
-use receipts_store::{ApplyStats, QueryStore};
+use receipts_store::{ApplyStats, QueryStore, StorageEngine};
 
 use crate::{
-    Projector, ReadModel, TOPIC, account, at, offset, open, provider_report, read_model,
+    Projector, ReadModel, TOPIC, account, at, offset, open, open_on, provider_report, read_model,
     registration,
 };
 
@@ -285,6 +285,7 @@ proptest! {
         late_copies in prop::collection::vec(any::<(Index, Index)>(), 0..4),
         sizes in prop::collection::vec(1usize..6, 1..5),
         picks in prop::collection::vec(any::<Index>(), 0..20),
+        on_fjall in any::<bool>(),
     ) {
         let projector = project(&layout, &steps);
         let changes = &projector.changes;
@@ -296,7 +297,8 @@ proptest! {
         let picked: Vec<_> = picks.iter().map(|i| states[i.index(states.len())].clone()).collect();
         states.extend(picked);
 
-        let (_dir, store) = open();
+        // The rebatched read model on either engine; the exactly-once one on sled.
+        let (_dir, store) = open_on(if on_fjall { StorageEngine::Fjall } else { StorageEngine::Sled });
         let mut total = ApplyStats::default();
         let mut consumed = 0;
         for batch in batches(&stream, &sizes) {
@@ -319,7 +321,7 @@ proptest! {
             once.apply(std::slice::from_ref(change), &[]).unwrap();
         }
         once.apply_timelines(&projector.changelog, &[]).unwrap();
-        let model = read_model(&store, &account());
+        let model = read_model(store.as_ref(), &account());
         prop_assert_eq!(&model, &read_model(&once, &account()));
         check_recount(&model, &projector, changes)?;
         for (receipt, timeline) in model.receipts.iter().flatten() {
