@@ -80,8 +80,8 @@ pub struct BenchArgs {
     /// scale: the receipts each run feeds the service processes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
     pub scale: Vec<usize>,
-    /// scale: the engines the query service is run on, one after the other on the same topics,
-    /// comma-separated (`storage.engine`).
+    /// read-model and scale: the engines the read model is run on, one after the other on the
+    /// same topics, comma-separated (`storage.engine`).
     #[arg(long, value_delimiter = ',', default_values_t = [QueryEngine::Sled])]
     pub query_engines: Vec<QueryEngine>,
     /// Seed of the generated workload, to repeat a run exactly.

@@ -1,12 +1,11 @@
 //! `receipts bench read-model`: `receipt-updates` applied per second by the query service's read
-//! model (`receipts_query::consume::ReadModel` into `SledQueryStore`), beside a bare consumer
-//! decoding the same topic in the same run.
+//! model (`receipts_query::consume::ReadModel` into its store), beside a bare consumer decoding
+//! the same topic in the same run; with `--query-engines sled,fjall`, on each engine in turn.
 //!
 //! The updates are exactly what the projector publishes for a realistic workload (computed with
 //! the domain merge), produced up front to a fresh topic keyed by conversation. The read model is
 //! done when its stored offsets reach the end of every partition.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use receipts_domain::ReceiptChange;
@@ -15,13 +14,13 @@ use receipts_proto::v1;
 use receipts_query::QueryConfig;
 use receipts_query::consume::ReadModel;
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{QueryStore, SledQueryStore};
+use receipts_store::{StorageConfig, StorageEngine};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{StageBroker, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
+use super::{BenchArgs, Bound, QueryEngine, ScratchDir, Stage, StageReport, workload};
 
 /// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
 pub(crate) fn updates(count: usize, seed: u64) -> Vec<ReceiptChange> {
@@ -45,6 +44,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
             "seed": args.seed,
             "batch_max_records": QueryConfig::default().batch_max_records,
             "warmup_fraction": WARMUP_FRACTION,
+            "query_engines": args.query_engines,
         }),
     );
     let broker = StageBroker::start(args.kafka.as_deref(), "read-model", args.partitions).await?;
@@ -99,54 +99,77 @@ async fn measure(
         "updates/s",
     );
 
-    let dir = ScratchDir::new(args, "read-model")?;
-    let store = {
-        let path = dir.path().to_owned();
-        Arc::new(tokio::task::spawn_blocking(move || SledQueryStore::open(&path)).await??)
-    };
-    let config = QueryConfig {
-        kafka: broker.kafka.clone(),
-        topics: topics.clone(),
-        data_dir: dir.path().to_owned(),
-        metrics_listen: String::new(),
-        ..Default::default()
-    };
-    let (watchers, _) = tokio::sync::broadcast::channel(config.watch_buffer);
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let reader = ReadModel::new(&config, store.clone(), watchers, &metrics)?;
-    let running = tokio::spawn(reader.run(shutdown.clone()));
-    let stored = {
-        let (store, topic, ends) = (store.clone(), topics.receipt_updates.clone(), ends.clone());
-        move || -> anyhow::Result<u64> {
-            let mut sum = 0u64;
-            for (partition, _) in &ends {
-                sum += store.next_offset(&topic, *partition)?.unwrap_or(0) as u64;
+    for &engine in &args.query_engines {
+        // On sled the figures are the read model's; on another engine they say which.
+        let name = match engine {
+            QueryEngine::Sled => "read model".to_owned(),
+            other => format!("read model on {other}"),
+        };
+        let dir = ScratchDir::new(args, &name.replace(' ', "-"))?;
+        let storage = StorageConfig {
+            engine: match engine {
+                QueryEngine::Sled => StorageEngine::Sled,
+                QueryEngine::Fjall => StorageEngine::Fjall,
+            },
+            ..StorageConfig::default()
+        };
+        let store = {
+            let path = dir.path().to_owned();
+            tokio::task::spawn_blocking(move || receipts_store::open_query_store(&path, &storage))
+                .await??
+        };
+        let config = QueryConfig {
+            kafka: broker.kafka.clone(),
+            topics: topics.clone(),
+            data_dir: dir.path().to_owned(),
+            metrics_listen: String::new(),
+            storage,
+            ..Default::default()
+        };
+        let (watchers, _) = tokio::sync::broadcast::channel(config.watch_buffer);
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let reader = ReadModel::new(&config, store.clone(), watchers, &metrics)?;
+        let running = tokio::spawn(reader.run(shutdown.clone()));
+        let stored = {
+            let (store, topic, ends) =
+                (store.clone(), topics.receipt_updates.clone(), ends.clone());
+            move || -> anyhow::Result<u64> {
+                let mut sum = 0u64;
+                for (partition, _) in &ends {
+                    sum += store.next_offset(&topic, *partition)?.unwrap_or(0) as u64;
+                }
+                Ok(sum)
             }
-            Ok(sum)
-        }
-    };
-    let tracked = track_stored_offsets(total, Duration::from_secs(60), stored).await;
-    shutdown.cancel();
-    let stopped = running.await;
-    let applied = tracked?;
-    stopped??;
+        };
+        let tracked = track_stored_offsets(total, Duration::from_secs(60), stored).await;
+        shutdown.cancel();
+        let stopped = running.await;
+        let applied = tracked?;
+        stopped??;
 
-    report.metric(
-        "read model start to last update stored",
-        applied.total.as_secs_f64(),
-        "s",
-    );
-    let rate = report.metric("read model applied", applied.rate, "updates/s");
-    let ratio = report.metric("read model / raw consume", rate / raw_rate, "x");
-    report.goal(
-        "read model throughput",
-        Bound::AtLeast,
-        150_000.0,
-        rate,
-        "updates/s",
-    );
-    report.goal("read model / raw consume", Bound::AtLeast, 0.8, ratio, "x");
-    drop(store);
+        report.metric(
+            &format!("{name} start to last update stored"),
+            applied.total.as_secs_f64(),
+            "s",
+        );
+        let rate = report.metric(&format!("{name} applied"), applied.rate, "updates/s");
+        let ratio = report.metric(&format!("{name} / raw consume"), rate / raw_rate, "x");
+        report.goal(
+            &format!("{name} throughput"),
+            Bound::AtLeast,
+            150_000.0,
+            rate,
+            "updates/s",
+        );
+        report.goal(
+            &format!("{name} / raw consume"),
+            Bound::AtLeast,
+            0.8,
+            ratio,
+            "x",
+        );
+        drop(store);
+    }
     Ok(())
 }
