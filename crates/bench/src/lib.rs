@@ -80,10 +80,10 @@ pub struct BenchArgs {
     /// scale: the receipts each run feeds the service processes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
     pub scale: Vec<usize>,
-    /// read-model and scale: the engines the read model is run on, one after the other on the
-    /// same topics, comma-separated (`storage.engine`).
-    #[arg(long, value_delimiter = ',', default_values_t = [QueryEngine::Sled])]
-    pub query_engines: Vec<QueryEngine>,
+    /// projector, read-model and scale: the engines the projector's state and the read model are
+    /// kept in, one run after the other, comma-separated (`storage.engine`).
+    #[arg(long, value_delimiter = ',', default_values_t = [StoreEngine::Sled])]
+    pub engines: Vec<StoreEngine>,
     /// Seed of the generated workload, to repeat a run exactly.
     #[arg(long, default_value_t = 8)]
     pub seed: u64,
@@ -99,21 +99,32 @@ pub struct BenchArgs {
 /// An engine the query service can keep its read model in (`storage.engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum QueryEngine {
+pub enum StoreEngine {
     Sled,
     Fjall,
 }
 
-impl QueryEngine {
+impl StoreEngine {
     pub fn as_str(self) -> &'static str {
         match self {
-            QueryEngine::Sled => "sled",
-            QueryEngine::Fjall => "fjall",
+            StoreEngine::Sled => "sled",
+            StoreEngine::Fjall => "fjall",
+        }
+    }
+
+    /// The services' storage configuration for this engine, otherwise their default.
+    pub fn storage(self) -> receipts_store::StorageConfig {
+        receipts_store::StorageConfig {
+            engine: match self {
+                StoreEngine::Sled => receipts_store::StorageEngine::Sled,
+                StoreEngine::Fjall => receipts_store::StorageEngine::Fjall,
+            },
+            ..Default::default()
         }
     }
 }
 
-impl std::fmt::Display for QueryEngine {
+impl std::fmt::Display for StoreEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -208,6 +219,26 @@ impl StageReport {
             params,
             metrics: Vec::new(),
             goals: Vec::new(),
+        }
+    }
+
+    /// Adds the figures of `run`, a run of this stage on `engine`; on another engine than sled
+    /// each name says which.
+    pub fn take_from(&mut self, run: StageReport, engine: StoreEngine) {
+        let name = |name: String| match engine {
+            StoreEngine::Sled => name,
+            other => format!("on {other}: {name}"),
+        };
+        for mut metric in run.metrics {
+            metric.name = name(metric.name);
+            self.metrics.push(metric);
+        }
+        for mut goal in run.goals {
+            goal.name = name(goal.name);
+            self.goals.push(goal);
+        }
+        if !run.note.is_empty() {
+            self.note = name(run.note);
         }
     }
 

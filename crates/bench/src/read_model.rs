@@ -14,13 +14,12 @@ use receipts_proto::v1;
 use receipts_query::QueryConfig;
 use receipts_query::consume::ReadModel;
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{StorageConfig, StorageEngine};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{StageBroker, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
-use super::{BenchArgs, Bound, QueryEngine, ScratchDir, Stage, StageReport, workload};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
 
 /// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
 pub(crate) fn updates(count: usize, seed: u64) -> Vec<ReceiptChange> {
@@ -44,7 +43,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
             "seed": args.seed,
             "batch_max_records": QueryConfig::default().batch_max_records,
             "warmup_fraction": WARMUP_FRACTION,
-            "query_engines": args.query_engines,
+            "engines": args.engines,
         }),
     );
     let broker = StageBroker::start(args.kafka.as_deref(), "read-model", args.partitions).await?;
@@ -99,20 +98,14 @@ async fn measure(
         "updates/s",
     );
 
-    for &engine in &args.query_engines {
+    for &engine in &args.engines {
         // On sled the figures are the read model's; on another engine they say which.
         let name = match engine {
-            QueryEngine::Sled => "read model".to_owned(),
+            StoreEngine::Sled => "read model".to_owned(),
             other => format!("read model on {other}"),
         };
         let dir = ScratchDir::new(args, &name.replace(' ', "-"))?;
-        let storage = StorageConfig {
-            engine: match engine {
-                QueryEngine::Sled => StorageEngine::Sled,
-                QueryEngine::Fjall => StorageEngine::Fjall,
-            },
-            ..StorageConfig::default()
-        };
+        let storage = engine.storage();
         let store = {
             let path = dir.path().to_owned();
             tokio::task::spawn_blocking(move || receipts_store::open_query_store(&path, &storage))

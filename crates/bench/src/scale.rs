@@ -19,7 +19,7 @@ use receipts_proto::v1;
 
 use super::broker::{StageBroker, produce_all};
 use super::progress::WARMUP_FRACTION;
-use super::{BenchArgs, Bound, QueryEngine, ScratchDir, Stage, StageReport, workload};
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
 
 /// Records generated and produced at a time.
 const CHUNK_REPORTS: usize = 300_000;
@@ -35,7 +35,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let mut report = StageReport::new(
         Stage::Scale,
-        serde_json::json!({"receipts": args.scale, "partitions": args.partitions, "seed": args.seed, "query_engines": args.query_engines}),
+        serde_json::json!({"receipts": args.scale, "partitions": args.partitions, "seed": args.seed, "engines": args.engines}),
     );
     anyhow::ensure!(
         args.kafka.is_some(),
@@ -87,10 +87,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
             "bytes",
         );
         let mut query_rate = None;
-        for &engine in &args.query_engines {
+        for &engine in &args.engines {
             // The query service on sled is "query"; on another engine it says which.
             let service = match engine {
-                QueryEngine::Sled => "query".to_owned(),
+                StoreEngine::Sled => "query".to_owned(),
                 other => format!("query on {other}"),
             };
             let data_dir = dir.path().join(service.replace(' ', "-"));

@@ -18,7 +18,10 @@ pub mod projector;
 pub mod query;
 
 pub use offsets::PartitionOffset;
-pub use projector::{ParkedEntry, ProjectorBatch, ProjectorStore, SledProjectorStore};
+pub use projector::{
+    FjallProjectorStore, ParkedEntry, ProjectorBatch, ProjectorDb, ProjectorStore,
+    SledProjectorStore,
+};
 pub use query::{
     ApplyStats, FjallQueryStore, MessageView, Page, QueryStore, ReadModelStore, Rollup,
     SledQueryStore, SortOrder, TimelineEntry, TimelineStats,
@@ -32,20 +35,21 @@ pub struct StorageConfig {
     /// block cache. sled's own default is 1 GiB per database; what a process needs beyond this
     /// does not depend on the number of receipts stored, so this bounds a service's memory.
     pub cache_mb: u64,
-    /// What the query service keeps its read model in. The projector and the dispatcher always
-    /// use sled.
+    /// What the projector and the query service keep their state in. The dispatcher always uses
+    /// sled.
     pub engine: StorageEngine,
 }
 
-/// The engines a read model can be kept in (`storage.engine`).
+/// The engines a projector's state and a read model can be kept in (`storage.engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageEngine {
     /// sled, in the data directory itself.
     #[default]
     Sled,
-    /// fjall, an LSM tree, in `fjall/` under the data directory. Switching engines starts an
-    /// empty read model, which the query service rebuilds from the topics.
+    /// fjall, an LSM tree, in `fjall/` under the data directory. Switching engines starts from an
+    /// empty store: the projector restores its state from its changelog and the query service
+    /// rebuilds its read model from the topics.
     Fjall,
 }
 
@@ -71,9 +75,24 @@ impl StorageConfig {
     pub fn check_sled_only(&self) -> Result<(), &'static str> {
         match self.engine {
             StorageEngine::Sled => Ok(()),
-            StorageEngine::Fjall => Err("only the query service can keep its state in fjall"),
+            StorageEngine::Fjall => {
+                Err("only the projector and the query service can keep their state in fjall")
+            }
         }
     }
+}
+
+/// The projector's state in `dir`, on the engine `storage` names.
+pub fn open_projector_store(
+    dir: &std::path::Path,
+    storage: &StorageConfig,
+) -> Result<std::sync::Arc<dyn ProjectorStore>, StoreError> {
+    Ok(match storage.engine {
+        StorageEngine::Sled => std::sync::Arc::new(SledProjectorStore::open_with(dir, storage)?),
+        StorageEngine::Fjall => {
+            std::sync::Arc::new(FjallProjectorStore::open_with(&dir.join("fjall"), storage)?)
+        }
+    })
 }
 
 /// The query service's read model in `dir`, on the engine `storage` names.

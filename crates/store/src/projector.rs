@@ -13,6 +13,7 @@
 //! Format 1 kept `s/{account sid}/{channel message id}` → `StoredReceiptState` and
 //! `p/{account sid}/{channel message id}`; such a tree is moved to format 2 when it is opened.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use prost::Message;
@@ -23,7 +24,7 @@ use receipts_proto::convert::status_to_wire;
 use receipts_proto::v1;
 
 use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
-use crate::engine::Sled;
+use crate::engine::{Engine, Fjall, Sled, Write};
 use crate::format::{self, Moved};
 use crate::offsets::{self, PartitionOffset};
 use crate::{CorruptValue, StoreError};
@@ -68,12 +69,18 @@ pub trait ProjectorStore: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// [`ProjectorStore`] on sled.
+/// [`ProjectorStore`] on an [`Engine`]: sled ([`SledProjectorStore`], the default) or fjall
+/// ([`FjallProjectorStore`]).
 #[derive(Debug, Clone)]
-pub struct SledProjectorStore {
-    tree: sled::Tree,
-    db: sled::Db,
+pub struct ProjectorDb<E> {
+    engine: E,
 }
+
+/// The projector's state on sled.
+pub type SledProjectorStore = ProjectorDb<Sled>;
+
+/// The projector's state on fjall.
+pub type FjallProjectorStore = ProjectorDb<Fjall>;
 
 const STATE: u8 = 0x01;
 const PARKED: u8 = 0x02;
@@ -207,7 +214,7 @@ fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
     StoreError::corrupt(key, source)
 }
 
-impl SledProjectorStore {
+impl ProjectorDb<Sled> {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, &crate::StorageConfig::default())
     }
@@ -222,30 +229,43 @@ impl SledProjectorStore {
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
         let engine = Sled::open_tree(db, "projector")?;
         format::ensure(&engine, "projector", from_format1)?;
-        Ok(SledProjectorStore {
-            tree: engine.tree,
-            db: engine.db,
-        })
-    }
-
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    /// Bytes of every key and value stored, before sled's own layout.
-    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
-        crate::engine::stored_bytes(&Sled {
-            db: self.db.clone(),
-            tree: self.tree.clone(),
-        })
+        Ok(ProjectorDb { engine })
     }
 }
 
-impl ProjectorStore for SledProjectorStore {
+impl ProjectorDb<Fjall> {
+    /// The projector's state in the fjall database in `dir`.
+    pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
+        let engine = Fjall::open(dir, "projector", storage)?;
+        format::ensure(&engine, "projector", |key, _| {
+            Err(corrupt(key, "a fjall projector store is never in format 1"))
+        })?;
+        Ok(ProjectorDb { engine })
+    }
+
+    /// Writes what is in memory to tables and waits for the background compactions, so that
+    /// the size on disk is the one the store settles at.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.engine.settle()
+    }
+}
+
+impl<E: Engine> ProjectorDb<E> {
+    /// Bytes the engine uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.engine.size_on_disk()
+    }
+
+    /// Bytes of every key and value stored, before the engine's own layout.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        crate::engine::stored_bytes(&self.engine)
+    }
+}
+
+impl<E: Engine> ProjectorStore for ProjectorDb<E> {
     fn state(&self, id: &ReceiptKey) -> Result<Option<ReceiptState>, StoreError> {
         let key = state_key(id);
-        let Some(bytes) = self.tree.get(&key)? else {
+        let Some(bytes) = self.engine.get(&key)? else {
             return Ok(None);
         };
         let stored = StoredState::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
@@ -253,25 +273,24 @@ impl ProjectorStore for SledProjectorStore {
     }
 
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        offsets::read(&self.tree, topic, partition)
+        offsets::read_from(&self.engine, topic, partition)
     }
 
     fn commit(&self, batch: &ProjectorBatch) -> Result<(), StoreError> {
-        let mut write = sled::Batch::default();
+        let mut write = Write::default();
         for (id, state) in &batch.states {
             write.insert(state_key(id), encode_state(state));
         }
         for (id, since) in &batch.parked {
-            write.insert(parked_key(id), &since.unix_millis().to_be_bytes());
+            write.insert(parked_key(id), since.unix_millis().to_be_bytes());
         }
         for id in &batch.unparked {
             write.remove(parked_key(id));
         }
         for offset in &batch.offsets {
-            offsets::write(&mut write, offset);
+            offsets::put(&mut write, offset);
         }
-        self.tree.apply_batch(write)?;
-        Ok(())
+        self.engine.write(write)
     }
 
     fn restore(
@@ -279,12 +298,12 @@ impl ProjectorStore for SledProjectorStore {
         states: &[(ReceiptKey, ReceiptState, Timestamp)],
         position: &PartitionOffset,
     ) -> Result<(), StoreError> {
-        let mut write = sled::Batch::default();
+        let mut write = Write::default();
         for (id, state, written_at) in states {
             write.insert(state_key(id), encode_state(state));
             if state.parked_report().is_some() {
-                let since = match self.tree.get(parked_key(id))? {
-                    Some(kept) => kept.to_vec(),
+                let since = match self.engine.get(&parked_key(id))? {
+                    Some(kept) => kept.as_ref().to_vec(),
                     None => written_at.unix_millis().to_be_bytes().to_vec(),
                 };
                 write.insert(parked_key(id), since);
@@ -292,20 +311,24 @@ impl ProjectorStore for SledProjectorStore {
                 write.remove(parked_key(id));
             }
         }
-        offsets::write(&mut write, position);
-        self.tree.apply_batch(write)?;
-        Ok(())
+        offsets::put(&mut write, position);
+        self.engine.write(write)
     }
 
     fn parked(&self) -> Result<Vec<ParkedEntry>, StoreError> {
         let mut entries = Vec::new();
-        for item in self.tree.scan_prefix([PARKED]) {
+        let (lower, upper) = (
+            Bound::Included(vec![PARKED]),
+            Bound::Excluded(vec![PARKED + 1]),
+        );
+        for item in self.engine.range(lower, upper, false) {
             let (key, value) = item?;
-            let id = key_of(&key).map_err(|e| corrupt(&key, e))?;
+            let key = key.as_ref();
+            let id = key_of(key).map_err(|e| corrupt(key, e))?;
             let millis: [u8; 8] = value
                 .as_ref()
                 .try_into()
-                .map_err(|_| corrupt(&key, "parked time is not 8 bytes"))?;
+                .map_err(|_| corrupt(key, "parked time is not 8 bytes"))?;
             let report = self.state(&id)?.and_then(|s| s.best);
             entries.push(ParkedEntry {
                 key: id,
@@ -318,8 +341,7 @@ impl ProjectorStore for SledProjectorStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.engine.flush()
     }
 }
 
@@ -343,6 +365,17 @@ mod tests {
 
     #[test]
     fn a_batch_is_read_back_after_reopening() {
+        read_back_after_reopening(|dir| SledProjectorStore::open(dir).unwrap());
+    }
+
+    #[test]
+    fn a_batch_on_fjall_is_read_back_after_reopening() {
+        read_back_after_reopening(|dir| {
+            FjallProjectorStore::open_with(dir, &crate::StorageConfig::default()).unwrap()
+        });
+    }
+
+    fn read_back_after_reopening<S: ProjectorStore>(open: impl Fn(&Path) -> S) {
         let dir = tempfile::tempdir().unwrap();
         let id = ReceiptKey::new(
             AccountSid::parse("AC00000000000000000000000000000001").unwrap(),
@@ -351,7 +384,7 @@ mod tests {
         let mut state = ReceiptState::default();
         state.apply_report(report(&id));
         {
-            let store = SledProjectorStore::open(dir.path()).unwrap();
+            let store = open(dir.path());
             assert_eq!(store.state(&id).unwrap(), None);
             assert_eq!(store.next_offset("t", 0).unwrap(), None);
             store
@@ -368,7 +401,7 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = SledProjectorStore::open(dir.path()).unwrap();
+        let store = open(dir.path());
         assert_eq!(store.state(&id).unwrap(), Some(state));
         assert_eq!(store.next_offset("t", 3).unwrap(), Some(42));
         assert_eq!(store.next_offset("t", 0).unwrap(), None);
@@ -509,7 +542,7 @@ mod tests {
         assert_eq!(waiting.len(), 1);
         assert_eq!(waiting[0].key, parked_id);
         assert_eq!(waiting[0].parked_since, Timestamp::from_unix_millis(99));
-        assert!(store.tree.scan_prefix(b"s/").next().is_none());
-        assert!(store.tree.scan_prefix(b"p/").next().is_none());
+        assert!(store.engine.tree.scan_prefix(b"s/").next().is_none());
+        assert!(store.engine.tree.scan_prefix(b"p/").next().is_none());
     }
 }

@@ -38,7 +38,7 @@ use receipts_domain::{ReceiptKey, ReceiptState, Timestamp};
 use receipts_runtime::clock::{self, SharedClock};
 use receipts_runtime::config::{ConfigError, TelemetryConfig, Validate};
 use receipts_runtime::metrics::Metrics;
-use receipts_store::{PartitionOffset, ProjectorStore, SledProjectorStore, StoreError};
+use receipts_store::{PartitionOffset, ProjectorStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -55,7 +55,8 @@ pub struct ProjectorConfig {
     pub group_id: String,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
-    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    /// How the database is opened (`storage.cache_mb`: the engine's cache; `storage.engine`:
+    /// `sled`, the default, or `fjall`).
     pub storage: receipts_store::StorageConfig,
     pub batch: BatchConfig,
     /// Parked reports older than this are reported (logged and counted), never dropped.
@@ -133,9 +134,6 @@ impl Validate for ProjectorConfig {
         self.storage
             .check()
             .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
-        self.storage
-            .check_sled_only()
-            .map_err(|reason| ConfigError::invalid("storage.engine", reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
@@ -179,10 +177,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
     let (data_dir, storage) = (config.data_dir.clone(), config.storage);
-    let store: Arc<dyn ProjectorStore> = Arc::new(
-        tokio::task::spawn_blocking(move || SledProjectorStore::open_with(&data_dir, &storage))
-            .await??,
-    );
+    let store: Arc<dyn ProjectorStore> = tokio::task::spawn_blocking(move || {
+        receipts_store::open_projector_store(&data_dir, &storage)
+    })
+    .await??;
     run_with_store(config, store, clock::system(), metrics, shutdown).await
 }
 
@@ -414,13 +412,14 @@ async fn check_parked(
 
 /// Writes one line per parked report (parked since, account, channel message id, status,
 /// provider time)
-/// of the projector database in `data_dir`.
+/// of the projector database in `data_dir`, on the engine `storage` names.
 pub fn print_parked(
     data_dir: &std::path::Path,
+    storage: &receipts_store::StorageConfig,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let store = SledProjectorStore::open(data_dir)
+    let store = receipts_store::open_projector_store(data_dir, storage)
         .with_context(|| format!("opening projector database {}", data_dir.display()))?;
     let parked = store.parked()?;
     writeln!(out, "{} parked report(s)", parked.len())?;

@@ -42,7 +42,11 @@ async fn main() -> anyhow::Result<()> {
     let config: ProjectorConfig =
         config::load(args.config.as_deref()).context("loading configuration")?;
     if let Some(Command::Parked) = args.command {
-        return receipts_projector::print_parked(&config.data_dir, &mut std::io::stdout());
+        return receipts_projector::print_parked(
+            &config.data_dir,
+            &config.storage,
+            &mut std::io::stdout(),
+        );
     }
     let telemetry = telemetry::init(&config.telemetry, "receipts-projector")
         .context("initialising telemetry")?;

@@ -245,7 +245,7 @@ async fn parked_reports_past_their_ttl_are_reported_and_listed() {
     running.await.unwrap().unwrap();
 
     let mut listing = Vec::new();
-    receipts_projector::print_parked(dir.path(), &mut listing).unwrap();
+    receipts_projector::print_parked(dir.path(), &Default::default(), &mut listing).unwrap();
     let listing = String::from_utf8(listing).unwrap();
     assert!(listing.starts_with("1 parked report(s)"), "{listing}");
     assert!(
