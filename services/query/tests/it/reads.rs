@@ -321,6 +321,16 @@ async fn bad_input_is_invalid_argument_and_unknown_sids_not_found() {
 /// A restarted instance resumes from its stored offsets and answers exactly as before.
 #[tokio::test]
 async fn a_restart_resumes_and_answers_identically() {
+    restart_resumes_and_answers_identically(receipts_store::StorageEngine::Sled).await;
+}
+
+#[tokio::test]
+async fn on_fjall_a_restart_resumes_and_answers_identically() {
+    restart_resumes_and_answers_identically(receipts_store::StorageEngine::Fjall).await;
+}
+
+async fn restart_resumes_and_answers_identically(engine: receipts_store::StorageEngine) {
+    let on_engine = |config: &mut receipts_query::QueryConfig| config.storage.engine = engine;
     let harness = Harness::new().await;
     let dir = tempfile::tempdir().unwrap();
     let projection = seed_example();
@@ -329,7 +339,7 @@ async fn a_restart_resumes_and_answers_identically() {
         conversation_sid: sid("CH", 1),
     };
 
-    let running = harness.start(dir.path()).await;
+    let running = harness.start_with(dir.path(), on_engine).await;
     let client_one = client(running.address, ACCOUNT, TOKEN).await;
     let before = eventually("the whole example", || {
         let mut client = client_one.clone();
@@ -349,7 +359,7 @@ async fn a_restart_resumes_and_answers_identically() {
     .await;
     running.stop().await;
 
-    let running = harness.start(dir.path()).await;
+    let running = harness.start_with(dir.path(), on_engine).await;
     let mut client_two = client(running.address, ACCOUNT, TOKEN).await;
     assert_eq!(
         client_two
