@@ -20,6 +20,11 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Messages per partition a consumer fetches ahead (`queued.min.messages`).
+pub const PREFETCH_MESSAGES: &str = "20000";
+/// KiB a consumer holds fetched ahead in all (`queued.max.messages.kbytes`).
+pub const PREFETCH_KBYTES: &str = "16384";
+
 /// Property values may be credentials (`sasl.password`, `ssl.key.password`): only names print.
 impl std::fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,7 +99,14 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // What is fetched ahead of the batch at hand. librdkafka's defaults (100 000 messages
+            // per partition, 64 MiB per consumer) are memory a service holds beside its store
+            // for every consumer it runs; a few batches ahead keep the consumer busy, provided
+            // the fetcher comes back as soon as there is room (it waits 1 s by default).
+            .set("queued.min.messages", PREFETCH_MESSAGES)
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
+            .set("fetch.queue.backoff.ms", "5");
         for (key, value) in &self.properties {
             config.set(key, value);
         }
