@@ -82,6 +82,25 @@ pub async fn raw_consume(
 
 /// Polls `stored` (the sum over partitions of a service's stored next offsets) until it reaches
 /// `total`, and times its advance after the warm-up. Fails after `timeout` without progress.
+/// How far a store has come: the sum of the next offsets `next_offset` gives for the partitions
+/// of `ends`, for [`track_stored_offsets`].
+pub fn stored_offsets<E>(
+    ends: &[(i32, i64)],
+    next_offset: impl Fn(i32) -> Result<Option<i64>, E> + Send + 'static,
+) -> impl Fn() -> anyhow::Result<u64> + Send + 'static
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let partitions: Vec<i32> = ends.iter().map(|(partition, _)| *partition).collect();
+    move || {
+        let mut sum = 0u64;
+        for &partition in &partitions {
+            sum += next_offset(partition)?.unwrap_or(0) as u64;
+        }
+        Ok(sum)
+    }
+}
+
 pub async fn track_stored_offsets(
     total: u64,
     timeout: Duration,

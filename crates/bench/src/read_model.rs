@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{StageBroker, produce_backlog};
-use super::progress::{WARMUP_FRACTION, raw_consume, track_stored_offsets};
+use super::progress::{WARMUP_FRACTION, raw_consume, stored_offsets, track_stored_offsets};
 use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
 
 /// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
@@ -125,15 +125,8 @@ async fn measure(
         let reader = ReadModel::new(&config, store.clone(), watchers, &metrics)?;
         let running = tokio::spawn(reader.run(shutdown.clone()));
         let stored = {
-            let (store, topic, ends) =
-                (store.clone(), topics.receipt_updates.clone(), ends.clone());
-            move || -> anyhow::Result<u64> {
-                let mut sum = 0u64;
-                for (partition, _) in &ends {
-                    sum += store.next_offset(&topic, *partition)?.unwrap_or(0) as u64;
-                }
-                Ok(sum)
-            }
+            let (store, topic) = (store.clone(), topics.receipt_updates.clone());
+            stored_offsets(&ends, move |partition| store.next_offset(&topic, partition))
         };
         let tracked = track_stored_offsets(total, Duration::from_secs(60), stored).await;
         shutdown.cancel();
