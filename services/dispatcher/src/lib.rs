@@ -69,7 +69,8 @@ pub struct DispatcherConfig {
     pub group_id: String,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
-    /// How the database is opened (`storage.cache_mb`: sled's page cache).
+    /// How the database is opened (`storage.cache_mb`: sled's page cache; `storage.engine` must
+    /// be `sled`).
     pub storage: receipts_store::StorageConfig,
     /// Account sid → auth token, the key of `X-Twilio-Signature`. A delivery for an account
     /// without one is dead-lettered.
@@ -377,5 +378,22 @@ async fn watch_dlq_size(
             Ok(Err(error)) => warn!(%error, "cannot read the dead-letter topic's size"),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use receipts_runtime::config::Validate;
+
+    #[test]
+    fn a_storage_engine_other_than_sled_is_refused_by_its_key() {
+        let mut config = super::DispatcherConfig::default();
+        assert!(config.validate().is_ok());
+        config.storage.engine = receipts_store::StorageEngine::Fjall;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("storage.engine") && err.contains("projector and the query service"),
+            "{err}"
+        );
     }
 }
