@@ -1,14 +1,16 @@
-//! Where services keep their state: sled, one database per service instance.
+//! Where services keep their state: one database per service instance, in sled (the default) or,
+//! for the projector and the query service, fjall (`storage.engine`).
 //!
 //! The rule every store here keeps (DESIGN §4): everything a service derives from one batch of
 //! Kafka records, *and* the next offset of each partition the batch came from, is written in one
-//! atomic sled batch. A crash at any point therefore leaves either the whole batch or none of it,
-//! and the service replays exactly the records whose effects were not stored.
+//! atomic batch. A crash at any point therefore leaves either the whole batch or none of it, and
+//! the service replays exactly the records whose effects were not stored.
 //!
-//! Layout: [`offsets`] is the shared key scheme for stored offsets, `compact` the compact forms
-//! of sids and records, `format` the format a tree is in and the move from earlier ones; [`projector`] holds the
-//! projector's keyspace behind the [`ProjectorStore`] trait, and [`query`] the query service's read
-//! model behind the [`QueryStore`] trait, so each store can be measured and replaced.
+//! Layout: [`engine`] is what a store needs of its database, on sled and on fjall; [`offsets`]
+//! the shared key scheme for stored offsets; `compact` the compact forms of sids and records;
+//! `format` the format a store is in and the move from earlier ones. [`projector`] holds the
+//! projector's keyspace behind the [`ProjectorStore`] trait, and [`query`] the query service's
+//! read model behind the [`QueryStore`] trait, so each store can be measured and replaced.
 
 mod compact;
 pub mod engine;
