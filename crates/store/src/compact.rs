@@ -136,7 +136,8 @@ pub(crate) fn put_channel_message_id(out: &mut Vec<u8>, id: &ChannelMessageId) {
     }
 }
 
-fn channel_message_id_bytes(id: &ChannelMessageId) -> Vec<u8> {
+/// `id` in its compact form, for a record's field.
+pub(crate) fn channel_message_id_bytes(id: &ChannelMessageId) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + id.as_str().len());
     put_channel_message_id(&mut out, id);
     out

@@ -242,12 +242,6 @@ impl ProjectorDb<Fjall> {
         })?;
         Ok(ProjectorDb { engine })
     }
-
-    /// Writes what is in memory to tables and waits for the background compactions, so that
-    /// the size on disk is the one the store settles at.
-    pub fn settle(&self) -> Result<(), StoreError> {
-        self.engine.settle()
-    }
 }
 
 impl<E: Engine> ProjectorDb<E> {

@@ -214,12 +214,13 @@ impl StoredTimeline {
     /// `timeline` as stored. Its reports all carry the receipt's channel message id, which is
     /// written once, and not at all while there are none.
     pub(super) fn new(timeline: &ReceiptTimeline) -> Self {
-        let mut id = Vec::new();
-        if let Some(report) = timeline.history().iter().next() {
-            compact::put_channel_message_id(&mut id, &report.channel_message_id);
-        }
         StoredTimeline {
-            channel_message_id: id,
+            channel_message_id: timeline
+                .history()
+                .iter()
+                .next()
+                .map(|report| compact::channel_message_id_bytes(&report.channel_message_id))
+                .unwrap_or_default(),
             registered_at: timeline.registered_at().unix_millis(),
             history: timeline.history().iter().map(Into::into).collect(),
         }
