@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use receipts_store::StorageEngine;
 use serde::Serialize;
 
 /// What to measure and how much.
@@ -81,9 +82,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000, 5_000_000])]
     pub scale: Vec<usize>,
     /// projector, read-model and scale: the engines the projector's state and the read model are
-    /// kept in, one run after the other, comma-separated (`storage.engine`).
-    #[arg(long, value_delimiter = ',', default_values_t = [StoreEngine::Sled])]
-    pub engines: Vec<StoreEngine>,
+    /// kept in, one run after the other, comma-separated: `sled`, `fjall` (`storage.engine`).
+    #[arg(long, value_delimiter = ',', default_values_t = [StorageEngine::Sled])]
+    pub engines: Vec<StorageEngine>,
     /// Seed of the generated workload, to repeat a run exactly.
     #[arg(long, default_value_t = 8)]
     pub seed: u64,
@@ -94,40 +95,6 @@ pub struct BenchArgs {
     /// OTLP to a local sink. `bench tracing` runs the stages with `off`, `0.01` and `1.0`.
     #[arg(long)]
     pub traces: Option<trace_cost::TraceMode>,
-}
-
-/// An engine the query service can keep its read model in (`storage.engine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StoreEngine {
-    Sled,
-    Fjall,
-}
-
-impl StoreEngine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreEngine::Sled => "sled",
-            StoreEngine::Fjall => "fjall",
-        }
-    }
-
-    /// The services' storage configuration for this engine, otherwise their default.
-    pub fn storage(self) -> receipts_store::StorageConfig {
-        receipts_store::StorageConfig {
-            engine: match self {
-                StoreEngine::Sled => receipts_store::StorageEngine::Sled,
-                StoreEngine::Fjall => receipts_store::StorageEngine::Fjall,
-            },
-            ..Default::default()
-        }
-    }
-}
-
-impl std::fmt::Display for StoreEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -224,9 +191,9 @@ impl StageReport {
 
     /// Adds the figures of `run`, a run of this stage on `engine`; on another engine than sled
     /// each name says which.
-    pub fn take_from(&mut self, run: StageReport, engine: StoreEngine) {
+    pub fn take_from(&mut self, run: StageReport, engine: StorageEngine) {
         let name = |name: String| match engine {
-            StoreEngine::Sled => name,
+            StorageEngine::Sled => name,
             other => format!("on {other}: {name}"),
         };
         for mut metric in run.metrics {

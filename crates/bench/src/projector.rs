@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{StageBroker, end_offsets, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, stored_offsets, track_stored_offsets};
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
+use receipts_store::{StorageConfig, StorageEngine};
+
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let batch = BatchConfig::default();
@@ -52,7 +54,7 @@ async fn measure(
     args: &BenchArgs,
     broker: &StageBroker,
     report: &mut StageReport,
-    engine: StoreEngine,
+    engine: StorageEngine,
 ) -> anyhow::Result<()> {
     let topics = &broker.topics;
     let workload = workload::generate(args.reports, args.seed);
@@ -104,7 +106,7 @@ async fn measure(
     );
 
     let dir = ScratchDir::new(args, "projector")?;
-    let storage = engine.storage();
+    let storage = StorageConfig::on(engine);
     let store = {
         let path = dir.path().to_owned();
         tokio::task::spawn_blocking(move || receipts_store::open_projector_store(&path, &storage))

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{StageBroker, produce_backlog};
 use super::progress::{WARMUP_FRACTION, raw_consume, stored_offsets, track_stored_offsets};
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
+use receipts_store::{StorageConfig, StorageEngine};
+
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 /// At least `count` receipt changes of a realistic workload, in the order the projector makes them.
 pub(crate) fn updates(count: usize, seed: u64) -> Vec<ReceiptChange> {
@@ -101,11 +103,11 @@ async fn measure(
     for &engine in &args.engines {
         // On sled the figures are the read model's; on another engine they say which.
         let name = match engine {
-            StoreEngine::Sled => "read model".to_owned(),
+            StorageEngine::Sled => "read model".to_owned(),
             other => format!("read model on {other}"),
         };
         let dir = ScratchDir::new(args, &name.replace(' ', "-"))?;
-        let storage = engine.storage();
+        let storage = StorageConfig::on(engine);
         let store = {
             let path = dir.path().to_owned();
             tokio::task::spawn_blocking(move || receipts_store::open_query_store(&path, &storage))

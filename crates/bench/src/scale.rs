@@ -19,7 +19,9 @@ use receipts_proto::v1;
 
 use super::broker::{StageBroker, produce_all};
 use super::progress::WARMUP_FRACTION;
-use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, StoreEngine, workload};
+use receipts_store::StorageEngine;
+
+use super::{BenchArgs, Bound, ScratchDir, Stage, StageReport, workload};
 
 /// Records generated and produced at a time.
 const CHUNK_REPORTS: usize = 300_000;
@@ -90,7 +92,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
         for &engine in &args.engines {
             // The query service on sled is "query"; on another engine it says which.
             let service = match engine {
-                StoreEngine::Sled => "query".to_owned(),
+                StorageEngine::Sled => "query".to_owned(),
                 other => format!("query on {other}"),
             };
             let data_dir = dir.path().join(service.replace(' ', "-"));
@@ -102,7 +104,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
                 &[
                     ("RECEIPTS_GRPC_LISTEN", format!("127.0.0.1:{grpc}")),
                     ("RECEIPTS_REST_LISTEN", String::new()),
-                    ("RECEIPTS_STORAGE__ENGINE", engine.as_str().to_owned()),
+                    ("RECEIPTS_STORAGE__ENGINE", engine.to_string()),
                 ],
             )?;
             let ran = watch(query, "query_updates_total{", "applied", fed.updates).await?;

@@ -55,6 +55,43 @@ pub enum StorageEngine {
     Fjall,
 }
 
+impl StorageEngine {
+    /// Its name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageEngine::Sled => "sled",
+            StorageEngine::Fjall => "fjall",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StorageEngine {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        [StorageEngine::Sled, StorageEngine::Fjall]
+            .into_iter()
+            .find(|engine| engine.as_str() == name)
+            .ok_or_else(|| format!("unknown storage engine `{name}`: `sled` or `fjall`"))
+    }
+}
+
+impl StorageConfig {
+    /// The default configuration on `engine`.
+    pub fn on(engine: StorageEngine) -> Self {
+        StorageConfig {
+            engine,
+            ..StorageConfig::default()
+        }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
