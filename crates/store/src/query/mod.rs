@@ -28,7 +28,8 @@
 //! touches and saves what it changed, in one atomic write with the offsets.
 //!
 //! Layout: the trait and the reads here; `overlay` applies a batch, `records` holds the stored
-//! forms of messages, rollups and timelines, `keys` the key scheme.
+//! forms of receipts, messages, rollups and timelines, `keys` the key scheme, and `format1` what
+//! a record of format 1 becomes.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -45,9 +46,10 @@ use receipts_proto::v1;
 
 use crate::StoreError;
 use crate::engine::{Engine, Entry, Fjall, Sled};
-use crate::format::{self, Moved};
+use crate::format;
 use crate::offsets::{self, PartitionOffset};
 
+mod format1;
 mod keys;
 mod overlay;
 mod records;
@@ -201,7 +203,7 @@ impl ReadModelStore<Sled> {
     /// wrote it.
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
         let engine = Sled::open_tree(db, "query")?;
-        format::ensure(&engine, "query", from_format1)?;
+        format::ensure(&engine, "query", format1::moved)?;
         Ok(ReadModelStore { engine })
     }
 }
@@ -244,7 +246,7 @@ impl<E: Engine> ReadModelStore<E> {
     fn load_receipt(&self, key: &[u8]) -> Result<Option<Receipt>, StoreError> {
         self.engine
             .get(key)?
-            .map(|value| receipt_from(key, value.as_ref()))
+            .map(|value| records::receipt_from(key, value.as_ref()))
             .transpose()
     }
 
@@ -267,7 +269,7 @@ impl<E: Engine> ReadModelStore<E> {
             .engine
             .get(&key)?
             .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
-        message_from(&key, value.as_ref(), account, conversation).map(Some)
+        records::message_from(&key, value.as_ref(), account, conversation).map(Some)
     }
 
     fn load_rollup(
@@ -365,7 +367,7 @@ impl<E: Engine> QueryStore for ReadModelStore<E> {
         let entries = self
             .engine
             .range(start, Bound::Excluded(keys::prefix_end(&prefix)), false);
-        Page::collect(page_size, entries, receipt_from, |receipt| {
+        Page::collect(page_size, entries, records::receipt_from, |receipt| {
             receipt.sid.clone()
         })
     }
@@ -390,7 +392,8 @@ impl<E: Engine> QueryStore for ReadModelStore<E> {
         let prefix = keys::messages_of(account, conversation);
         let at_index = |index: u64| [prefix.as_slice(), &index.to_be_bytes()].concat();
         let end = Bound::Excluded(keys::prefix_end(&prefix));
-        let to_view = |key: &[u8], value: &[u8]| message_from(key, value, account, conversation);
+        let to_view =
+            |key: &[u8], value: &[u8]| records::message_from(key, value, account, conversation);
         let cursor = |view: &MessageView| view.index;
         match (order, after) {
             (SortOrder::Ascending, None) => Page::collect(
@@ -479,82 +482,6 @@ impl<T, C> Page<T, C> {
         let next = if more { items.last().map(cursor) } else { None };
         Ok(Page { items, next })
     }
-}
-
-/// The receipt stored as `value` under `key`, which holds its sids.
-fn receipt_from(key: &[u8], value: &[u8]) -> Result<Receipt, StoreError> {
-    let sids = keys::receipt_sids(key).map_err(|e| corrupt(key, e))?;
-    let stored: records::StoredReceipt = decode(key, value)?;
-    stored.receipt(sids).map_err(|e| corrupt(key, e))
-}
-
-/// The message of `account`'s `conversation` stored as `value` under `key`, which holds its index
-/// and sid.
-fn message_from(
-    key: &[u8],
-    value: &[u8],
-    account: &AccountSid,
-    conversation: &ConversationSid,
-) -> Result<MessageView, StoreError> {
-    let (index, message) = keys::message_parts(key).map_err(|e| corrupt(key, e))?;
-    let stored: records::StoredMessage = decode(key, value)?;
-    stored
-        .message(account, conversation, index, message)
-        .map_err(|e| corrupt(key, e))
-}
-
-/// What a format 1 record of the read model becomes: the same record under its compact key,
-/// receipts and timelines in their compact forms, and nothing of the `t/` entries.
-fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
-    let bad = |e: crate::CorruptValue| corrupt(key, e);
-    let moved = match key.first() {
-        Some(b'r') => {
-            let (account, conversation, message, sid) = keys::format1::receipt(key).map_err(bad)?;
-            let wire: v1::Receipt = decode(key, value)?;
-            let receipt = Receipt::try_from(&wire).map_err(|e| corrupt(key, e))?;
-            (
-                keys::receipt(&account, &conversation, &message, &sid),
-                records::StoredReceipt::from(&receipt).encode_to_vec(),
-            )
-        }
-        Some(b'h') => {
-            let (account, conversation, message, sid) = keys::format1::receipt(key).map_err(bad)?;
-            let wire: v1::StoredReceiptTimeline = decode(key, value)?;
-            let timeline = receipts_proto::aggregates::timeline_from_stored(sid.clone(), &wire)
-                .map_err(|e| corrupt(key, e))?;
-            (
-                keys::timeline(&account, &conversation, &message, &sid),
-                records::StoredTimeline::new(&timeline).encode_to_vec(),
-            )
-        }
-        Some(b'm') => {
-            let (account, conversation, index, message) =
-                keys::format1::message(key).map_err(bad)?;
-            let wire: v1::StoredMessageDelivery = decode(key, value)?;
-            let view = records::message_from_format1(key, &account, &conversation, &wire)?;
-            if (view.index, &view.message) != (index, &message) {
-                return Err(corrupt(key, "a message record of another message"));
-            }
-            (
-                keys::message(&account, &conversation, index, &message),
-                records::StoredMessage::from(&view).encode_to_vec(),
-            )
-        }
-        Some(b'n') => {
-            let (account, conversation, message) = keys::format1::message_name(key).map_err(bad)?;
-            (
-                keys::message_name(&account, &conversation, &message),
-                value.to_vec(),
-            )
-        }
-        Some(b'c') => {
-            let (account, conversation) = keys::format1::rollup(key).map_err(bad)?;
-            (keys::rollup(&account, &conversation), value.to_vec())
-        }
-        Some(b't') => return Ok(None),
-        _ => return Err(corrupt(key, "not a key of the read model's format 1")),
-    };
-    Ok(Some(moved))
 }
 
 pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

@@ -2,8 +2,8 @@
 //! timeline in the compact forms of `compact`, a message's and a conversation's counters.
 
 use receipts_domain::{
-    AccountSid, ChatServiceSid, ConversationSid, DeliverySummary, History, MessageSid, Receipt,
-    ReceiptSid, ReceiptTimeline, StatusCounts, Timestamp,
+    AccountSid, ConversationSid, DeliverySummary, History, MessageSid, Receipt, ReceiptSid,
+    ReceiptTimeline, StatusCounts, Timestamp,
 };
 
 use crate::CorruptValue;
@@ -11,7 +11,7 @@ use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
 use receipts_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use receipts_proto::v1;
 
-use super::{MessageView, Rollup, corrupt};
+use super::{MessageView, Rollup, corrupt, decode, keys};
 use crate::StoreError;
 
 /// A message without its account, conversation, index and sid (its key).
@@ -77,39 +77,6 @@ impl StoredMessage {
             date_updated: Timestamp::from_unix_millis(self.date_updated),
         })
     }
-}
-
-/// A message of `account`'s `conversation` as format 1 stored it under `key`.
-pub(super) fn message_from_format1(
-    key: &[u8],
-    account: &AccountSid,
-    conversation: &ConversationSid,
-    stored: &v1::StoredMessageDelivery,
-) -> Result<MessageView, StoreError> {
-    let chat_service = if stored.chat_service_sid.is_empty() {
-        None
-    } else {
-        Some(ChatServiceSid::parse(&stored.chat_service_sid).map_err(|e| corrupt(key, e))?)
-    };
-    let counts: StatusCounts = stored.counts.as_ref().map(Into::into).unwrap_or_default();
-    Ok(MessageView {
-        account: account.clone(),
-        chat_service,
-        conversation: conversation.clone(),
-        message: MessageSid::parse(&stored.message_sid).map_err(|e| corrupt(key, e))?,
-        index: stored.message_index,
-        expected_receipts: stored.expected_receipts,
-        counts,
-        summary: DeliverySummary::new(stored.expected_receipts, &counts),
-        date_created: stored
-            .date_created
-            .as_ref()
-            .map_or(Timestamp::EPOCH, timestamp_from_wire),
-        date_updated: stored
-            .date_updated
-            .as_ref()
-            .map_or(Timestamp::EPOCH, timestamp_from_wire),
-    })
 }
 
 /// The rollup of `account`'s `conversation` (both from its key).
@@ -246,4 +213,26 @@ impl StoredTimeline {
             history.into_iter().collect::<History>(),
         ))
     }
+}
+
+/// The receipt stored as `value` under `key`, which holds its sids.
+pub(super) fn receipt_from(key: &[u8], value: &[u8]) -> Result<Receipt, StoreError> {
+    let sids = keys::receipt_sids(key).map_err(|e| corrupt(key, e))?;
+    let stored: StoredReceipt = decode(key, value)?;
+    stored.receipt(sids).map_err(|e| corrupt(key, e))
+}
+
+/// The message of `account`'s `conversation` stored as `value` under `key`, which holds its index
+/// and sid.
+pub(super) fn message_from(
+    key: &[u8],
+    value: &[u8],
+    account: &AccountSid,
+    conversation: &ConversationSid,
+) -> Result<MessageView, StoreError> {
+    let (index, message) = keys::message_parts(key).map_err(|e| corrupt(key, e))?;
+    let stored: StoredMessage = decode(key, value)?;
+    stored
+        .message(account, conversation, index, message)
+        .map_err(|e| corrupt(key, e))
 }
