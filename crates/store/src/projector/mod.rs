@@ -4,30 +4,30 @@
 //!
 //! Keys, all in one tree so a batch is one atomic write (storage format 2, see `format`; a sid
 //! and a channel message id in their compact forms of `compact`):
-//! - `0x01 {account sid}{channel message id}` → [`StoredState`]: the state without the ids its
-//!   key holds
+//! - `0x01 {account sid}{channel message id}` → `StoredState` (in `records`): the state without
+//!   the ids its key holds
 //! - `0x02 {account sid}{channel message id}` → when the first report was parked (unix millis,
 //!   big-endian)
 //! - `o/{topic}/{partition}` → next offset
 //!
 //! Format 1 kept `s/{account sid}/{channel message id}` → `StoredReceiptState` and
-//! `p/{account sid}/{channel message id}`; such a tree is moved to format 2 when it is opened.
+//! `p/{account sid}/{channel message id}`; such a tree is moved to format 2 when it is opened
+//! (`records` says what each of its records becomes).
 
 use std::ops::Bound;
 use std::path::Path;
 
 use prost::Message;
-use receipts_domain::{
-    AccountSid, DeliveryStatus, ReceiptKey, ReceiptState, StatusReport, Timestamp,
-};
-use receipts_proto::convert::status_to_wire;
-use receipts_proto::v1;
+use receipts_domain::{ReceiptKey, ReceiptState, StatusReport, Timestamp};
 
-use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
+use crate::StoreError;
 use crate::engine::{Engine, Fjall, Sled, Write};
-use crate::format::{self, Moved};
+use crate::format;
 use crate::offsets::{self, PartitionOffset};
-use crate::{CorruptValue, StoreError};
+
+mod records;
+
+use records::{PARKED, StoredState, encode_state, from_format1, key_of, parked_key, state_key};
 
 /// Everything one projector batch changes, written atomically.
 #[derive(Debug, Default)]
@@ -81,134 +81,6 @@ pub type SledProjectorStore = ProjectorDb<Sled>;
 
 /// The projector's state on fjall.
 pub type FjallProjectorStore = ProjectorDb<Fjall>;
-
-const STATE: u8 = 0x01;
-const PARKED: u8 = 0x02;
-
-fn receipt_key(kind: u8, key: &ReceiptKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 17 + 1 + key.channel_message_id.as_str().len());
-    out.push(kind);
-    compact::put_sid(&mut out, &key.account);
-    compact::put_channel_message_id(&mut out, &key.channel_message_id);
-    out
-}
-
-fn state_key(key: &ReceiptKey) -> Vec<u8> {
-    receipt_key(STATE, key)
-}
-
-fn parked_key(key: &ReceiptKey) -> Vec<u8> {
-    receipt_key(PARKED, key)
-}
-
-/// The receipt a state or parked key is of.
-fn key_of(key: &[u8]) -> Result<ReceiptKey, CorruptValue> {
-    let mut rest = key.get(1..).ok_or("an empty key")?;
-    let account: AccountSid = compact::take_sid(&mut rest)?;
-    Ok(ReceiptKey {
-        account,
-        channel_message_id: compact::channel_message_id_from(rest)?,
-    })
-}
-
-/// A receipt's state as stored: the registration without its account and channel message id,
-/// and the reports without either. `best` is left out when it is the history's report of its
-/// status, which `best_status` then names.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct StoredState {
-    #[prost(message, optional, tag = "1")]
-    pub registration: Option<StoredRegistration>,
-    #[prost(message, optional, tag = "2")]
-    pub best: Option<StoredReport>,
-    #[prost(int32, optional, tag = "3")]
-    pub best_status: Option<i32>,
-    #[prost(uint64, tag = "4")]
-    pub version: u64,
-    #[prost(message, repeated, tag = "5")]
-    pub history: Vec<StoredReport>,
-}
-
-impl From<&ReceiptState> for StoredState {
-    fn from(state: &ReceiptState) -> Self {
-        let in_history = |best: &StatusReport| state.history.get(best.status) == Some(best);
-        let (best, best_status) = match &state.best {
-            Some(best) if in_history(best) => (None, Some(status_to_wire(best.status).into())),
-            Some(best) => (Some(best.into()), None),
-            None => (None, None),
-        };
-        StoredState {
-            registration: state
-                .registration
-                .as_ref()
-                .map(|r| StoredRegistration::new(r, KeyedBy::ChannelMessage)),
-            best,
-            best_status,
-            version: state.version,
-            history: state.history.iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl StoredState {
-    fn state(&self, key: &ReceiptKey) -> Result<ReceiptState, CorruptValue> {
-        let (account, id) = (&key.account, &key.channel_message_id);
-        let history = self
-            .history
-            .iter()
-            .map(|report| report.report(account, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let history: receipts_domain::History = history.into_iter().collect();
-        let best = match (&self.best, self.best_status) {
-            (Some(best), _) => Some(best.report(account, id)?),
-            (None, Some(status)) => {
-                let status: DeliveryStatus =
-                    receipts_proto::convert::status_from_wire("best_status", status)?
-                        .ok_or("`best_status` names no status")?;
-                Some(
-                    history
-                        .get(status)
-                        .cloned()
-                        .ok_or("`best_status` names a status the history lacks")?,
-                )
-            }
-            (None, None) => None,
-        };
-        Ok(ReceiptState {
-            registration: self
-                .registration
-                .as_ref()
-                .map(|r| r.registration(account, Keyed::ChannelMessage(id)))
-                .transpose()?,
-            best,
-            version: self.version,
-            history,
-        })
-    }
-}
-
-fn encode_state(state: &ReceiptState) -> Vec<u8> {
-    StoredState::from(state).encode_to_vec()
-}
-
-/// What a format 1 record of the projector becomes.
-fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
-    let receipt = |key: &[u8]| {
-        std::str::from_utf8(&key[2..])
-            .ok()
-            .and_then(|s| ReceiptKey::parse(s).ok())
-            .ok_or_else(|| corrupt(key, "not a receipt key"))
-    };
-    match key.first() {
-        Some(b's') => {
-            let id = receipt(key)?;
-            let stored = v1::StoredReceiptState::decode(value).map_err(|e| corrupt(key, e))?;
-            let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(key, e))?;
-            Ok(Some((state_key(&id), encode_state(&state))))
-        }
-        Some(b'p') => Ok(Some((parked_key(&receipt(key)?), value.to_vec()))),
-        _ => Err(corrupt(key, "not a key of the projector's format 1")),
-    }
-}
 
 fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
     StoreError::corrupt(key, source)
@@ -341,7 +213,9 @@ impl<E: Engine> ProjectorStore for ProjectorDb<E> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
     use receipts_domain::{AccountSid, ChannelMessageId, DeliveryStatus, StatusSource};
+    use receipts_proto::v1;
 
     use super::*;
 
