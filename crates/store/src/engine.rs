@@ -133,13 +133,21 @@ impl std::fmt::Debug for Fjall {
 
 impl Fjall {
     /// The keyspace `name` of the fjall database in `dir`, its block cache sized by
-    /// `storage.cache_mb`.
+    /// `storage.cache_mb`, in the current storage format.
     pub fn open(dir: &Path, name: &str, storage: &StorageConfig) -> Result<Self, StoreError> {
         let db = fjall::Database::builder(dir)
             .cache_size(storage.cache_mb.saturating_mul(1024 * 1024))
             .open()?;
         let keyspace = db.keyspace(name, fjall::KeyspaceCreateOptions::default)?;
-        Ok(Fjall { db, keyspace })
+        let engine = Fjall { db, keyspace };
+        // Only releases that write format 2 know fjall: there is never anything to move.
+        crate::format::ensure(&engine, name, |key, _| {
+            Err(StoreError::corrupt(
+                key,
+                "a fjall store is never in format 1",
+            ))
+        })?;
+        Ok(engine)
     }
 
     /// Writes the memtable to a table and waits until no flush or compaction is running.

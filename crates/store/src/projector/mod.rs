@@ -108,11 +108,9 @@ impl ProjectorDb<Sled> {
 impl ProjectorDb<Fjall> {
     /// The projector's state in the fjall database in `dir`.
     pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
-        let engine = Fjall::open(dir, "projector", storage)?;
-        format::ensure(&engine, "projector", |key, _| {
-            Err(corrupt(key, "a fjall projector store is never in format 1"))
-        })?;
-        Ok(ProjectorDb { engine })
+        Ok(ProjectorDb {
+            engine: Fjall::open(dir, "projector", storage)?,
+        })
     }
 }
 

@@ -211,11 +211,9 @@ impl ReadModelStore<Sled> {
 impl ReadModelStore<Fjall> {
     /// The read model in the fjall database in `dir`.
     pub fn open_with(dir: &Path, storage: &crate::StorageConfig) -> Result<Self, StoreError> {
-        let engine = Fjall::open(dir, "query", storage)?;
-        format::ensure(&engine, "query", |key, _| {
-            Err(corrupt(key, "a fjall read model is never in format 1"))
-        })?;
-        Ok(ReadModelStore { engine })
+        Ok(ReadModelStore {
+            engine: Fjall::open(dir, "query", storage)?,
+        })
     }
 
     /// Writes what is in memory to tables and waits for the background compactions, so that
