@@ -21,7 +21,7 @@ pub struct KafkaSettings {
 }
 
 /// Messages per partition a consumer fetches ahead (`queued.min.messages`).
-pub const PREFETCH_MESSAGES: &str = "20000";
+pub const PREFETCH_MESSAGES: &str = "2000";
 /// KiB a consumer holds fetched ahead in all (`queued.max.messages.kbytes`).
 pub const PREFETCH_KBYTES: &str = "16384";
 

@@ -133,12 +133,16 @@ impl std::fmt::Debug for Fjall {
 
 impl Fjall {
     /// The keyspace `name` of the fjall database in `dir`, its block cache sized by
-    /// `storage.cache_mb`, in the current storage format.
+    /// `storage.cache_mb` and its memtables by `storage.write_buffer_mb`, in the current storage
+    /// format.
     pub fn open(dir: &Path, name: &str, storage: &StorageConfig) -> Result<Self, StoreError> {
+        let write_buffer = storage.write_buffer_mb.saturating_mul(1024 * 1024);
         let db = fjall::Database::builder(dir)
             .cache_size(storage.cache_mb.saturating_mul(1024 * 1024))
             .open()?;
-        let keyspace = db.keyspace(name, fjall::KeyspaceCreateOptions::default)?;
+        let keyspace = db.keyspace(name, || {
+            fjall::KeyspaceCreateOptions::default().max_memtable_size(write_buffer / 2)
+        })?;
         let engine = Fjall { db, keyspace };
         // Only releases that write format 2 know fjall: there is never anything to move.
         crate::format::ensure(&engine, name, |key, _| {

@@ -37,6 +37,9 @@ pub struct StorageConfig {
     /// block cache. sled's own default is 1 GiB per database; what a process needs beyond this
     /// does not depend on the number of receipts stored, so this bounds a service's memory.
     pub cache_mb: u64,
+    /// The most memory fjall's memtables may take, in MiB: writes are collected in a memtable of
+    /// half this size, and one more is held while a full one is written out. sled has none.
+    pub write_buffer_mb: u64,
     /// What the projector and the query service keep their state in. The dispatcher always uses
     /// sled.
     pub engine: StorageEngine,
@@ -96,16 +99,20 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_mb: 64,
+            write_buffer_mb: 32,
             engine: StorageEngine::Sled,
         }
     }
 }
 
 impl StorageConfig {
-    /// Refuses a cache too small for sled to work with.
-    pub fn check(&self) -> Result<(), &'static str> {
+    /// Refuses a cache or write buffer too small to work with, naming the setting.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
         if self.cache_mb == 0 {
-            return Err("must be at least 1");
+            return Err(("storage.cache_mb", "must be at least 1"));
+        }
+        if self.write_buffer_mb < 2 {
+            return Err(("storage.write_buffer_mb", "must be at least 2"));
         }
         Ok(())
     }
@@ -274,5 +281,23 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, StoreError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn a_cache_or_write_buffer_too_small_is_refused_by_name() {
+        assert_eq!(StorageConfig::default().check(), Ok(()));
+        let no_cache = StorageConfig {
+            cache_mb: 0,
+            ..StorageConfig::default()
+        };
+        assert_eq!(no_cache.check().unwrap_err().0, "storage.cache_mb");
+        let tiny_buffer = StorageConfig {
+            write_buffer_mb: 1,
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            tiny_buffer.check().unwrap_err().0,
+            "storage.write_buffer_mb"
+        );
     }
 }

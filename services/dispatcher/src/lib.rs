@@ -169,7 +169,7 @@ impl Validate for DispatcherConfig {
         }
         self.storage
             .check()
-            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.storage
             .check_sled_only()
             .map_err(|reason| ConfigError::invalid("storage.engine", reason))?;

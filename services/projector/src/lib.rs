@@ -55,8 +55,9 @@ pub struct ProjectorConfig {
     pub group_id: String,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
-    /// How the database is opened (`storage.cache_mb`: the engine's cache; `storage.engine`:
-    /// `sled`, the default, or `fjall`).
+    /// How the database is opened (`storage.cache_mb`: the engine's cache;
+    /// `storage.write_buffer_mb`: fjall's memtables; `storage.engine`: `sled`, the default, or
+    /// `fjall`).
     pub storage: receipts_store::StorageConfig,
     pub batch: BatchConfig,
     /// Parked reports older than this are reported (logged and counted), never dropped.
@@ -133,7 +134,7 @@ impl Validate for ProjectorConfig {
         }
         self.storage
             .check()
-            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }

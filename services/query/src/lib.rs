@@ -57,8 +57,9 @@ pub struct QueryConfig {
     pub topics: TopicNames,
     /// The sled database of this instance.
     pub data_dir: PathBuf,
-    /// How the database is opened (`storage.cache_mb`: the engine's cache; `storage.engine`:
-    /// `sled`, the default, or `fjall`).
+    /// How the database is opened (`storage.cache_mb`: the engine's cache;
+    /// `storage.write_buffer_mb`: fjall's memtables; `storage.engine`: `sled`, the default, or
+    /// `fjall`).
     pub storage: receipts_store::StorageConfig,
     /// Where gRPC is served.
     pub grpc_listen: String,
@@ -231,7 +232,7 @@ impl Validate for QueryConfig {
         }
         self.storage
             .check()
-            .map_err(|reason| ConfigError::invalid("storage.cache_mb", reason))?;
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.telemetry.validate().map_err(|e| e.within("telemetry"))
     }
 }
