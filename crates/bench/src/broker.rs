@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use receipts_bus::embedded::EmbeddedBroker;
 use receipts_bus::{KafkaSettings, TopicNames};
 
-use super::{StageReport, per_sec};
+use super::{BenchArgs, StageReport, per_sec};
 
 /// A broker with a fresh set of topics; dropping it stops the embedded broker.
 pub struct StageBroker {
@@ -29,33 +29,38 @@ impl std::fmt::Debug for StageBroker {
 }
 
 impl StageBroker {
-    /// Starts the embedded broker (`kafka` is `None`) or creates fresh topics on `kafka`.
-    pub async fn start(kafka: Option<&str>, stage: &str, partitions: i32) -> anyhow::Result<Self> {
+    /// Starts the embedded broker (no `--kafka`) or creates fresh topics on `--kafka`; every
+    /// client of the stage gets the `--kafka-property` settings.
+    pub async fn start(args: &BenchArgs, stage: &str, partitions: i32) -> anyhow::Result<Self> {
         let prefix = format!("bench-{stage}-{:08x}", rand::random::<u32>());
         let topics = TopicNames::with_prefix(&prefix);
-        match kafka {
+        let mut broker = match args.kafka.as_deref() {
             Some(servers) => {
                 let kafka = KafkaSettings::new(servers);
                 receipts_bus::topics::ensure_topics(&kafka, &topics.specs(partitions))
                     .await
                     .with_context(|| format!("creating the bench topics on {servers}"))?;
-                Ok(StageBroker {
+                StageBroker {
                     kafka,
                     topics,
                     embedded: None,
-                })
+                }
             }
             None => {
                 let specs = topics.specs(partitions);
                 let embedded =
                     tokio::task::spawn_blocking(move || EmbeddedBroker::start(specs)).await??;
-                Ok(StageBroker {
+                StageBroker {
                     kafka: KafkaSettings::new(embedded.bootstrap()),
                     topics,
                     embedded: Some(embedded),
-                })
+                }
             }
+        };
+        for (key, value) in &args.kafka_property {
+            broker.kafka.properties.insert(key.clone(), value.clone());
         }
+        Ok(broker)
     }
 
     /// Deletes the stage's topics from a real broker (the embedded one simply stops).

@@ -48,7 +48,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
         }),
     );
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    let broker = StageBroker::start(args.kafka.as_deref(), "grpc", args.partitions).await?;
+    let broker = StageBroker::start(args, "grpc", args.partitions).await?;
     let result = measure(args, &broker, &mut report).await;
     broker.finish().await;
     result?;

@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// it shares the CPU with the stage it serves).
     #[arg(long)]
     pub kafka: Option<String>,
+    /// A librdkafka setting, as KEY=VALUE (e.g. queued.min.messages=20000), for every Kafka
+    /// client in this process: all the stages' but `scale`'s service processes, which read their
+    /// own configuration. Repeat it for more.
+    #[arg(long, value_parser = kafka_property)]
+    pub kafka_property: Vec<(String, String)>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -281,6 +286,16 @@ pub(crate) fn per_sec(count: u64, elapsed: Duration) -> f64 {
 }
 
 /// A directory of its own for one stage, under `--data-dir` or the system's temporary directory.
+/// `KEY=VALUE` of `--kafka-property`.
+fn kafka_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
 pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {

@@ -40,8 +40,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     // restore its state from it instead of doing the work.
     for &engine in &args.engines {
         let mut run = StageReport::new(Stage::Projector, json!(null));
-        let broker =
-            StageBroker::start(args.kafka.as_deref(), "projector", args.partitions).await?;
+        let broker = StageBroker::start(args, "projector", args.partitions).await?;
         let result = measure(args, &broker, &mut run, engine).await;
         broker.finish().await;
         result?;

@@ -48,7 +48,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
             "engines": args.engines,
         }),
     );
-    let broker = StageBroker::start(args.kafka.as_deref(), "read-model", args.partitions).await?;
+    let broker = StageBroker::start(args, "read-model", args.partitions).await?;
     let result = measure(args, &broker, &mut report).await;
     broker.finish().await;
     result?;

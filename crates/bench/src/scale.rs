@@ -46,7 +46,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
     let binaries = Binaries::beside_this_one()?;
     let mut rates: Vec<(usize, f64, f64)> = Vec::new();
     for &receipts in &args.scale {
-        let broker = StageBroker::start(args.kafka.as_deref(), "scale", args.partitions).await?;
+        let broker = StageBroker::start(args, "scale", args.partitions).await?;
         let dir = ScratchDir::new(args, "scale")?;
         let fed = feed(&broker.kafka, &broker.topics, receipts, args.seed).await?;
         let label = |what: &str| format!("{} receipts: {what}", thousands(fed.receipts));

@@ -40,7 +40,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
         }),
     );
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
-    let broker = StageBroker::start(args.kafka.as_deref(), "end-to-end", args.partitions).await?;
+    let broker = StageBroker::start(args, "end-to-end", args.partitions).await?;
     let shutdown = CancellationToken::new();
     let result = measure_end_to_end(args, &broker, &mut report, &shutdown).await;
     shutdown.cancel();

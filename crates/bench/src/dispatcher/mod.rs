@@ -62,7 +62,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<StageReport> {
             "warmup_fraction": WARMUP_FRACTION,
         }),
     );
-    let broker = StageBroker::start(args.kafka.as_deref(), "dispatcher", args.partitions).await?;
+    let broker = StageBroker::start(args, "dispatcher", args.partitions).await?;
     let shutdown = CancellationToken::new();
     let result = measure_dispatcher(args, &broker, &mut report, &shutdown).await;
     shutdown.cancel();
