@@ -82,10 +82,6 @@ pub type SledProjectorStore = ProjectorDb<Sled>;
 /// The projector's state on fjall.
 pub type FjallProjectorStore = ProjectorDb<Fjall>;
 
-fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
-    StoreError::corrupt(key, source)
-}
-
 impl ProjectorDb<Sled> {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, &crate::StorageConfig::default())
@@ -132,8 +128,12 @@ impl<E: Engine> ProjectorStore for ProjectorDb<E> {
         let Some(bytes) = self.engine.get(&key)? else {
             return Ok(None);
         };
-        let stored = StoredState::decode(bytes.as_ref()).map_err(|e| corrupt(&key, e))?;
-        stored.state(id).map(Some).map_err(|e| corrupt(&key, e))
+        let stored =
+            StoredState::decode(bytes.as_ref()).map_err(|e| StoreError::corrupt(&key, e))?;
+        stored
+            .state(id)
+            .map(Some)
+            .map_err(|e| StoreError::corrupt(&key, e))
     }
 
     fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
@@ -188,11 +188,11 @@ impl<E: Engine> ProjectorStore for ProjectorDb<E> {
         for item in self.engine.range(lower, upper, false) {
             let (key, value) = item?;
             let key = key.as_ref();
-            let id = key_of(key).map_err(|e| corrupt(key, e))?;
+            let id = key_of(key).map_err(|e| StoreError::corrupt(key, e))?;
             let millis: [u8; 8] = value
                 .as_ref()
                 .try_into()
-                .map_err(|_| corrupt(key, "parked time is not 8 bytes"))?;
+                .map_err(|_| StoreError::corrupt(key, "parked time is not 8 bytes"))?;
             let report = self.state(&id)?.and_then(|s| s.best);
             entries.push(ParkedEntry {
                 key: id,

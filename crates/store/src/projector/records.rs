@@ -6,7 +6,6 @@ use receipts_domain::{AccountSid, DeliveryStatus, ReceiptKey, ReceiptState, Stat
 use receipts_proto::convert::status_to_wire;
 use receipts_proto::v1;
 
-use super::corrupt;
 use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
 use crate::format::Moved;
 use crate::{CorruptValue, StoreError};
@@ -125,16 +124,20 @@ pub(super) fn from_format1(key: &[u8], value: &[u8]) -> Result<Moved, StoreError
         std::str::from_utf8(&key[2..])
             .ok()
             .and_then(|s| ReceiptKey::parse(s).ok())
-            .ok_or_else(|| corrupt(key, "not a receipt key"))
+            .ok_or_else(|| StoreError::corrupt(key, "not a receipt key"))
     };
     match key.first() {
         Some(b's') => {
             let id = receipt(key)?;
-            let stored = v1::StoredReceiptState::decode(value).map_err(|e| corrupt(key, e))?;
-            let state = ReceiptState::try_from(&stored).map_err(|e| corrupt(key, e))?;
+            let stored =
+                v1::StoredReceiptState::decode(value).map_err(|e| StoreError::corrupt(key, e))?;
+            let state = ReceiptState::try_from(&stored).map_err(|e| StoreError::corrupt(key, e))?;
             Ok(Some((state_key(&id), encode_state(&state))))
         }
         Some(b'p') => Ok(Some((parked_key(&receipt(key)?), value.to_vec()))),
-        _ => Err(corrupt(key, "not a key of the projector's format 1")),
+        _ => Err(StoreError::corrupt(
+            key,
+            "not a key of the projector's format 1",
+        )),
     }
 }

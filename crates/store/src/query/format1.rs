@@ -10,19 +10,19 @@ use receipts_domain::{
 use receipts_proto::convert::timestamp_from_wire;
 use receipts_proto::v1;
 
-use super::{MessageView, corrupt, decode, keys, records};
+use super::{MessageView, decode, keys, records};
 use crate::format::Moved;
 use crate::{CorruptValue, StoreError};
 
 /// What a format 1 record of the read model becomes: the same record under its compact key,
 /// receipts and timelines in their compact forms, and nothing of the `t/` entries.
 pub(super) fn moved(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
-    let bad = |e: crate::CorruptValue| corrupt(key, e);
+    let bad = |e: crate::CorruptValue| StoreError::corrupt(key, e);
     let moved = match key.first() {
         Some(b'r') => {
             let (account, conversation, message, sid) = receipt_sids(key).map_err(bad)?;
             let wire: v1::Receipt = decode(key, value)?;
-            let receipt = Receipt::try_from(&wire).map_err(|e| corrupt(key, e))?;
+            let receipt = Receipt::try_from(&wire).map_err(|e| StoreError::corrupt(key, e))?;
             (
                 keys::receipt(&account, &conversation, &message, &sid),
                 records::StoredReceipt::from(&receipt).encode_to_vec(),
@@ -32,7 +32,7 @@ pub(super) fn moved(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
             let (account, conversation, message, sid) = receipt_sids(key).map_err(bad)?;
             let wire: v1::StoredReceiptTimeline = decode(key, value)?;
             let timeline = receipts_proto::aggregates::timeline_from_stored(sid.clone(), &wire)
-                .map_err(|e| corrupt(key, e))?;
+                .map_err(|e| StoreError::corrupt(key, e))?;
             (
                 keys::timeline(&account, &conversation, &message, &sid),
                 records::StoredTimeline::new(&timeline).encode_to_vec(),
@@ -43,7 +43,10 @@ pub(super) fn moved(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
             let wire: v1::StoredMessageDelivery = decode(key, value)?;
             let view = message_view(key, &account, &conversation, &wire)?;
             if (view.index, &view.message) != (index, &message) {
-                return Err(corrupt(key, "a message record of another message"));
+                return Err(StoreError::corrupt(
+                    key,
+                    "a message record of another message",
+                ));
             }
             (
                 keys::message(&account, &conversation, index, &message),
@@ -62,7 +65,12 @@ pub(super) fn moved(key: &[u8], value: &[u8]) -> Result<Moved, StoreError> {
             (keys::rollup(&account, &conversation), value.to_vec())
         }
         Some(b't') => return Ok(None),
-        _ => return Err(corrupt(key, "not a key of the read model's format 1")),
+        _ => {
+            return Err(StoreError::corrupt(
+                key,
+                "not a key of the read model's format 1",
+            ));
+        }
     };
     Ok(Some(moved))
 }
@@ -77,14 +85,17 @@ fn message_view(
     let chat_service = if stored.chat_service_sid.is_empty() {
         None
     } else {
-        Some(ChatServiceSid::parse(&stored.chat_service_sid).map_err(|e| corrupt(key, e))?)
+        Some(
+            ChatServiceSid::parse(&stored.chat_service_sid)
+                .map_err(|e| StoreError::corrupt(key, e))?,
+        )
     };
     let counts: StatusCounts = stored.counts.as_ref().map(Into::into).unwrap_or_default();
     Ok(MessageView {
         account: account.clone(),
         chat_service,
         conversation: conversation.clone(),
-        message: MessageSid::parse(&stored.message_sid).map_err(|e| corrupt(key, e))?,
+        message: MessageSid::parse(&stored.message_sid).map_err(|e| StoreError::corrupt(key, e))?,
         index: stored.message_index,
         expected_receipts: stored.expected_receipts,
         counts,

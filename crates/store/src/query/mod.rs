@@ -261,12 +261,12 @@ impl<E: Engine> ReadModelStore<E> {
         let index: [u8; 8] = index
             .as_ref()
             .try_into()
-            .map_err(|_| corrupt(&name_key, "message index is not 8 bytes"))?;
+            .map_err(|_| StoreError::corrupt(&name_key, "message index is not 8 bytes"))?;
         let key = keys::message(account, conversation, u64::from_be_bytes(index), message);
         let value = self
             .engine
             .get(&key)?
-            .ok_or_else(|| corrupt(&name_key, "names a message that is not stored"))?;
+            .ok_or_else(|| StoreError::corrupt(&name_key, "names a message that is not stored"))?;
         records::message_from(&key, value.as_ref(), account, conversation).map(Some)
     }
 
@@ -290,7 +290,7 @@ impl<E: Engine> ReadModelStore<E> {
             .map(|stored| {
                 stored
                     .timeline(account, sid.clone())
-                    .map_err(|e| corrupt(key, e))
+                    .map_err(|e| StoreError::corrupt(key, e))
             })
             .transpose()
     }
@@ -483,9 +483,5 @@ impl<T, C> Page<T, C> {
 }
 
 pub(super) fn decode<T: Message + Default>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    T::decode(bytes).map_err(|e| corrupt(key, e))
-}
-
-pub(super) fn corrupt(key: &[u8], source: impl Into<crate::CorruptValue>) -> StoreError {
-    StoreError::corrupt(key, source)
+    T::decode(bytes).map_err(|e| StoreError::corrupt(key, e))
 }

@@ -11,7 +11,7 @@ use crate::compact::{self, Keyed, KeyedBy, StoredRegistration, StoredReport};
 use receipts_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use receipts_proto::v1;
 
-use super::{MessageView, Rollup, corrupt, decode, keys};
+use super::{MessageView, Rollup, decode, keys};
 use crate::StoreError;
 
 /// A message without its account, conversation, index and sid (its key).
@@ -217,9 +217,11 @@ impl StoredTimeline {
 
 /// The receipt stored as `value` under `key`, which holds its sids.
 pub(super) fn receipt_from(key: &[u8], value: &[u8]) -> Result<Receipt, StoreError> {
-    let sids = keys::receipt_sids(key).map_err(|e| corrupt(key, e))?;
+    let sids = keys::receipt_sids(key).map_err(|e| StoreError::corrupt(key, e))?;
     let stored: StoredReceipt = decode(key, value)?;
-    stored.receipt(sids).map_err(|e| corrupt(key, e))
+    stored
+        .receipt(sids)
+        .map_err(|e| StoreError::corrupt(key, e))
 }
 
 /// The message of `account`'s `conversation` stored as `value` under `key`, which holds its index
@@ -230,9 +232,9 @@ pub(super) fn message_from(
     account: &AccountSid,
     conversation: &ConversationSid,
 ) -> Result<MessageView, StoreError> {
-    let (index, message) = keys::message_parts(key).map_err(|e| corrupt(key, e))?;
+    let (index, message) = keys::message_parts(key).map_err(|e| StoreError::corrupt(key, e))?;
     let stored: StoredMessage = decode(key, value)?;
     stored
         .message(account, conversation, index, message)
-        .map_err(|e| corrupt(key, e))
+        .map_err(|e| StoreError::corrupt(key, e))
 }
